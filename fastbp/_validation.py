@@ -1,0 +1,147 @@
+"""Input checks shared by every public entry point.
+
+Numba does no bounds checking, so everything a kernel will index is validated here first:
+shapes, dtypes, finiteness and label ranges.  Errors say what was wrong and what was
+expected.  Checks that look at every element use small compiled loops that allocate
+nothing, so they can sit on the training hot path.
+"""
+import numbers
+
+import numpy as np
+from numba import njit
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@njit(cache=True)
+def _count_nonfinite(flat):
+    n = 0
+    for i in range(flat.shape[0]):
+        v = flat[i]
+        if not (v - v == 0.0):  # false for nan and +-inf
+            n += 1
+    return n
+
+
+def check_dtype(dtype):
+    """Return the model dtype as np.dtype, float32 or float64 only."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _check_numeric(arr, name):
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers (bool, int or float), got dtype {arr.dtype}"
+        )
+
+
+def check_finite(arr, name):
+    """Raise ValueError if a float array holds NaN or inf (no allocation for contiguous input)."""
+    if arr.dtype.kind != "f" or arr.size == 0:
+        return
+    flat = arr.reshape(-1) if arr.flags.c_contiguous else np.ravel(arr)
+    bad = _count_nonfinite(flat)
+    if bad:
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); clean or impute them first")
+
+
+def as_float_array(x, name, dtype, ndim=2, allow_empty=False):
+    """x as a C-contiguous array of `dtype` and `ndim` dims, checked numeric and finite.
+
+    Copies only when x is not already of that dtype and layout.
+    """
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} could not be converted to a numeric array: {exc}") from exc
+    _check_numeric(x, name)
+    if x.ndim != ndim:
+        hint = ""
+        if ndim == 2 and x.ndim == 1:
+            hint = (" — reshape with x.reshape(-1, 1) if it is one feature, or "
+                    "x.reshape(1, -1) if it is one sample")
+        raise ValueError(
+            f"{name} must be a {ndim}-D array, got a {x.ndim}-D array of shape {x.shape}{hint}"
+        )
+    if x.size == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (shape {x.shape}); at least one sample is needed")
+    x = np.ascontiguousarray(x, dtype=dtype)
+    check_finite(x, name)
+    return x
+
+
+def check_positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def check_float(value, name, low=None, high=None, low_open=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def check_class_labels(y, n_classes, n_samples, name="y"):
+    """y as C-contiguous int64 class labels in [0, n_classes), length n_samples."""
+    if not isinstance(y, np.ndarray):
+        y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-D integer class labels, got shape {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must hold integer class labels for cross_entropy, got dtype {y.dtype}; "
+            "convert with y.astype(int), or pass 2-D probability targets of shape "
+            "(n_samples, n_classes)"
+        )
+    if y.shape[0] != n_samples:
+        raise ValueError(f"{name} has {y.shape[0]} labels but X has {n_samples} samples")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= n_classes:
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"{name} holds label {bad}, outside the valid range [0, {n_classes - 1}] "
+            f"for a model with {n_classes} outputs"
+        )
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def check_targets(t, n_outputs, n_samples, dtype, name="y", unit_interval=False):
+    """Real-valued targets as a C-contiguous (n_samples, n_outputs) array of `dtype`."""
+    if not isinstance(t, np.ndarray):
+        t = np.asarray(t)
+    _check_numeric(t, name)
+    if t.ndim == 1 and n_outputs == 1:
+        t = t.reshape(-1, 1)
+    if t.ndim != 2:
+        raise ValueError(
+            f"{name} must have shape (n_samples, {n_outputs}), got shape {t.shape}"
+        )
+    if t.shape[0] != n_samples:
+        raise ValueError(f"{name} has {t.shape[0]} rows but X has {n_samples} samples")
+    if t.shape[1] != n_outputs:
+        raise ValueError(
+            f"{name} has {t.shape[1]} columns but the model has {n_outputs} outputs"
+        )
+    t = np.ascontiguousarray(t, dtype=dtype)
+    check_finite(t, name)
+    if unit_interval and t.size and (t.min() < 0 or t.max() > 1):
+        raise ValueError(f"{name} must lie in [0, 1] for binary_cross_entropy")
+    return t

@@ -1,0 +1,296 @@
+"""fastbp's compiled kernels, as a validated array-in / array-out backend.
+
+The functions here check their arguments (shape, dtype, finiteness) and then call the
+Numba kernels in ``fastbp.kernels.cpu``; those do no checking of their own.  Arrays are
+float32 or float64; mixed inputs are promoted like NumPy does.  Rows are examples.
+
+    matmul(a, b, out=None, trans_a=False, trans_b=False)  C = op(a) @ op(b)
+    linear(x, weight, bias=None, activation="identity")   Z = x W^T + b, A = f(Z)
+    linear_backward(delta, x, weight)                     dx = delta W, dW = delta^T x, db = sum delta
+    activation(z, name) / activation_grad(grad, z, name)  f(z) and grad * f'(z)
+    softmax(z)
+    cross_entropy(logits, target)          -> (loss, dL/dlogits)
+    mse(pred, target)                      -> (loss, dL/dpred)
+    binary_cross_entropy(logits, target)   -> (loss, dL/dlogits)
+    bias_grad(delta)                       column sums
+"""
+import numpy as np
+
+from .._validation import (
+    as_float_array,
+    check_class_labels,
+    check_float,
+    check_targets,
+)
+from .cpu import activations as _act
+from .cpu import gemm as _gemm
+from .cpu import losses as _losses
+from .cpu import optim as _optim
+from .cpu.activations import ACTIVATION_CODES
+
+__all__ = [
+    "matmul", "linear", "linear_backward", "activation", "activation_grad", "softmax",
+    "cross_entropy", "mse", "binary_cross_entropy", "bias_grad",
+    "sgd_update", "adam_update", "activation_code", "ACTIVATION_CODES",
+]
+
+
+def activation_code(name):
+    """The integer code of an activation name (see fastbp.kernels.cpu.activations)."""
+    if not isinstance(name, str):
+        raise TypeError(f"activation must be a name (str), got {name!r}")
+    try:
+        return ACTIVATION_CODES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; expected one of {sorted(ACTIVATION_CODES)}"
+        ) from None
+
+
+def _float_dtype(*arrays):
+    dt = np.result_type(*[a.dtype for a in arrays])
+    return np.dtype(np.float32) if dt == np.float32 else np.dtype(np.float64)
+
+
+def _as_array(x, name):
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    return x
+
+
+def _operand(x, trans, name, dtype):
+    """A C-contiguous operand and its transpose flag; an F-ordered view flips the flag."""
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
+    if x.dtype == dtype and x.flags.f_contiguous and not x.flags.c_contiguous:
+        x, trans = x.T, not trans
+    return as_float_array(x, name, dtype, allow_empty=True), trans
+
+
+def _empty(dtype):
+    return np.empty((0, 0), dtype=dtype)
+
+
+def matmul(a, b, out=None, trans_a=False, trans_b=False):
+    """C = op(a) @ op(b), op(x) = x.T when trans_x, computed by fastbp's own GEMM.
+
+    a: (M, K), or (K, M) with trans_a.  b: (K, N), or (N, K) with trans_b.
+    out: optional C-contiguous (M, N) array of the result dtype, written in place.
+    Returns C (M, N).  No BLAS is called.
+    """
+    a = _as_array(a, "a")
+    b = _as_array(b, "b")
+    dtype = _float_dtype(a, b)
+    a, trans_a = _operand(a, bool(trans_a), "a", dtype)
+    b, trans_b = _operand(b, bool(trans_b), "b", dtype)
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if K != Kb:
+        raise ValueError(
+            f"matmul: inner dimensions differ: op(a) is {M}x{K} but op(b) is {Kb}x{N}"
+        )
+    if out is None:
+        out = np.empty((M, N), dtype=dtype)
+    elif not isinstance(out, np.ndarray) or out.shape != (M, N) or out.dtype != dtype \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(
+            f"out must be a writeable C-contiguous {dtype} array of shape {(M, N)}, got "
+            + (f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__)
+        )
+    if M == 0 or N == 0:
+        return out
+    if K == 0:
+        out[...] = 0
+        return out
+    if trans_b:
+        packed = np.empty((K, N), dtype=dtype)
+        _gemm.pack_transpose(b, packed)
+        b = packed
+    e = _empty(dtype)
+    _gemm.gemm(a, trans_a, b, out, _gemm.EPI_NONE, np.empty(0, dtype), 0, 0.0, e, e, e,
+               np.empty(0, dtype))
+    return out
+
+
+def linear(x, weight, bias=None, activation="identity", slope=0.01):
+    """Fused dense layer: Z = x W^T + b and A = f(Z) in one pass over the output.
+
+    x: (b, in), weight: (out, in), bias: (out,) or None.  Returns (Z, A), each (b, out).
+    """
+    x = _as_array(x, "x")
+    weight = _as_array(weight, "weight")
+    dtype = _float_dtype(x, weight)
+    code = activation_code(activation)
+    x = as_float_array(x, "x", dtype)
+    weight = as_float_array(weight, "weight", dtype)
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} features but weight expects {weight.shape[1]} (weight is {weight.shape})"
+        )
+    n_out = weight.shape[0]
+    if bias is None:
+        bias = np.zeros(n_out, dtype=dtype)
+    else:
+        bias = as_float_array(bias, "bias", dtype, ndim=1)
+        if bias.shape[0] != n_out:
+            raise ValueError(f"bias has length {bias.shape[0]}, expected {n_out}")
+    wt = np.empty((weight.shape[1], n_out), dtype=dtype)
+    _gemm.pack_transpose(weight, wt)
+    z = np.empty((x.shape[0], n_out), dtype=dtype)
+    a = np.empty_like(z)
+    e = _empty(dtype)
+    _gemm.gemm(x, False, wt, z, _gemm.EPI_BIAS_ACT, bias, code, float(slope), a, e, e,
+               np.empty(0, dtype))
+    return z, a
+
+
+def linear_backward(delta, x, weight):
+    """Backward pass of Z = x W^T + b given delta = dL/dZ.
+
+    delta: (b, out), x: (b, in), weight: (out, in).
+    Returns (dx (b, in) = delta W, dW (out, in) = delta^T x, db (out,) = sum_rows delta).
+    """
+    delta = _as_array(delta, "delta")
+    x = _as_array(x, "x")
+    weight = _as_array(weight, "weight")
+    dtype = _float_dtype(delta, x, weight)
+    delta = as_float_array(delta, "delta", dtype)
+    x = as_float_array(x, "x", dtype)
+    weight = as_float_array(weight, "weight", dtype)
+    b, n_out = delta.shape
+    if x.shape[0] != b:
+        raise ValueError(f"delta has {b} rows but x has {x.shape[0]}")
+    if weight.shape != (n_out, x.shape[1]):
+        raise ValueError(f"weight must have shape {(n_out, x.shape[1])}, got {weight.shape}")
+    e = _empty(dtype)
+    no_bias = np.empty(0, dtype)
+    dx = np.empty_like(x)
+    _gemm.gemm(delta, False, weight, dx, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e, no_bias)
+    dw = np.empty_like(weight)
+    db = np.empty(n_out, dtype=dtype)
+    _gemm.gemm(delta, True, x, dw, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e, db)
+    return dx, dw, db
+
+
+def activation(z, name="relu", slope=0.01):
+    """f(z) for a 2-D array z (rows, cols); returns a new array."""
+    z = _as_array(z, "z")
+    code = activation_code(name)
+    z = as_float_array(z, "z", _float_dtype(z))
+    out = np.empty_like(z)
+    _act.activation_forward(z, out, code, float(slope))
+    return out
+
+
+def activation_grad(grad, z, name="relu", slope=0.01):
+    """grad * f'(z) for 2-D arrays of one shape; returns a new array."""
+    grad = _as_array(grad, "grad")
+    z = _as_array(z, "z")
+    code = activation_code(name)
+    dtype = _float_dtype(grad, z)
+    z = as_float_array(z, "z", dtype)
+    out = as_float_array(grad, "grad", dtype).copy()
+    if out.shape != z.shape:
+        raise ValueError(f"grad has shape {out.shape} but z has {z.shape}")
+    a = np.empty_like(z)
+    _act.activation_forward(z, a, code, float(slope))
+    _act.activation_backward(out, z, a, code, float(slope))
+    return out
+
+
+def softmax(z):
+    """Row-wise softmax of logits z (b, C), computed stably; returns a new array."""
+    z = _as_array(z, "z")
+    z = as_float_array(z, "z", _float_dtype(z))
+    p = np.empty_like(z)
+    _losses.softmax_rows(z, p)
+    return p
+
+
+def cross_entropy(logits, target):
+    """Mean softmax cross-entropy and its gradient w.r.t. the logits, in one fused pass.
+
+    logits: (b, C).  target: (b,) integer class labels in [0, C), or (b, C) probability /
+    one-hot targets.  Returns (loss: float, grad: (b, C) = (softmax(logits) - Y) / b).
+    """
+    logits = _as_array(logits, "logits")
+    z = as_float_array(logits, "logits", _float_dtype(logits))
+    b, n = z.shape
+    g = np.empty_like(z)
+    row_loss = np.empty(b)
+    t = np.asarray(target)
+    if t.ndim == 2:
+        t = check_targets(t, n, b, z.dtype, name="target")
+        loss = _losses.cross_entropy_targets(z, t, g, row_loss)
+    else:
+        y = check_class_labels(t, n, b, name="target")
+        loss = _losses.cross_entropy_labels(z, y, g, row_loss)
+    return float(loss), g
+
+
+def mse(pred, target):
+    """Mean squared error over all elements and its gradient 2 (pred - target) / size.
+
+    pred: (b, n), target: (b, n) (or (b,) when n == 1).  Returns (loss, grad (b, n)).
+    """
+    pred = _as_array(pred, "pred")
+    z = as_float_array(pred, "pred", _float_dtype(pred))
+    t = check_targets(target, z.shape[1], z.shape[0], z.dtype, name="target")
+    g = np.empty_like(z)
+    return float(_losses.mse(z, t, g, np.empty(z.shape[0]))), g
+
+
+def binary_cross_entropy(logits, target):
+    """Mean binary cross-entropy of sigmoid(logits) against targets in [0, 1], fused.
+
+    logits, target: (b, n) (multi-label).  Returns (loss, grad (b, n) = (sigmoid - t) / size).
+    """
+    logits = _as_array(logits, "logits")
+    z = as_float_array(logits, "logits", _float_dtype(logits))
+    t = check_targets(target, z.shape[1], z.shape[0], z.dtype, name="target",
+                      unit_interval=True)
+    g = np.empty_like(z)
+    return float(_losses.binary_cross_entropy(z, t, g, np.empty(z.shape[0]))), g
+
+
+def bias_grad(delta):
+    """Column sums of delta (b, out): the bias gradient. Returns (out,)."""
+    delta = _as_array(delta, "delta")
+    d = as_float_array(delta, "delta", _float_dtype(delta))
+    out = np.empty(d.shape[1], dtype=d.dtype)
+    _gemm.column_sum(d, out)
+    return out
+
+
+def _flat_buffers(names, *arrays):
+    p = arrays[0]
+    for name, a in zip(names, arrays):
+        if not isinstance(a, np.ndarray) or a.ndim != 1 or not a.flags.c_contiguous \
+                or not a.flags.writeable:
+            raise ValueError(f"{name} must be a writeable contiguous 1-D array")
+        if a.dtype != p.dtype or a.shape != p.shape:
+            raise ValueError(f"{name} must match params in dtype and shape ({p.dtype}, {p.shape})")
+    if p.dtype not in (np.float32, np.float64):
+        raise TypeError(f"params must be float32 or float64, got {p.dtype}")
+
+
+def sgd_update(params, grads, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """One SGD step over flat buffers in place (see fastbp.kernels.cpu.optim)."""
+    _flat_buffers(("params", "grads", "velocity"), params, grads, velocity)
+    _optim.sgd_update(params, grads, velocity, check_float(lr, "lr", 0.0),
+                      check_float(momentum, "momentum", 0.0),
+                      check_float(weight_decay, "weight_decay", 0.0), bool(nesterov))
+
+
+def adam_update(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
+                eps=1e-8, weight_decay=0.0, decoupled=False):
+    """One Adam (or AdamW with decoupled=True) step over flat buffers in place."""
+    _flat_buffers(("params", "grads", "exp_avg", "exp_avg_sq"), params, grads, exp_avg,
+                  exp_avg_sq)
+    _optim.adam_update(params, grads, exp_avg, exp_avg_sq, check_float(lr, "lr", 0.0),
+                       check_float(betas[0], "beta1", 0.0, 1.0),
+                       check_float(betas[1], "beta2", 0.0, 1.0),
+                       check_float(eps, "eps", 0.0), check_float(weight_decay, "weight_decay", 0.0),
+                       bool(decoupled), int(step))

@@ -1,0 +1,142 @@
+"""Losses fused with their gradient w.r.t. the last layer's pre-activation Z (CPU, Numba).
+
+Each kernel makes one pass per row, writes dL/dZ into G (same shape as Z) and returns the
+loss as a float64 (accumulated in float64 whatever the storage dtype, so that a large
+batch does not drift).  Each row's loss goes to ``row_loss`` (b,) float64, caller-owned
+workspace, and the rows are then added in order on one thread, so the result does not
+depend on the thread count and the kernel allocates nothing.
+
+cross_entropy (softmax fused, log-sum-exp; never log(softmax)):
+    lse_i  = m_i + log sum_c exp(z_ic - m_i),   m_i = max_c z_ic
+    labels:  L = (1/b) sum_i (lse_i - z_{i,y_i});   G = (softmax(Z) - onehot(y)) / b
+    targets: L = (1/b) sum_i sum_c t_ic (lse_i - z_ic);
+             G = (softmax(Z) * sum_c t_ic - T) / b     (= (softmax(Z) - T)/b for rows summing to 1)
+mse (mean over all b*n elements, as torch.nn.functional.mse_loss):
+    L = (1/bn) sum (z - t)^2;   G = 2 (z - t) / (bn)
+binary_cross_entropy (sigmoid fused, as torch's BCEWithLogitsLoss, mean over all elements):
+    L = (1/bn) sum max(z, 0) - z t + log(1 + exp(-|z|));   G = (sigmoid(z) - t) / (bn)
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .activations import sigmoid_scalar
+
+ROWS_PER_BLOCK = 64
+
+
+@njit(cache=True, inline="always")
+def _row_logsumexp(Z, i):
+    n = Z.shape[1]
+    m = Z[i, 0]
+    for c in range(1, n):
+        if Z[i, c] > m:
+            m = Z[i, c]
+    s = 0.0
+    for c in range(n):
+        s += math.exp(np.float64(Z[i, c]) - m)
+    return m, s
+
+
+@njit(parallel=True, cache=True)
+def cross_entropy_labels(Z, y, G, row_loss):
+    """Z (b, C) logits, y (b,) int64 labels in [0, C), G (b, C) out, row_loss (b,). Returns mean loss."""
+    b, n = Z.shape
+    nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
+    inv_b = 1.0 / b
+    for blk in prange(nblk):
+        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
+            acc = 0.0
+            m, s = _row_logsumexp(Z, i)
+            lse = m + math.log(s)
+            label = y[i]
+            acc += lse - Z[i, label]
+            inv_s = 1.0 / s
+            for c in range(n):
+                G[i, c] = math.exp(np.float64(Z[i, c]) - m) * inv_s * inv_b
+            G[i, label] -= inv_b
+            row_loss[i] = acc
+    total = 0.0
+    for i in range(b):
+        total += row_loss[i]
+    return total * inv_b
+
+
+@njit(parallel=True, cache=True)
+def cross_entropy_targets(Z, T, G, row_loss):
+    """Z (b, C) logits, T (b, C) probability / one-hot targets, G (b, C) out. Returns mean loss."""
+    b, n = Z.shape
+    nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
+    inv_b = 1.0 / b
+    for blk in prange(nblk):
+        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
+            acc = 0.0
+            m, s = _row_logsumexp(Z, i)
+            lse = m + math.log(s)
+            tsum = 0.0
+            for c in range(n):
+                t = np.float64(T[i, c])
+                tsum += t
+                acc += t * (lse - Z[i, c])
+            inv_s = 1.0 / s
+            for c in range(n):
+                p = math.exp(np.float64(Z[i, c]) - m) * inv_s
+                G[i, c] = (p * tsum - T[i, c]) * inv_b
+            row_loss[i] = acc
+    total = 0.0
+    for i in range(b):
+        total += row_loss[i]
+    return total * inv_b
+
+
+@njit(parallel=True, cache=True)
+def mse(Z, T, G, row_loss):
+    """Z (b, n) predictions, T (b, n) targets, G (b, n) out. Returns the mean squared error."""
+    b, n = Z.shape
+    nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
+    inv = 1.0 / (b * n)
+    for blk in prange(nblk):
+        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
+            acc = 0.0
+            for c in range(n):
+                d = np.float64(Z[i, c]) - np.float64(T[i, c])
+                acc += d * d
+                G[i, c] = 2.0 * d * inv
+            row_loss[i] = acc
+    total = 0.0
+    for i in range(b):
+        total += row_loss[i]
+    return total * inv
+
+
+@njit(parallel=True, cache=True)
+def binary_cross_entropy(Z, T, G, row_loss):
+    """Z (b, n) logits, T (b, n) targets in [0, 1], G (b, n) out. Returns the mean loss."""
+    b, n = Z.shape
+    nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
+    inv = 1.0 / (b * n)
+    for blk in prange(nblk):
+        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
+            acc = 0.0
+            for c in range(n):
+                z = np.float64(Z[i, c])
+                t = np.float64(T[i, c])
+                acc += max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
+                G[i, c] = (sigmoid_scalar(z) - t) * inv
+            row_loss[i] = acc
+    total = 0.0
+    for i in range(b):
+        total += row_loss[i]
+    return total * inv
+
+
+@njit(parallel=True, cache=True)
+def softmax_rows(Z, P):
+    """P (b, C) = softmax(Z) row by row, computed with the row maximum subtracted."""
+    b, n = Z.shape
+    for i in prange(b):
+        m, s = _row_logsumexp(Z, i)
+        inv_s = 1.0 / s
+        for c in range(n):
+            P[i, c] = math.exp(np.float64(Z[i, c]) - m) * inv_s

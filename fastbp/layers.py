@@ -1,0 +1,223 @@
+"""The sequential-module view of an MLP: each module has forward, backward and (for Linear)
+weight gradients.
+
+    y = module.forward(x)             remembers what backward needs
+    dx = module.backward(dy)          returns dL/dx; Linear also fills weight_grad, bias_grad
+
+Gradients are overwritten by each backward call, not accumulated (unlike PyTorch's .grad).
+Arrays are 2-D, rows are examples.  A standalone Linear owns a small flat buffer; inside an
+MLP, its weight and bias are views into the MLP's flat parameter buffer.
+"""
+import numpy as np
+
+from . import kernels as K
+from ._validation import as_float_array, check_dtype, check_positive_int
+from .kernels.cpu import activations as _act
+from .kernels.cpu import gemm as _gemm
+
+INITS = ("torch", "he", "xavier")
+
+
+def init_linear(weight, bias, init, rng):
+    """Fill weight (out, in) and bias (out,) in place.
+
+    torch:  W, b ~ U(-1/sqrt(in), 1/sqrt(in))  (torch.nn.Linear's default)
+    he:     W ~ N(0, 2/in), b = 0
+    xavier: W ~ U(-sqrt(6/(in+out)), +sqrt(6/(in+out))), b = 0
+    """
+    fan_out, fan_in = weight.shape
+    if init == "torch":
+        bound = 1.0 / np.sqrt(fan_in)
+        weight[...] = rng.uniform(-bound, bound, size=weight.shape)
+        bias[...] = rng.uniform(-bound, bound, size=bias.shape)
+    elif init == "he":
+        weight[...] = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=weight.shape)
+        bias[...] = 0
+    elif init == "xavier":
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        weight[...] = rng.uniform(-bound, bound, size=weight.shape)
+        bias[...] = 0
+    else:
+        raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
+
+
+class Module:
+    """Base class: forward(x) -> y, backward(grad_out) -> grad_in, parameters()."""
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def parameters(self):
+        return []
+
+    def __call__(self, x):
+        return self.forward(x)
+
+
+class Linear(Module):
+    """y = x W^T + b.   x: (batch, in_features), W: (out_features, in_features), b: (out,).
+
+    backward(dy) returns dx = dy W and sets weight_grad = dy^T x, bias_grad = sum_rows dy.
+    """
+
+    def __init__(self, in_features, out_features, dtype=np.float32, seed=None, init="torch",
+                 _views=None):
+        self.in_features = check_positive_int(in_features, "in_features")
+        self.out_features = check_positive_int(out_features, "out_features")
+        self.dtype = check_dtype(dtype)
+        if _views is None:
+            n = self.out_features * (self.in_features + 1)
+            params = np.empty(n, dtype=self.dtype)
+            grads = np.zeros(n, dtype=self.dtype)
+            _views = _linear_views(params, grads, 0, self.in_features, self.out_features)
+            init_linear(_views[0], _views[1], init, np.random.default_rng(seed))
+        self.weight, self.bias, self.weight_grad, self.bias_grad = _views
+        self._x = None
+
+    def forward(self, x):
+        x = as_float_array(x, "x", self.dtype)
+        if x.shape[1] != self.in_features:
+            raise ValueError(f"Linear expects {self.in_features} input features, got {x.shape[1]}")
+        self._x = x
+        return K.linear(x, self.weight, self.bias)[0]
+
+    def backward(self, grad_out):
+        if self._x is None:
+            raise RuntimeError("Linear.backward called before forward")
+        grad_out = as_float_array(grad_out, "grad_out", self.dtype)
+        if grad_out.shape != (self._x.shape[0], self.out_features):
+            raise ValueError(
+                f"grad_out must have shape {(self._x.shape[0], self.out_features)}, got {grad_out.shape}"
+            )
+        e = np.empty((0, 0), self.dtype)
+        none = np.empty(0, self.dtype)
+        dx = np.empty_like(self._x)
+        _gemm.gemm(grad_out, False, self.weight, dx, _gemm.EPI_NONE, none, 0, 0.0, e, e, e, none)
+        _gemm.gemm(grad_out, True, self._x, self.weight_grad, _gemm.EPI_NONE, none, 0, 0.0,
+                   e, e, e, self.bias_grad)
+        return dx
+
+    def parameters(self):
+        return [self.weight, self.bias]
+
+    def __repr__(self):
+        return f"Linear(in_features={self.in_features}, out_features={self.out_features})"
+
+
+def _linear_views(params, grads, offset, fan_in, fan_out):
+    """Views (W, b, dW, db) of one layer at `offset` in flat params/grads buffers."""
+    w_end = offset + fan_out * fan_in
+    b_end = w_end + fan_out
+    return (params[offset:w_end].reshape(fan_out, fan_in), params[w_end:b_end],
+            grads[offset:w_end].reshape(fan_out, fan_in), grads[w_end:b_end])
+
+
+class Activation(Module):
+    """Element-wise activation; backward multiplies by f'(z) at the remembered input."""
+
+    name = "identity"
+
+    def __init__(self, dtype=None):
+        self.code = _act.ACTIVATION_CODES[self.name]
+        self.slope = 0.0
+        self._z = self._a = None
+
+    def forward(self, x):
+        dtype = x.dtype if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) \
+            else np.float64
+        z = as_float_array(x, "x", dtype)
+        a = np.empty_like(z)
+        _act.activation_forward(z, a, self.code, self.slope)
+        self._z, self._a = z, a
+        return a
+
+    def backward(self, grad_out):
+        if self._z is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        g = as_float_array(grad_out, "grad_out", self._z.dtype).copy()
+        if g.shape != self._z.shape:
+            raise ValueError(f"grad_out must have shape {self._z.shape}, got {g.shape}")
+        _act.activation_backward(g, self._z, self._a, self.code, self.slope)
+        return g
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Identity(Activation):
+    name = "identity"
+
+
+class ReLU(Activation):
+    name = "relu"
+
+
+class LeakyReLU(Activation):
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.slope = float(negative_slope)
+
+    def __repr__(self):
+        return f"LeakyReLU(negative_slope={self.slope})"
+
+
+class Sigmoid(Activation):
+    name = "sigmoid"
+
+
+class Tanh(Activation):
+    name = "tanh"
+
+
+class GELU(Activation):
+    """GELU, tanh approximation (PyTorch's nn.GELU(approximate="tanh"))."""
+    name = "gelu"
+
+
+ACTIVATION_MODULES = {
+    "identity": Identity, "linear": Identity, "relu": ReLU, "leaky_relu": LeakyReLU,
+    "sigmoid": Sigmoid, "logistic": Sigmoid, "tanh": Tanh, "gelu": GELU,
+}
+
+
+def activation_module(name):
+    K.activation_code(name)  # validates the name with a clear error
+    return ACTIVATION_MODULES[name]()
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse."""
+
+    def __init__(self, *modules):
+        for m in modules:
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential takes fastbp modules, got {type(m).__name__}")
+        self.modules = list(modules)
+
+    def forward(self, x):
+        for m in self.modules:
+            x = m.forward(x)
+        return x
+
+    def backward(self, grad_out):
+        for m in reversed(self.modules):
+            grad_out = m.backward(grad_out)
+        return grad_out
+
+    def parameters(self):
+        return [p for m in self.modules for p in m.parameters()]
+
+    def __getitem__(self, i):
+        return self.modules[i]
+
+    def __len__(self):
+        return len(self.modules)
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(m) for m in self.modules)
+        return f"Sequential(\n  {inner}\n)"

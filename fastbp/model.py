@@ -1,0 +1,256 @@
+"""MLP: a stack of Linear layers and activations over one flat parameter buffer.
+
+Layout of the flat buffers (params and grads alike), layer after layer:
+    [W1 (m1*m0, row-major as (out, in)), b1 (m1), W2, b2, ...]
+so an optimizer step is one kernel over one array and a checkpoint is one array.
+
+The training step (loss_and_grad) runs the fused kernels on preallocated workspace:
+
+    forward   Z_l = A_{l-1} W_l^T + b_l,  A_l = f(Z_l)      one GEMM + epilogue per layer
+              (the last layer has no activation: Z_L are the logits / outputs)
+    loss      L, G_L = dL/dZ_L                               one fused pass per row
+    backward  dW_l = G_l^T A_{l-1},  db_l = sum_rows G_l     one GEMM, db from the same loads
+              G_{l-1} = (G_l W_l) * f'(Z_{l-1})              one GEMM + epilogue
+
+Workspace is kept per batch size (the last partial batch of an epoch gets its own), so the
+steady state allocates nothing.
+"""
+import numpy as np
+
+from . import kernels as K
+from ._validation import (
+    as_float_array,
+    check_class_labels,
+    check_dtype,
+    check_positive_int,
+    check_targets,
+)
+from .kernels.cpu import gemm as _gemm
+from .kernels.cpu import losses as _losses
+from .layers import INITS, Linear, Sequential, _linear_views, activation_module, init_linear
+
+LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
+_MAX_WORKSPACES = 4
+
+
+class _Workspace:
+    """Activations, pre-activations and deltas for one batch size."""
+
+    def __init__(self, sizes, batch, dtype, identity_hidden):
+        L = len(sizes) - 1
+        self.batch = batch
+        self.Z = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
+        # A_l is Z_l itself where f is the identity (and for the output layer).
+        self.A = [self.Z[l] if (l == L - 1 or identity_hidden) else np.empty_like(self.Z[l])
+                  for l in range(L)]
+        self.G = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
+        self.row_loss = np.empty(batch)
+
+
+class MLP:
+    """Multi-layer perceptron trained by backpropagation on fastbp's kernels.
+
+    sizes: [n_features, hidden..., n_outputs], at least two positive ints.
+    activation: hidden activation (identity, relu, leaky_relu, sigmoid/logistic, tanh, gelu).
+    loss: "cross_entropy" (softmax over outputs; integer labels or probability targets),
+          "mse" (regression outputs), or "binary_cross_entropy" (sigmoid per output, multi-label).
+    dtype: float32 (default) or float64.  init: "torch" (as torch.nn.Linear), "he", "xavier".
+
+    Attributes: params / grads (flat buffers); weights, biases, weight_grads, bias_grads
+    (per-layer views, W shaped (out, in)); layers (the Sequential module view).
+    """
+
+    def __init__(self, sizes, activation="relu", loss="cross_entropy", dtype=np.float32,
+                 seed=None, init="torch"):
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+            raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
+        if len(sizes) < 2:
+            raise ValueError(f"sizes needs at least an input and an output width, got {list(sizes)}")
+        self.sizes = [check_positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
+        self.activation = activation
+        self.act_code = K.activation_code(activation)
+        self.slope = 0.01 if activation == "leaky_relu" else 0.0
+        self.loss = loss
+        self.dtype = check_dtype(dtype)
+        self.init = init
+        self.seed = seed
+
+        n_params = sum(self.sizes[l + 1] * (self.sizes[l] + 1) for l in range(self.n_layers))
+        self.params = np.empty(n_params, dtype=self.dtype)
+        self.grads = np.zeros(n_params, dtype=self.dtype)
+        self.weights, self.biases, self.weight_grads, self.bias_grads = [], [], [], []
+        modules, offset = [], 0
+        rng = np.random.default_rng(seed)
+        for l in range(self.n_layers):
+            fan_in, fan_out = self.sizes[l], self.sizes[l + 1]
+            views = _linear_views(self.params, self.grads, offset, fan_in, fan_out)
+            init_linear(views[0], views[1], init, rng)
+            offset += fan_out * (fan_in + 1)
+            modules.append(Linear(fan_in, fan_out, dtype=self.dtype, _views=views))
+            self.weights.append(views[0])
+            self.biases.append(views[1])
+            self.weight_grads.append(views[2])
+            self.bias_grads.append(views[3])
+            if l < self.n_layers - 1:
+                modules.append(activation_module(activation))
+        self.layers = Sequential(*modules)
+        # W_l^T packed (in, out) for the forward product; refreshed every forward pass.
+        self._packed = [np.empty((self.sizes[l], self.sizes[l + 1]), self.dtype)
+                        for l in range(self.n_layers)]
+        self._workspaces = {}
+        self._none = np.empty(0, self.dtype)
+        self._empty2 = np.empty((0, 0), self.dtype)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_layers(self):
+        """Number of Linear layers."""
+        return len(self.sizes) - 1
+
+    @property
+    def n_features(self):
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self):
+        return self.sizes[-1]
+
+    def __repr__(self):
+        return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
+                f"dtype={self.dtype.name})")
+
+    def config(self):
+        """The constructor arguments that rebuild this architecture."""
+        return {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss,
+                "dtype": self.dtype.name, "init": self.init}
+
+    # ------------------------------------------------------------------ checks
+    def _check_X(self, X, name="X"):
+        X = as_float_array(X, name, self.dtype)
+        if X.shape[1] != self.n_features:
+            raise ValueError(
+                f"{name} has {X.shape[1]} features, but the model expects {self.n_features} "
+                f"(sizes={self.sizes})"
+            )
+        return X
+
+    def _check_y(self, y, n):
+        if self.loss == "cross_entropy":
+            y = y if isinstance(y, np.ndarray) else np.asarray(y)
+            if y.ndim == 2:
+                return check_targets(y, self.n_outputs, n, self.dtype)
+            return check_class_labels(y, self.n_outputs, n)
+        return check_targets(y, self.n_outputs, n, self.dtype,
+                             unit_interval=self.loss == "binary_cross_entropy")
+
+    def _workspace(self, batch):
+        ws = self._workspaces.get(batch)
+        if ws is None:
+            if len(self._workspaces) >= _MAX_WORKSPACES:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = _Workspace(self.sizes, batch, self.dtype, self.act_code == 0)
+            self._workspaces[batch] = ws
+        return ws
+
+    # ------------------------------------------------------------------ compute
+    def _forward(self, X, ws):
+        """Fused forward pass into the workspace; returns the output pre-activation Z_L."""
+        A_prev = X
+        last = self.n_layers - 1
+        for l in range(self.n_layers):
+            _gemm.pack_transpose(self.weights[l], self._packed[l])
+            code = 0 if l == last else self.act_code
+            _gemm.gemm(A_prev, False, self._packed[l], ws.Z[l], _gemm.EPI_BIAS_ACT,
+                       self.biases[l], code, self.slope, ws.A[l], self._empty2, self._empty2,
+                       self._none)
+            A_prev = ws.A[l]
+        return ws.Z[last]
+
+    def _loss(self, Z, y, G, row_loss):
+        if self.loss == "cross_entropy":
+            if y.ndim == 1:
+                return _losses.cross_entropy_labels(Z, y, G, row_loss)
+            return _losses.cross_entropy_targets(Z, y, G, row_loss)
+        if self.loss == "mse":
+            return _losses.mse(Z, y, G, row_loss)
+        return _losses.binary_cross_entropy(Z, y, G, row_loss)
+
+    def _backward(self, X, ws):
+        """Backward pass from ws.G[last] = dL/dZ_L; fills the flat gradient buffer."""
+        for l in range(self.n_layers - 1, -1, -1):
+            A_prev = X if l == 0 else ws.A[l - 1]
+            # dW_l = G_l^T A_{l-1}, and db_l = column sums of G_l from the same pass
+            _gemm.gemm(ws.G[l], True, A_prev, self.weight_grads[l], _gemm.EPI_NONE,
+                       self._none, 0, 0.0, self._empty2, self._empty2, self._empty2,
+                       self.bias_grads[l])
+            if l > 0:
+                # G_{l-1} = (G_l W_l) * f'(Z_{l-1})
+                _gemm.gemm(ws.G[l], False, self.weights[l], ws.G[l - 1], _gemm.EPI_ACT_GRAD,
+                           self._none, self.act_code, self.slope, self._empty2, ws.Z[l - 1],
+                           ws.A[l - 1], self._none)
+
+    def loss_and_grad(self, X, y):
+        """Mean loss on (X, y) as a float; fills self.grads (overwriting, not accumulating).
+
+        X: (b, n_features).  y: (b,) integer labels or (b, n_outputs) targets for
+        cross_entropy; (b, n_outputs) targets for mse and binary_cross_entropy.
+        """
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        ws = self._workspace(X.shape[0])
+        Z = self._forward(X, ws)
+        loss = self._loss(Z, y, ws.G[-1], ws.row_loss)
+        self._backward(X, ws)
+        return float(loss)
+
+    def compute_loss(self, X, y):
+        """Mean loss on (X, y) without touching the gradients."""
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        ws = self._workspace(X.shape[0])
+        Z = self._forward(X, ws)
+        # The loss kernels write a gradient; use the output delta buffer as scratch.
+        return float(self._loss(Z, y, ws.G[-1], ws.row_loss))
+
+    def forward(self, X):
+        """Output of the last layer, (b, n_outputs): logits for cross_entropy and
+        binary_cross_entropy, predictions for mse.  Returns a new array."""
+        X = self._check_X(X)
+        return self._forward(X, self._workspace(X.shape[0])).copy()
+
+    __call__ = forward
+
+    def predict_proba(self, X):
+        """Class probabilities: softmax over outputs (cross_entropy) or per-output sigmoid
+        (binary_cross_entropy).  (b, n_outputs)."""
+        if self.loss == "mse":
+            raise ValueError("predict_proba is not defined for loss='mse'; use predict")
+        Z = self.forward(X)
+        if self.loss == "cross_entropy":
+            P = np.empty_like(Z)
+            _losses.softmax_rows(Z, P)
+            return P
+        return K.activation(Z, "sigmoid")
+
+    def predict(self, X):
+        """Class index (cross_entropy, (b,) int64), 0/1 labels per output
+        (binary_cross_entropy, (b, n_outputs) int64) or outputs (mse, (b, n_outputs))."""
+        Z = self.forward(X)
+        if self.loss == "cross_entropy":
+            return np.argmax(Z, axis=1)
+        if self.loss == "binary_cross_entropy":
+            return (Z > 0).astype(np.int64)
+        return Z
+
+    def zero_grad(self):
+        self.grads[...] = 0
+
+    def copy(self):
+        """An independent model with the same architecture and parameters."""
+        other = MLP(self.sizes, self.activation, self.loss, self.dtype, init=self.init)
+        other.params[...] = self.params
+        return other

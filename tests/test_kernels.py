@@ -1,0 +1,206 @@
+"""Every kernel against a float64 NumPy reference: random and odd shapes, both dtypes,
+non-contiguous and Fortran-ordered inputs."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastbp import kernels as K
+from conftest import ACTIVATIONS, DTYPES, ref_activation, ref_activation_grad, rel_err, tol
+
+SIZES = st.sampled_from([1, 2, 3, 5, 17, 33, 64, 100, 129])
+
+
+def _layout(x, kind):
+    """The same values as x, laid out as 'C', 'F' or a strided (non-contiguous) view."""
+    if kind == "C":
+        return np.ascontiguousarray(x)
+    if kind == "F":
+        return np.asfortranarray(x)
+    big = np.zeros((x.shape[0] * 2, x.shape[1] * 3), dtype=x.dtype)
+    big[::2, ::3] = x
+    return big[::2, ::3]
+
+
+@given(M=SIZES, K_=SIZES, N=SIZES, trans_a=st.booleans(), trans_b=st.booleans(),
+       dtype=st.sampled_from(DTYPES), la=st.sampled_from("CFS"), lb=st.sampled_from("CFS"))
+def test_matmul_random_shapes_layouts(M, K_, N, trans_a, trans_b, dtype, la, lb):
+    rng = np.random.default_rng(M * 1000 + K_ * 10 + N)
+    a = rng.standard_normal((M, K_)).astype(dtype)
+    b = rng.standard_normal((K_, N)).astype(dtype)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    A = _layout(a.T if trans_a else a, la)
+    B = _layout(b.T if trans_b else b, lb)
+    c = K.matmul(A, B, trans_a=trans_a, trans_b=trans_b)
+    assert c.dtype == dtype and c.shape == (M, N)
+    assert rel_err(c, ref) <= tol(dtype)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 17, 1000), (1000, 3, 17), (17, 1000, 3),
+                                   (128, 784, 512)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_odd_and_mlp_shapes(shape, dtype, rng):
+    M, K_, N = shape
+    a = rng.standard_normal((M, K_)).astype(dtype)
+    b = rng.standard_normal((K_, N)).astype(dtype)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    for ta in (False, True):
+        for tb in (False, True):
+            c = K.matmul(a.T.copy() if ta else a, b.T.copy() if tb else b,
+                         trans_a=ta, trans_b=tb)
+            assert rel_err(c, ref) <= tol(dtype), (ta, tb)
+
+
+def test_matmul_out_and_mixed_dtypes(rng):
+    a = rng.standard_normal((5, 4)).astype(np.float32)
+    b = rng.standard_normal((4, 3))  # float64: promoted like NumPy
+    out = np.empty((5, 3))
+    r = K.matmul(a, b, out=out)
+    assert r is out
+    assert rel_err(out, a.astype(np.float64) @ b) <= 1e-7
+    with pytest.raises(ValueError, match="out must be"):
+        K.matmul(a, b, out=np.empty((5, 3), np.float32))
+    with pytest.raises(ValueError, match="inner dimensions"):
+        K.matmul(a, b.T)
+    with pytest.raises(TypeError, match="real numbers"):
+        K.matmul(a.astype(complex), b)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_fused_epilogue(activation, dtype, rng):
+    x = rng.standard_normal((37, 17)).astype(dtype)
+    w = rng.standard_normal((9, 17)).astype(dtype)
+    b = rng.standard_normal(9).astype(dtype)
+    z, a = K.linear(x, w, b, activation=activation)
+    zr = x.astype(np.float64) @ w.astype(np.float64).T + b
+    assert rel_err(z, zr) <= tol(dtype)
+    assert rel_err(a, ref_activation(activation, zr)) <= 10 * tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 17, 5), (1000, 3, 17), (64, 100, 10)])
+def test_linear_backward_matches_seed_003_formulas(shape, dtype, rng):
+    """dW = delta^T x, db = sum_rows delta, dx = delta W (seed 003, in torch's W layout)."""
+    b, n_in, n_out = shape
+    x = rng.standard_normal((b, n_in)).astype(dtype)
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    d = rng.standard_normal((b, n_out)).astype(dtype)
+    dx, dw, db = K.linear_backward(d, x, w)
+    d64, x64, w64 = (v.astype(np.float64) for v in (d, x, w))
+    assert rel_err(dx, d64 @ w64) <= tol(dtype)
+    assert rel_err(dw, d64.T @ x64) <= tol(dtype)
+    assert rel_err(db, d64.sum(axis=0)) <= tol(dtype)
+    assert rel_err(K.bias_grad(d), d64.sum(axis=0)) <= tol(dtype)
+
+
+def test_seed_003_worked_example():
+    """Seed 003's layer z = aW + b with a: (1, 3), W: (3, 2) and its batch-of-2 version.
+
+    In torch's layout the weight is W^T, (2, 3); the gradients must be
+    dL/dW = a^T z' (3, 2), dL/db = sum z', dL/da = z' W^T.
+    """
+    a = np.array([[1.0, 2.0, 3.0]])
+    W = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])      # w1..w6, shape (3, 2)
+    zp = np.array([[0.5, -1.0]])                             # z' = dL/dz
+    da, dWt, db = K.linear_backward(zp, a, W.T)
+    assert np.allclose(dWt.T, a.T @ zp)                        # [[a1 z'1, a1 z'2], ...]
+    assert np.allclose(dWt.T, [[0.5, -1.0], [1.0, -2.0], [1.5, -3.0]])
+    assert np.allclose(db, [0.5, -1.0])
+    assert np.allclose(da, zp @ W.T)                           # [w1 z'1 + w2 z'2, ...]
+    assert np.allclose(da, [[0.5 - 2.0, 1.5 - 4.0, 2.5 - 6.0]])
+    # batch of 2: the products sum over the batch
+    a2 = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    zp2 = np.array([[0.5, -1.0], [2.0, 1.0]])
+    da2, dWt2, db2 = K.linear_backward(zp2, a2, W.T)
+    assert np.allclose(dWt2.T, a2.T @ zp2)
+    assert np.allclose(db2, zp2.sum(axis=0))
+    assert np.allclose(da2, zp2 @ W.T)
+    # ReLU: dL/dz = a' * [z > 0]
+    z = np.array([[1.0, -2.0], [0.0, 3.0]])
+    ap = np.array([[5.0, 6.0], [7.0, 8.0]])
+    assert np.array_equal(K.activation_grad(ap, z, "relu"), [[5.0, 0.0], [0.0, 8.0]])
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations_and_derivatives(name, dtype, rng):
+    z = (rng.standard_normal((33, 17)) * 4).astype(dtype)
+    z[0, :5] = [0.0, 50.0, -50.0, 800.0, -800.0]   # saturating and overflow-prone values
+    a = K.activation(z, name)
+    assert np.all(np.isfinite(a))
+    assert rel_err(a, ref_activation(name, z)) <= 10 * tol(dtype)
+    g = rng.standard_normal(z.shape).astype(dtype)
+    dg = K.activation_grad(g, z, name)
+    assert rel_err(dg, g * ref_activation_grad(name, z)) <= 10 * tol(dtype)
+
+
+def _ref_log_softmax(z):
+    z = z.astype(np.float64)
+    m = z.max(axis=1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (17, 10), (1000, 3)])
+def test_cross_entropy_labels_and_targets(shape, dtype, rng):
+    b, c = shape
+    z = (rng.standard_normal(shape) * 3).astype(dtype)
+    y = rng.integers(0, c, size=b)
+    ls = _ref_log_softmax(z)
+    p = np.exp(ls)
+    Y = np.eye(c)[y]
+    loss, g = K.cross_entropy(z, y)
+    assert abs(loss - (-ls[np.arange(b), y].mean())) <= 10 * tol(dtype) * max(1, abs(loss))
+    assert rel_err(g, (p - Y) / b) <= 10 * tol(dtype)
+    T = rng.dirichlet(np.ones(c), size=b)
+    loss_t, g_t = K.cross_entropy(z, T.astype(dtype))
+    assert abs(loss_t - (-(T * ls).sum(axis=1).mean())) <= 10 * tol(dtype) * max(1, loss_t)
+    assert rel_err(g_t, (p - T) / b) <= 10 * tol(dtype)
+    assert rel_err(K.softmax(z), p) <= 10 * tol(dtype)
+
+
+def test_cross_entropy_extreme_logits_are_finite():
+    z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [3e38, 0.0, -3e38]], np.float32)
+    loss, g = K.cross_entropy(z, np.array([1, 2, 0]))
+    assert np.isfinite(loss) and np.all(np.isfinite(g))
+    assert abs(loss - (2e4 + np.log(3)) / 3) <= 1e-6 * loss
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mse_and_bce(dtype, rng):
+    z = (rng.standard_normal((17, 3)) * 3).astype(dtype)
+    t = rng.standard_normal((17, 3)).astype(dtype)
+    loss, g = K.mse(z, t)
+    d = z.astype(np.float64) - t
+    assert abs(loss - (d ** 2).mean()) <= 10 * tol(dtype) * loss
+    assert rel_err(g, 2 * d / d.size) <= 10 * tol(dtype)
+    tb = rng.integers(0, 2, size=z.shape).astype(dtype)
+    z[0, 0], z[0, 1] = 200.0, -200.0
+    loss_b, g_b = K.binary_cross_entropy(z, tb)
+    z64 = z.astype(np.float64)
+    ref = np.mean(np.logaddexp(0, z64) - z64 * tb)
+    assert abs(loss_b - ref) <= 10 * tol(dtype) * ref
+    assert rel_err(g_b, (ref_activation("sigmoid", z64) - tb) / z.size) <= 10 * tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_kernels_against_reference(dtype, rng):
+    p = rng.standard_normal(1001).astype(dtype)
+    g = rng.standard_normal(1001).astype(dtype)
+    v = np.zeros_like(p)
+    p_ref, v_ref = p.astype(np.float64), np.zeros(1001)
+    for _ in range(3):
+        K.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
+        d = g + 0.01 * p_ref
+        v_ref = 0.9 * v_ref + d
+        p_ref = p_ref - 0.1 * (d + 0.9 * v_ref)
+    assert rel_err(p, p_ref) <= 10 * tol(dtype)
+    m, s = np.zeros_like(p), np.zeros_like(p)
+    p0 = p.astype(np.float64)
+    K.adam_update(p, g, m, s, step=1, lr=0.01, eps=1e-8)
+    g64 = g.astype(np.float64)
+    m_ref, v_ref = 0.1 * g64, 0.001 * g64 ** 2
+    ref = p0 - (0.01 / 0.1) * m_ref / (np.sqrt(v_ref) / np.sqrt(0.001) + 1e-8)
+    assert rel_err(p, ref) <= 10 * tol(dtype)
+    assert rel_err(m, m_ref) <= 10 * tol(dtype) and rel_err(s, v_ref) <= 10 * tol(dtype)
