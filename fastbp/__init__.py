@@ -1,6 +1,8 @@
 """fastbp: Numba-compiled kernels for training multi-layer perceptrons by backpropagation."""
+from . import runtime  # noqa: F401  (threading layer: must precede the first kernel call)
 from . import kernels
 from .gradcheck import gradcheck
+from .io import load
 from .layers import (
     GELU,
     Identity,
@@ -14,10 +16,29 @@ from .layers import (
 )
 from .model import MLP
 from .optim import SGD, Adam, AdamW, Optimizer
+from .schedules import (
+    ConstantLR,
+    CosineLR,
+    InverseScalingLR,
+    LRSchedule,
+    ReduceLROnPlateau,
+    StepLR,
+)
+from .train import History, TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "Linear", "Sequential", "Module", "Identity", "ReLU", "LeakyReLU", "Sigmoid",
-    "Tanh", "GELU", "SGD", "Adam", "AdamW", "Optimizer", "gradcheck", "kernels",
+    "Tanh", "GELU", "SGD", "Adam", "AdamW", "Optimizer", "gradcheck", "kernels", "fit",
+    "History", "TrainingDiverged", "load", "LRSchedule", "ConstantLR", "StepLR", "CosineLR",
+    "InverseScalingLR", "ReduceLROnPlateau", "MLPClassifier", "MLPRegressor",
 ]
+
+
+def __getattr__(name):
+    # The estimators import scikit-learn, an optional dependency: load them on first use.
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastbp' has no attribute {name!r}")

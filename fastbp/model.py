@@ -98,6 +98,9 @@ class MLP:
             if l < self.n_layers - 1:
                 modules.append(activation_module(activation))
         self.layers = Sequential(*modules)
+        self._flat_w = [w.reshape(-1) for w in self.weights]
+        self._flat_dw = [g.reshape(-1) for g in self.weight_grads]
+        self._last_output = None
         # W_l^T packed (in, out) for the forward product; refreshed every forward pass.
         self._packed = [np.empty((self.sizes[l], self.sizes[l + 1]), self.dtype)
                         for l in range(self.n_layers)]
@@ -193,19 +196,37 @@ class MLP:
                            self._none, self.act_code, self.slope, self._empty2, ws.Z[l - 1],
                            ws.A[l - 1], self._none)
 
-    def loss_and_grad(self, X, y):
+    def loss_and_grad(self, X, y, l2=0.0):
         """Mean loss on (X, y) as a float; fills self.grads (overwriting, not accumulating).
 
         X: (b, n_features).  y: (b,) integer labels or (b, n_outputs) targets for
         cross_entropy; (b, n_outputs) targets for mse and binary_cross_entropy.
+        l2: adds 0.5 * l2 * sum of squared weights (not biases) to the loss and l2 * W to
+        the weight gradients (scikit-learn's alpha / batch_size).
         """
         X = self._check_X(X)
         y = self._check_y(y, X.shape[0])
+        return self._loss_and_grad_checked(X, y, l2)
+
+    def _loss_and_grad_checked(self, X, y, l2=0.0):
+        """loss_and_grad on inputs already checked by _check_X/_check_y (the trainer's path)."""
         ws = self._workspace(X.shape[0])
         Z = self._forward(X, ws)
         loss = self._loss(Z, y, ws.G[-1], ws.row_loss)
         self._backward(X, ws)
+        self._last_output = Z
+        if l2:
+            for w, dw in zip(self._flat_w, self._flat_dw):
+                loss += _losses.add_l2(w, dw, l2)
         return float(loss)
+
+    def _count_correct(self, y):
+        """Correct predictions in the last batch given to loss_and_grad (classification)."""
+        if self.loss == "cross_entropy" and y.ndim == 1:
+            return _losses.count_correct_labels(self._last_output, y)
+        if self.loss == "binary_cross_entropy":
+            return _losses.count_correct_multilabel(self._last_output, y)
+        return 0
 
     def compute_loss(self, X, y):
         """Mean loss on (X, y) without touching the gradients."""
@@ -245,6 +266,58 @@ class MLP:
         if self.loss == "binary_cross_entropy":
             return (Z > 0).astype(np.int64)
         return Z
+
+    def evaluate(self, X, y, batch_size=4096):
+        """(mean loss, accuracy) on a data set, in chunks of batch_size rows.
+
+        Accuracy is None for loss='mse' and for probability targets."""
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        return self._evaluate_checked(X, y, batch_size)
+
+    def _evaluate_checked(self, X, y, batch_size=4096):
+        n = X.shape[0]
+        total, correct = 0.0, 0
+        for i in range(0, n, batch_size):
+            Xb, yb = X[i:i + batch_size], y[i:i + batch_size]
+            ws = self._workspace(Xb.shape[0])
+            Z = self._forward(Xb, ws)
+            total += self._loss(Z, yb, ws.G[-1], ws.row_loss) * Xb.shape[0]
+            self._last_output = Z
+            correct += self._count_correct(yb)
+        has_acc = self.loss == "binary_cross_entropy" or (self.loss == "cross_entropy"
+                                                          and y.ndim == 1)
+        return total / n, (correct / n if has_acc else None)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path, **extra):
+        """Write the model to a .npz file atomically (see fastbp.io.save_model)."""
+        from .io import save_model
+        save_model(self, path, **extra)
+
+    def to_torch_state_dict(self):
+        """State dict of the equivalent torch.nn.Sequential (see fastbp.io)."""
+        from .io import to_torch_state_dict
+        return to_torch_state_dict(self)
+
+    @classmethod
+    def from_torch_state_dict(cls, state_dict, activation="relu", loss="cross_entropy",
+                              dtype=np.float32):
+        """An MLP holding the weights of a torch.nn.Sequential of Linear layers."""
+        from .io import from_torch_state_dict
+        return from_torch_state_dict(state_dict, activation=activation, loss=loss, dtype=dtype)
+
+    def __getstate__(self):
+        # Rebuild on unpickling so that weights/biases stay views into one flat buffer.
+        return {"config": self.config(), "seed": self.seed, "params": self.params,
+                "grads": self.grads}
+
+    def __setstate__(self, state):
+        cfg = state["config"]
+        self.__init__(cfg["sizes"], cfg["activation"], cfg["loss"], cfg["dtype"],
+                      seed=state["seed"], init=cfg["init"])
+        self.params[...] = state["params"]
+        self.grads[...] = state["grads"]
 
     def zero_grad(self):
         self.grads[...] = 0

@@ -140,3 +140,45 @@ def softmax_rows(Z, P):
         inv_s = 1.0 / s
         for c in range(n):
             P[i, c] = math.exp(np.float64(Z[i, c]) - m) * inv_s
+
+
+@njit(cache=True)
+def count_correct_labels(Z, y):
+    """Number of rows of Z (b, C) whose argmax equals the label y (b,)."""
+    b, n = Z.shape
+    correct = 0
+    for i in range(b):
+        best = 0
+        for c in range(1, n):
+            if Z[i, c] > Z[i, best]:
+                best = c
+        if best == y[i]:
+            correct += 1
+    return correct
+
+
+@njit(cache=True)
+def count_correct_multilabel(Z, T):
+    """Number of rows where every output's decision (Z > 0) matches the 0/1 target T."""
+    b, n = Z.shape
+    correct = 0
+    for i in range(b):
+        ok = True
+        for c in range(n):
+            if (Z[i, c] > 0) != (T[i, c] > 0.5):
+                ok = False
+                break
+        if ok:
+            correct += 1
+    return correct
+
+
+@njit(cache=True, fastmath={"contract"})
+def add_l2(W, dW, l2):
+    """dW += l2 * W over a flat weight view and return 0.5 * l2 * sum(W^2) (float64)."""
+    s = 0.0
+    for i in range(W.shape[0]):
+        w = W[i]
+        s += np.float64(w) * w
+        dW[i] += l2 * w
+    return 0.5 * l2 * s

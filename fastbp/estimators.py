@@ -1,0 +1,396 @@
+"""scikit-learn compatible estimators: fastbp.MLPClassifier and fastbp.MLPRegressor.
+
+Drop-in replacements for sklearn.neural_network.MLPClassifier / MLPRegressor with the same
+parameter names and meanings (solver "sgd" or "adam"; "lbfgs" is not offered) and the same
+fitted attributes, trained by fastbp's kernels.  Differences worth knowing:
+  - dtype (default float32) sets the precision the network is stored and trained in;
+  - binary problems use one logistic output, multi-class a softmax, multi-label one logistic
+    output per label, regression identity outputs, as scikit-learn does;
+  - the L2 penalty is scikit-learn's: alpha / (2 * batch) * sum of squared weights;
+  - the data losses are PyTorch's: squared error is the plain mean (scikit-learn halves it)
+    and multi-label cross-entropy is averaged over labels (scikit-learn sums), so loss_
+    differs by those factors for regression and multi-label problems;
+  - weights are initialised with Glorot/Xavier uniform bounds, from fastbp's own RNG.
+
+This module is the only one that imports scikit-learn (an optional dependency).
+"""
+import math
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from ._validation import check_dtype
+from .model import MLP
+from .optim import SGD, Adam
+from .train import fit as _fit
+
+_ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "gelu")
+
+
+class _BaseMLP(BaseEstimator):
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 dtype="float32"):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ checks
+    def _validate_hyperparameters(self):
+        hidden = self.hidden_layer_sizes
+        hidden = [hidden] if np.isscalar(hidden) else list(hidden)
+        for h in hidden:
+            if isinstance(h, (bool, np.bool_)) or not isinstance(h, (int, np.integer)) or h <= 0:
+                raise ValueError(f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
+        if self.solver not in ("sgd", "adam"):
+            raise ValueError(f"solver must be 'sgd' or 'adam' (fastbp has no 'lbfgs'), got {self.solver!r}")
+        if self.learning_rate not in ("constant", "invscaling", "adaptive"):
+            raise ValueError("learning_rate must be 'constant', 'invscaling' or 'adaptive', "
+                             f"got {self.learning_rate!r}")
+        checks = [("alpha", self.alpha, 0, False), ("learning_rate_init", self.learning_rate_init, 0, True),
+                  ("power_t", self.power_t, 0, False), ("tol", self.tol, 0, False),
+                  ("momentum", self.momentum, 0, False), ("beta_1", self.beta_1, 0, False),
+                  ("beta_2", self.beta_2, 0, False), ("epsilon", self.epsilon, 0, True)]
+        for name, value, low, strict in checks:
+            if not isinstance(value, (int, float, np.number)) or isinstance(value, bool) \
+                    or not math.isfinite(value) or value < low or (strict and value == low):
+                raise ValueError(f"{name} must be a {'positive' if strict else 'non-negative'} "
+                                 f"number, got {value!r}")
+        if self.momentum > 1 or self.beta_1 >= 1 or self.beta_2 >= 1:
+            raise ValueError("momentum must be <= 1 and beta_1, beta_2 < 1")
+        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+        if not isinstance(self.n_iter_no_change, (int, np.integer)) or self.n_iter_no_change < 1:
+            raise ValueError(f"n_iter_no_change must be a positive integer, got {self.n_iter_no_change!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        if self.batch_size != "auto" and (not isinstance(self.batch_size, (int, np.integer))
+                                          or self.batch_size < 1):
+            raise ValueError(f"batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
+        return [int(h) for h in hidden]
+
+    def _seed(self):
+        rs = self.random_state
+        if rs is None or isinstance(rs, (int, np.integer)):
+            return rs
+        if isinstance(rs, np.random.RandomState):
+            return int(rs.randint(np.iinfo(np.int32).max))
+        if isinstance(rs, np.random.Generator):
+            return int(rs.integers(np.iinfo(np.int32).max))
+        raise ValueError(f"random_state must be None, an int or a RandomState, got {rs!r}")
+
+    # ------------------------------------------------------------------ training
+    def _build(self, n_features, n_outputs, hidden, seed):
+        act = self.activation
+        self._model = MLP([n_features] + hidden + [n_outputs], activation=act,
+                          loss=self._loss_name, dtype=check_dtype(self.dtype), seed=seed,
+                          init="xavier")
+        if self.solver == "sgd":
+            self._optimizer = SGD(self._model, lr=self.learning_rate_init, momentum=self.momentum,
+                                  nesterov=self.nesterovs_momentum and self.momentum > 0)
+        else:
+            self._optimizer = Adam(self._model, lr=self.learning_rate_init,
+                                   betas=(self.beta_1, self.beta_2), eps=self.epsilon)
+        self.loss_curve_ = []
+        self.validation_scores_ = [] if self.early_stopping else None
+        self.best_validation_score_ = None if not self.early_stopping else -np.inf
+        self.best_loss_ = np.inf if not self.early_stopping else None
+        self._no_improvement_count = 0
+        self._best_params = None
+        self.t_ = 0
+        self.n_iter_ = 0
+
+    def _train(self, X, Y, incremental):
+        hidden = self._validate_hyperparameters()
+        first = not (incremental or self.warm_start) or not hasattr(self, "_model")
+        n, n_features = X.shape
+        if not first and self._model.n_features != n_features:
+            raise ValueError(f"X has {n_features} features, but this model was fitted with "
+                             f"{self._model.n_features}")
+        seed = self._seed()
+        if first:
+            self._build(n_features, Y.shape[1] if Y.ndim == 2 else self._n_outputs_1d(), hidden, seed)
+        model, opt = self._model, self._optimizer
+        X = model._check_X(X)
+        Y = model._check_y(Y, n)
+        rng = np.random.default_rng(seed)
+        X_val = Y_val = None
+        if self.early_stopping and not incremental:
+            X, Y, X_val, Y_val = self._split(X, Y, rng)
+            n = X.shape[0]
+        batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
+        if self.batch_size != "auto" and self.batch_size > X.shape[0]:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                          "going to be clipped", UserWarning)
+        epochs = 1 if incremental else self.max_iter
+        for _ in range(epochs):
+            h = _fit(model, X, Y, optimizer=opt, batch_size=batch, epochs=1,
+                     shuffle=self.shuffle, seed=int(rng.integers(2**31)), verbose=0,
+                     l2=self.alpha / batch)
+            self.n_iter_ += 1
+            self.t_ += n
+            loss = h["loss"][0]
+            self.loss_curve_.append(loss)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
+            if self.learning_rate == "invscaling" and self.solver == "sgd":
+                self._set_sgd_lr(self.learning_rate_init / (self.t_ + 1) ** self.power_t)
+            if X_val is not None:
+                score = self._score_val(X_val, Y_val)
+                self.validation_scores_.append(score)
+                if self.verbose:
+                    print(f"Validation score: {score:f}")
+            if incremental:
+                break
+            if self._check_stop():
+                break
+        else:
+            if not incremental:
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                              "reached and the optimization hasn't converged yet.",
+                              ConvergenceWarning)
+        if self.early_stopping and self._best_params is not None:
+            model.params[...] = self._best_params
+        self.loss_ = self.loss_curve_[-1]
+        self._export_attributes()
+        return self
+
+    def _set_sgd_lr(self, lr):
+        """Change the SGD rate keeping scikit-learn's momentum semantics.
+
+        scikit-learn keeps the velocity in parameter units (u = mu u - lr g); fastbp's SGD,
+        like torch, in gradient units (v = mu v + g, step lr v), so u = -lr v.  Rescaling v
+        by old/new rate when the rate changes makes the two updates identical.
+        """
+        opt = self._optimizer
+        if lr > 0 and opt.momentum > 0:
+            opt.velocity *= opt.velocity.dtype.type(opt.lr / lr)
+        opt.lr = lr
+
+    def _check_stop(self):
+        """scikit-learn's convergence rule; True to stop."""
+        if self.early_stopping:
+            score = self.validation_scores_[-1]
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = self._model.params.copy()
+        else:
+            loss = self.loss_curve_[-1]
+            if loss > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            self.best_loss_ = min(self.best_loss_, loss)
+        if self._no_improvement_count > self.n_iter_no_change:
+            if self.learning_rate == "adaptive" and self.solver == "sgd" \
+                    and self._optimizer.lr > 1e-6:
+                self._set_sgd_lr(self._optimizer.lr / 5.0)
+                self._no_improvement_count = 0
+                return False
+            return True
+        return False
+
+    def _export_attributes(self):
+        m = self._model
+        self.coefs_ = [w.T.copy() for w in m.weights]           # (in, out) as scikit-learn
+        self.intercepts_ = [b.copy() for b in m.biases]
+        self.n_layers_ = m.n_layers + 1
+        self.n_outputs_ = m.n_outputs
+
+    def _forward(self, X):
+        check_is_fitted(self, "coefs_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self._model.forward(X)
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier (scikit-learn API) trained by fastbp.
+
+    Parameters and fitted attributes as sklearn.neural_network.MLPClassifier; see the
+    module docstring for the differences.  Supports multi-class and multi-label targets.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    def _n_outputs_1d(self):
+        return 1 if len(self.classes_) == 2 else len(self.classes_)
+
+    def _prepare(self, X, y, reset, incremental=False, classes=None):
+        X, y = validate_data(self, X, y, reset=reset, multi_output=True,
+                             dtype=[np.float64, np.float32])
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if reset:
+            if classes is not None:
+                self._label_binarizer = LabelBinarizer().fit(np.asarray(classes))
+            else:
+                self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+            if type_of_target(y) != "multilabel-indicator" and len(self.classes_) < 2:
+                raise ValueError("MLPClassifier needs samples of at least 2 classes in the "
+                                 f"data, but the data contains only one class: {self.classes_[0]!r}")
+        elif incremental:
+            unseen = np.setdiff1d(np.unique(y) if y.ndim == 1 else [], self.classes_)
+            if len(unseen):
+                raise ValueError(f"y holds labels {unseen.tolist()} not in classes_ "
+                                 f"{self.classes_.tolist()} given at the first partial_fit")
+        multilabel = self._label_binarizer.y_type_ == "multilabel-indicator"
+        self._multilabel = multilabel
+        if multilabel or len(self.classes_) == 2:
+            self._loss_name = "binary_cross_entropy"
+            Y = self._label_binarizer.transform(y).astype(np.float64)
+        else:
+            self._loss_name = "cross_entropy"
+            Y = np.searchsorted(self.classes_, y).astype(np.int64)
+        self.out_activation_ = "logistic" if self._loss_name == "binary_cross_entropy" else "softmax"
+        return X, Y
+
+    def fit(self, X, y):
+        """Fit the model to data X (n_samples, n_features) and labels y."""
+        warm = self.warm_start and hasattr(self, "_model")
+        X, Y = self._prepare(X, y, reset=not warm)
+        if Y.ndim == 1 and self._loss_name == "binary_cross_entropy":
+            Y = Y.reshape(-1, 1)
+        return self._train(X, Y, incremental=False)
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y).  `classes` (all labels) is required on the first call."""
+        first = not hasattr(self, "_model")
+        if first and classes is None and type_of_target(y) != "multilabel-indicator":
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        X, Y = self._prepare(X, y, reset=first, incremental=not first, classes=classes)
+        return self._train(X, Y, incremental=True)
+
+    def _split(self, X, Y, rng):
+        from sklearn.model_selection import train_test_split
+        stratify = Y if Y.ndim == 1 and not self._multilabel else None
+        seed = int(rng.integers(2**31))
+        X_tr, X_val, Y_tr, Y_val = train_test_split(
+            X, Y, test_size=self.validation_fraction, random_state=seed, stratify=stratify)
+        return X_tr, Y_tr, X_val, Y_val
+
+    def _score_val(self, X_val, Y_val):
+        pred = self._predict_indicator(self._model.forward(X_val))
+        if Y_val.ndim == 1:
+            return float(np.mean(pred == Y_val))
+        return float(np.mean(np.all(pred == (Y_val > 0.5), axis=1)))
+
+    def _predict_indicator(self, Z):
+        if self._loss_name == "cross_entropy":
+            return np.argmax(Z, axis=1)
+        return Z > 0
+
+    def predict(self, X):
+        """Predicted class labels (n_samples,), or a 0/1 indicator matrix for multi-label."""
+        Z = self._forward(X)
+        ind = self._predict_indicator(Z)
+        if self._loss_name == "cross_entropy":
+            return self.classes_[ind]
+        if self._multilabel:
+            return ind.astype(int)
+        return self.classes_[ind[:, 0].astype(int)]
+
+    def predict_proba(self, X):
+        """Class probabilities (n_samples, n_classes) (per-label for multi-label)."""
+        Z = self._forward(X).astype(np.float64)
+        if self._loss_name == "cross_entropy":
+            Z -= Z.max(axis=1, keepdims=True)
+            np.exp(Z, out=Z)
+            Z /= Z.sum(axis=1, keepdims=True)
+            return Z
+        P = 0.5 * (1.0 + np.tanh(0.5 * Z))
+        if self._multilabel:
+            return P
+        return np.hstack([1 - P, P])
+
+    def predict_log_proba(self, X):
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor (scikit-learn API) trained by fastbp, squared error."""
+
+    _loss_name = "mse"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    def _prepare(self, X, y, reset):
+        X, y = validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True,
+                             dtype=[np.float64, np.float32])
+        self._y_1d = y.ndim == 1
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        self.out_activation_ = "identity"
+        return X, Y.astype(np.float64)
+
+    def _n_outputs_1d(self):
+        return 1
+
+    def fit(self, X, y):
+        """Fit the model to data X (n_samples, n_features) and targets y."""
+        warm = self.warm_start and hasattr(self, "_model")
+        X, Y = self._prepare(X, y, reset=not warm)
+        return self._train(X, Y, incremental=False)
+
+    def partial_fit(self, X, y):
+        """One epoch over (X, y)."""
+        X, Y = self._prepare(X, y, reset=not hasattr(self, "_model"))
+        return self._train(X, Y, incremental=True)
+
+    def _split(self, X, Y, rng):
+        from sklearn.model_selection import train_test_split
+        X_tr, X_val, Y_tr, Y_val = train_test_split(
+            X, Y, test_size=self.validation_fraction, random_state=int(rng.integers(2**31)))
+        return X_tr, Y_tr, X_val, Y_val
+
+    def _score_val(self, X_val, Y_val):
+        from sklearn.metrics import r2_score
+        return float(r2_score(Y_val, self._model.forward(X_val)))
+
+    def predict(self, X):
+        """Predictions (n_samples,) or (n_samples, n_outputs)."""
+        Z = self._forward(X).astype(np.float64)
+        return Z[:, 0] if self._y_1d else Z

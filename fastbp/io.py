@@ -1,0 +1,140 @@
+"""Saving, loading and moving weights to and from PyTorch.
+
+Files are written atomically: the data goes to a temporary file in the destination folder,
+is flushed to disk, and is then renamed over the destination, so a crash mid-write leaves
+the previous file intact.
+
+A model file is an .npz holding:
+    params            the flat parameter buffer (its dtype is the model's dtype)
+    config            JSON: sizes, activation, loss, dtype, init, format version
+    extra_<name>      optional arrays saved alongside (a scaler, class names, ...)
+"""
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temporary file beside `path`; on success, fsync and rename it over `path`."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"folder {folder!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(model, path, **extra):
+    """Write model (architecture, dtype, flat parameters) and extra arrays to `path`."""
+    config = dict(model.config(), format_version=FORMAT_VERSION)
+    arrays = {"params": model.params, "config": np.array(json.dumps(config))}
+    for name, value in extra.items():
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            raise TypeError(f"extra array {name!r} must not be of object dtype")
+        arrays["extra_" + name] = arr
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+
+
+def load(path, return_extra=False):
+    """Load a model written by MLP.save.  With return_extra, also return a dict of the extra
+    arrays saved with it."""
+    from .model import MLP
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is not a fastbp model file (an .npz written by MLP.save)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = dict(data.items())
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path!r} is not a fastbp model file (.npz): {exc}") from exc
+    if "params" not in files or "config" not in files:
+        raise ValueError(f"{path!r} is not a fastbp model file: missing 'params' or 'config'")
+    try:
+        config = json.loads(str(files["config"]))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path!r} has a corrupt config: {exc}") from exc
+    version = config.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path!r} has model format version {version}, this fastbp reads "
+                         f"{FORMAT_VERSION}")
+    model = MLP(config["sizes"], activation=config["activation"], loss=config["loss"],
+                dtype=config["dtype"], init=config.get("init", "torch"))
+    params = files["params"]
+    if params.shape != model.params.shape or params.dtype != model.params.dtype:
+        raise ValueError(f"{path!r}: parameter buffer {params.dtype}{params.shape} does not "
+                         f"match the architecture ({model.params.dtype}{model.params.shape})")
+    model.params[...] = params
+    if return_extra:
+        extra = {k[len("extra_"):]: v for k, v in files.items() if k.startswith("extra_")}
+        return model, extra
+    return model
+
+
+def to_torch_state_dict(model):
+    """Weights under the keys of torch.nn.Sequential(Linear, act, Linear, ..., Linear):
+    "0.weight", "0.bias", "2.weight", ...  Values are torch tensors when torch has been
+    imported by the caller, NumPy arrays (copies) otherwise; fastbp never imports torch."""
+    torch = sys.modules.get("torch")
+    sd = {}
+    for l in range(model.n_layers):
+        for name, value in (("weight", model.weights[l]), ("bias", model.biases[l])):
+            arr = value.copy()
+            sd[f"{2 * l}.{name}"] = torch.from_numpy(arr) if torch is not None else arr
+    return sd
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):  # a torch tensor, converted without importing torch
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def from_torch_state_dict(state_dict, activation="relu", loss="cross_entropy",
+                          dtype=np.float32):
+    """An MLP from the state dict of a torch.nn.Sequential whose Linear layers sit at the
+    even indices 0, 2, 4, ... (activations between them)."""
+    from .model import MLP
+
+    keys = [k for k in state_dict if k.endswith(".weight")]
+    try:
+        idx = sorted(int(k.split(".")[0]) for k in keys)
+    except ValueError:
+        raise ValueError(f"state dict keys must look like '0.weight', '2.bias', ...; got "
+                         f"{list(state_dict)[:4]}") from None
+    if not idx or idx != list(range(0, 2 * len(idx), 2)):
+        raise ValueError(f"expected Linear layers at indices 0, 2, 4, ...; found {idx}")
+    weights = [_to_numpy(state_dict[f"{i}.weight"]) for i in idx]
+    biases = [_to_numpy(state_dict.get(f"{i}.bias", np.zeros(w.shape[0])))
+              for i, w in zip(idx, weights)]
+    sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        if w.ndim != 2 or w.shape[1] != sizes[l] or b.shape != (w.shape[0],):
+            raise ValueError(f"layer {2 * l}: weight {w.shape} / bias {b.shape} do not chain "
+                             f"with the previous layer's {sizes[l]} outputs")
+    model = MLP(sizes, activation=activation, loss=loss, dtype=dtype)
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        model.weights[l][...] = w
+        model.biases[l][...] = b
+    return model

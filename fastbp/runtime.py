@@ -1,0 +1,71 @@
+"""Numba runtime settings fastbp relies on, applied once at import.
+
+Threading layer: Numba's parallel kernels run on one of three layers.  'workqueue' (the
+fallback when neither OpenMP nor TBB can be loaded) aborts the process when two Python
+threads call parallel kernels at once, so fastbp asks for a thread-safe layer ('omp' or
+'tbb': Numba's "threadsafe" choice) whenever one can be loaded, and otherwise serialises
+its kernel calls with a lock (see `kernel_lock`).  Setting NUMBA_THREADING_LAYER yourself
+overrides this.  Note that GNU OpenMP is not fork-safe: use the 'spawn' or 'forkserver'
+start methods (joblib/loky, used by scikit-learn's n_jobs, already does).
+"""
+import contextlib
+import importlib
+import os
+import threading
+
+import numba
+
+_LAYER_MODULES = {"tbb": "numba.np.ufunc.tbbpool", "omp": "numba.np.ufunc.omppool"}
+
+
+def _loadable(layer):
+    try:
+        importlib.import_module(_LAYER_MODULES[layer])
+        return True
+    except Exception:  # ImportError, or OSError from a missing shared library
+        return False
+
+
+def available_layers():
+    return [name for name in ("tbb", "omp") if _loadable(name)] + ["workqueue"]
+
+
+def configure_threading():
+    """Pick a thread-safe threading layer unless the user chose one; returns the request."""
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        return os.environ["NUMBA_THREADING_LAYER"]
+    if any(_loadable(layer) for layer in ("tbb", "omp")):
+        numba.config.THREADING_LAYER = "threadsafe"
+    return numba.config.THREADING_LAYER
+
+
+_REQUESTED = configure_threading()
+_LOCK = threading.RLock()
+
+
+def threadsafe():
+    """True when the layer in use (or about to be) may be entered from several threads."""
+    try:
+        return numba.threading_layer() in ("tbb", "omp")
+    except ValueError:  # no parallel region has run yet
+        return _REQUESTED in ("threadsafe", "safe", "tbb", "omp")
+
+
+@contextlib.contextmanager
+def kernel_lock():
+    """Serialise kernel calls only where the threading layer is not thread-safe."""
+    if threadsafe():
+        yield
+    else:
+        with _LOCK:
+            yield
+
+
+def threading_summary():
+    """One line: the threading layer in use, the thread count and what was requested."""
+    from .kernels.cpu.activations import activation_forward
+    import numpy as np
+    z = np.zeros((1, 1))
+    activation_forward(z, z, 0, 0.0)  # run one parallel region so the layer is chosen
+    return (f"threading layer: {numba.threading_layer()} (requested {_REQUESTED!r}; "
+            f"loadable: {', '.join(available_layers())}), threads: {numba.get_num_threads()}")

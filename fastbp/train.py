@@ -1,0 +1,244 @@
+"""The batched trainer: fastbp.fit(model, X, y, optimizer=...) -> History.
+
+Each epoch visits every sample once, in a fresh random order when shuffle=True.  Batches
+are gathered by index into two preallocated buffers (full batches and the last partial
+one), so the data set is never copied or reordered in memory and the last partial batch is
+trained, not dropped.  Data flows one way: fit -> model.loss_and_grad -> kernels.
+"""
+import math
+import time
+
+import numpy as np
+
+from ._validation import check_float, check_positive_int
+from .schedules import make_schedule
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite.  The model holds the weights of the last
+    epoch whose loss was finite; `history` holds the epochs completed before."""
+
+    def __init__(self, message, history):
+        super().__init__(message)
+        self.history = history
+
+
+class History:
+    """Per-epoch metrics.  history["loss"] etc. are lists with one entry per epoch.
+
+    Keys: loss, accuracy (classification), val_loss, val_accuracy (with validation data),
+    lr, samples_per_s, time.  Also: epochs (completed), best_epoch, stopped_early,
+    interrupted (Ctrl-C), samples_seen.
+    """
+
+    def __init__(self):
+        self.history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr",
+                                         "samples_per_s", "time")}
+        self.best_epoch = None
+        self.stopped_early = False
+        self.interrupted = False
+        self.samples_seen = 0
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __contains__(self, key):
+        return key in self.history
+
+    @property
+    def epochs(self):
+        return len(self.history["loss"])
+
+    def __repr__(self):
+        last = {k: v[-1] for k, v in self.history.items() if v}
+        return f"History(epochs={self.epochs}, last={last})"
+
+
+def _progress(verbose, total):
+    """One bar over the whole run (tqdm, optional); None when silent or without tqdm."""
+    if verbose < 1:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is optional: fall back to one line per epoch
+        return None
+    return tqdm(total=total, unit="sample", dynamic_ncols=True, mininterval=0.2)
+
+
+def _split(X, y, fraction, rng):
+    n = X.shape[0]
+    n_val = int(round(n * fraction))
+    if n_val < 1 or n_val >= n:
+        raise ValueError(f"validation_split={fraction} leaves {n - n_val} training and "
+                         f"{n_val} validation samples out of {n}; both need at least one")
+    perm = rng.permutation(n)
+    tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    return X[tr], y[tr], X[va], y[va]
+
+
+def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed=None,
+        validation_data=None, validation_split=0.0, early_stopping=False, patience=10,
+        min_delta=0.0, lr_schedule=None, callbacks=(), verbose=1, l2=0.0, comm=None):
+    """Train `model` on (X, y) with `optimizer` in mini-batches; returns a History.
+
+    X: (n, n_features); y as for model.loss_and_grad.  batch_size: samples per step (the
+    last batch of an epoch may be smaller).  seed: shuffling and validation split.
+    validation_data=(X_val, y_val), or validation_split: a fraction of (X, y) held out.
+    early_stopping: stop when the monitored loss (val_loss if there is validation data,
+    else loss) has not improved by min_delta for `patience` epochs, and restore the best
+    weights.  lr_schedule: see fastbp.schedules.  callbacks: objects with
+    on_epoch_end(epoch, logs) or callables (epoch, logs); returning True stops training.
+    verbose: 0 silent, 1 progress bar, 2 a bar kept per epoch.  l2: see loss_and_grad.
+    comm: an MPI communicator (mpi4py) for data-parallel training (fastbp.distributed):
+    each rank passes the same data and seed and trains on its shard of every batch.
+
+    A NaN/inf loss raises TrainingDiverged with the model set back to the last finite
+    epoch.  Ctrl-C stops training after the current step and returns the history so far
+    (history.interrupted is True).
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    epochs = check_positive_int(epochs, "epochs") if epochs != 0 else 0
+    patience = check_positive_int(patience, "patience")
+    validation_split = check_float(validation_split, "validation_split", 0.0, 1.0)
+    l2 = check_float(l2, "l2", 0.0)
+    if getattr(optimizer, "model", None) is not model:
+        raise ValueError("optimizer was built for a different model; "
+                         "create it with the model being trained")
+    X = model._check_X(X)
+    y = model._check_y(y, X.shape[0])
+    rng = np.random.default_rng(seed)
+    X_val = y_val = None
+    if validation_data is not None:
+        if len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        X_val = model._check_X(validation_data[0], "X_val")
+        y_val = model._check_y(validation_data[1], X_val.shape[0])
+    elif validation_split > 0:
+        X, y, X_val, y_val = _split(X, y, validation_split, rng)
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not (callable(cb) or hasattr(cb, "on_epoch_end")):
+            raise TypeError(f"callback {cb!r} has no on_epoch_end and is not callable")
+    schedule = make_schedule(lr_schedule)
+    optimizer.lr = schedule.start(optimizer.lr, epochs)
+
+    n = X.shape[0]
+    bs = min(batch_size, n)
+    dp = None
+    if comm is not None:
+        from .distributed import DataParallel
+        dp = DataParallel(comm, model)
+    # Gather buffers, one per batch (or shard) size, reused every step: rows of X / y are
+    # picked by index, so the data set is never copied or reordered.
+    buffers = {}
+    order = np.arange(n)
+    history = History()
+    best_metric, best_params, bad_epochs = math.inf, None, 0
+    good_params = model.params.copy()
+    has_acc = model.loss == "binary_cross_entropy" or (model.loss == "cross_entropy"
+                                                       and y.ndim == 1)
+    bar = _progress(verbose, n * epochs)
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        if shuffle:
+            rng.shuffle(order)
+        if bar is not None:
+            bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
+        total_loss, correct, seen = 0.0, 0, 0
+        try:
+            for start in range(0, n, bs):
+                stop = min(start + bs, n)
+                lo, hi = dp.shard(start, stop) if dp is not None else (start, stop)
+                m = hi - lo
+                if m == 0:  # more ranks than rows in this batch
+                    model.grads[...] = 0
+                    loss = 0.0
+                else:
+                    if shuffle:
+                        xb, ybb = buffers.get(m) or buffers.setdefault(
+                            m, (np.empty((m,) + X.shape[1:], X.dtype),
+                                np.empty((m,) + y.shape[1:], y.dtype)))
+                        idx = order[lo:hi]
+                        np.take(X, idx, axis=0, out=xb)
+                        np.take(y, idx, axis=0, out=ybb)
+                    else:
+                        xb, ybb = X[lo:hi], y[lo:hi]
+                    loss = model._loss_and_grad_checked(xb, ybb, l2)
+                if not math.isfinite(loss):
+                    model.params[...] = good_params
+                    raise TrainingDiverged(
+                        f"training loss became {loss} at epoch {epoch + 1}, samples "
+                        f"{start}-{stop}; the model holds the weights from the end of the "
+                        f"last finite epoch. Lower the learning rate, or scale the inputs.",
+                        history)
+                if dp is not None:
+                    dp.average_grads(m, stop - start)
+                optimizer.step()
+                total_loss += loss * m
+                if has_acc and m:
+                    correct += model._count_correct(ybb)
+                seen += stop - start
+                if bar is not None:
+                    bar.update(stop - start)
+                    if start // bs % 8 == 0 or stop == n:
+                        post = {"loss": f"{total_loss / max(seen, 1):.4f}"}
+                        if has_acc:
+                            post["acc"] = f"{correct / max(seen, 1):.4f}"
+                        bar.set_postfix(post, refresh=False)
+        except KeyboardInterrupt:
+            history.interrupted = True
+            break
+        except Exception as exc:
+            if dp is not None:
+                dp.abort(exc)
+            raise
+        finally:
+            history.samples_seen += seen
+        if dp is not None:
+            total_loss, correct = dp.sum([total_loss, correct])
+        elapsed = time.perf_counter() - t0
+        logs = {"epoch": epoch, "loss": total_loss / n, "accuracy": correct / n if has_acc else None,
+                "val_loss": None, "val_accuracy": None, "lr": optimizer.lr,
+                "samples_per_s": n / elapsed, "time": elapsed,
+                "samples_seen": history.samples_seen}
+        if X_val is not None:
+            logs["val_loss"], logs["val_accuracy"] = model._evaluate_checked(X_val, y_val)
+        for key in history.history:
+            history.history[key].append(logs[key])
+        good_params[...] = model.params
+        if verbose >= 2 or (verbose >= 1 and bar is None):
+            msg = f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}"
+            if has_acc:
+                msg += f", accuracy {logs['accuracy']:.4f}"
+            if logs["val_loss"] is not None:
+                msg += f", val_loss {logs['val_loss']:.4f}"
+            msg += f", {logs['samples_per_s']:.3g} samples/s"
+            if bar is not None:
+                bar.write(msg)
+            else:
+                print(msg, flush=True)
+        monitored = logs["val_loss"] if X_val is not None else logs["loss"]
+        if monitored < best_metric - min_delta:
+            best_metric, bad_epochs, history.best_epoch = monitored, 0, epoch
+            if early_stopping:
+                if best_params is None:
+                    best_params = model.params.copy()
+                else:
+                    best_params[...] = model.params
+        else:
+            bad_epochs += 1
+        optimizer.lr = schedule.on_epoch_end(epoch, logs)
+        stop = False
+        for cb in callbacks:
+            fn = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
+            stop = bool(fn(epoch, logs)) or stop
+        if early_stopping and bad_epochs >= patience:
+            history.stopped_early = True
+            stop = True
+        if stop:
+            break
+    if bar is not None:
+        bar.close()
+    if early_stopping and best_params is not None:
+        model.params[...] = best_params
+    return history

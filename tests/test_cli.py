@@ -1,0 +1,76 @@
+"""The command line: the main job, predict, info, and one-line errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastbp.cli import main
+
+
+def test_train_main_job_reaches_097_on_digits(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["train", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "test accuracy" in text and "samples/s" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_accuracy"] >= 0.97
+    png = (out / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # predict with the saved model, on an .npz of raw (unscaled) digits
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    np.savez(tmp_path / "x.npz", X=d.data[:50])
+    preds = tmp_path / "p.csv"
+    assert main(["predict", str(out / "model.npz"), str(tmp_path / "x.npz"), "-o", str(preds)]) == 0
+    got = np.array(preds.read_text().split()[1:], dtype=int)
+    assert np.mean(got == d.target[:50]) >= 0.9
+    assert main(["predict", str(out / "model.npz"), str(tmp_path / "x.npz"), "--proba"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("p_0,") and len(lines) == 51
+
+
+def test_train_on_user_csv_regression(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3))
+    y = X @ [1.0, -2.0, 0.5] + 0.01 * rng.standard_normal(200)
+    path = tmp_path / "data.csv"
+    np.savetxt(path, np.c_[X, y], delimiter=",", header="a,b,c,target", comments="")
+    assert main(["train", "--data", str(path), "--target", "target", "--epochs", "60",
+                 "--quiet", "--out", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["test_r2"] > 0.9
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["train", "--hidden", "0,3"], 2, "hidden widths must be positive"),
+    (["train", "--epochs", "-2"], 2, "positive int"),
+    (["train", "--data", "/no/such.csv"], 1, "no such file"),
+    (["train", "--target", "x"], 1, "--target applies only with --data"),
+    (["predict", "/no/model.npz", "/no/x.csv"], 1, "no model file"),
+    (["frobnicate"], 2, "invalid choice"),
+])
+def test_bad_arguments_give_one_line_errors(argv, code, message, capsys):
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == code
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_csv_is_reported(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,y\n1,2,0\n3,oops,1\n")
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path)]) == 1
+    assert "numeric" in capsys.readouterr().err
+
+
+def test_info_and_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "fastbp", "info"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "threading layer:" in r.stdout and "cuda:" in r.stdout

@@ -1,0 +1,79 @@
+"""Save/load (atomic, bit-identical) and weights to and from PyTorch."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import fastbp
+from fastbp import io as fio
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "binary_cross_entropy"])
+def test_save_load_bit_identical(tmp_path, dtype, loss):
+    rng = np.random.default_rng(0)
+    model = fastbp.MLP([7, 9, 4], activation="gelu", loss=loss, dtype=dtype, seed=1)
+    X = rng.standard_normal((13, 7))
+    path = tmp_path / "m.npz"
+    model.save(path, x_mean=np.arange(7.0), classes=np.array(["a", "b", "c", "d"]))
+    loaded, extra = fastbp.load(path, return_extra=True)
+    assert loaded.config() == model.config()
+    assert np.array_equal(loaded.params, model.params) and loaded.params.dtype == dtype
+    assert np.array_equal(loaded.forward(X), model.forward(X))
+    assert np.array_equal(loaded.predict(X), model.predict(X))
+    assert list(extra["classes"]) == ["a", "b", "c", "d"]
+    # pickling keeps the weights views of the flat buffer
+    clone = pickle.loads(pickle.dumps(model))
+    assert np.shares_memory(clone.weights[0], clone.params)
+    assert np.array_equal(clone.forward(X), model.forward(X))
+
+
+def test_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    old = fastbp.MLP([3, 2], seed=0)
+    old.save(path)
+    before = path.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fio.np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        fastbp.MLP([3, 2], seed=1).save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temp file left behind
+
+
+def test_load_rejects_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        fastbp.load(tmp_path / "none.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not a zip")
+    with pytest.raises(ValueError, match="not a fastbp model file"):
+        fastbp.load(bad)
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="missing 'params'"):
+        fastbp.load(tmp_path / "other.npz")
+
+
+def test_torch_round_trip():
+    rng = np.random.default_rng(0)
+    model = fastbp.MLP([6, 8, 5, 3], activation="tanh", dtype=np.float32, seed=0)
+    sd = model.to_torch_state_dict()
+    assert list(sd) == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    tm = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 5),
+                             torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    tm.load_state_dict(sd)
+    X = rng.standard_normal((11, 6)).astype(np.float32)
+    with torch.no_grad():
+        out = tm(torch.from_numpy(X)).numpy()
+    assert np.allclose(out, model.forward(X), rtol=1e-5, atol=1e-6)
+    # and back from a torch-trained model
+    back = fastbp.MLP.from_torch_state_dict(tm.state_dict(), activation="tanh")
+    assert back.sizes == [6, 8, 5, 3]
+    assert np.array_equal(back.params, model.params)
+    with pytest.raises(ValueError, match="indices 0, 2, 4"):
+        fastbp.MLP.from_torch_state_dict({"1.weight": np.zeros((2, 2))})

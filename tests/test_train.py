@@ -1,0 +1,160 @@
+"""fastbp.fit: batching, shuffling, validation, early stopping, schedules, callbacks,
+divergence and interruption."""
+import math
+
+import numpy as np
+import pytest
+
+import fastbp
+
+
+def blobs(n=300, d=8, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, d)) * 3
+    y = rng.integers(0, k, size=n)
+    X = (centers[y] + rng.standard_normal((n, d))).astype(np.float32)
+    return X, y
+
+
+def test_fit_learns_and_reports_history(capsys):
+    X, y = blobs()
+    model = fastbp.MLP([8, 16, 3], seed=0)
+    h = fastbp.fit(model, X, y, optimizer=fastbp.SGD(model, 0.1, momentum=0.9),
+                   batch_size=32, epochs=5, seed=0, validation_split=0.2, verbose=0)
+    assert capsys.readouterr().out == ""
+    assert h.epochs == 5 and len(h["val_loss"]) == 5
+    assert h["accuracy"][-1] > 0.95 and h["val_accuracy"][-1] > 0.95
+    assert h["loss"][-1] < h["loss"][0]
+    assert all(v > 0 for v in h["samples_per_s"])
+    # the last partial batch is trained: 240 rows in batches of 32 = 7 full + 16
+    assert h.samples_seen == 5 * 240
+
+
+def test_fit_is_deterministic_and_seed_matters():
+    X, y = blobs()
+    runs = []
+    for seed in (1, 1, 2):
+        model = fastbp.MLP([8, 16, 3], seed=0)
+        fastbp.fit(model, X, y, optimizer=fastbp.Adam(model, 1e-2), batch_size=17, epochs=3,
+                   seed=seed, verbose=0)
+        runs.append(model.params.copy())
+    assert np.array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_no_shuffle_equals_manual_loop():
+    X, y = blobs(n=100)
+    m1 = fastbp.MLP([8, 5, 3], seed=3)
+    m2 = m1.copy()
+    fastbp.fit(m1, X, y, optimizer=fastbp.SGD(m1, 0.05), batch_size=30, epochs=2,
+               shuffle=False, verbose=0)
+    opt = fastbp.SGD(m2, 0.05)
+    for _ in range(2):
+        for i in range(0, 100, 30):
+            m2.loss_and_grad(X[i:i + 30], y[i:i + 30])
+            opt.step()
+    assert np.array_equal(m1.params, m2.params)
+
+
+def test_early_stopping_restores_best_weights():
+    X, y = blobs(n=200)
+    Xv, yv = blobs(n=60, seed=1)
+    yv = (yv + 1) % 3  # validation labels that disagree: val_loss rises as training fits
+    model = fastbp.MLP([8, 16, 3], seed=0)
+    seen = []
+    h = fastbp.fit(model, X, y, optimizer=fastbp.Adam(model, 1e-2), epochs=50, patience=3,
+                   early_stopping=True, validation_data=(Xv, yv), verbose=0, seed=0,
+                   callbacks=[lambda epoch, logs: seen.append(model.params.copy())])
+    assert h.stopped_early and h.epochs < 50
+    assert np.array_equal(model.params, seen[h.best_epoch])
+    assert h["val_loss"][h.best_epoch] == min(h["val_loss"])
+
+
+def test_callbacks_stop_and_see_logs():
+    X, y = blobs(n=64)
+    model = fastbp.MLP([8, 4, 3], seed=0)
+
+    class StopAt2:
+        def on_epoch_end(self, epoch, logs):
+            assert {"loss", "accuracy", "lr", "samples_per_s"} <= set(logs)
+            return epoch == 1
+
+    h = fastbp.fit(model, X, y, optimizer=fastbp.SGD(model, 0.1), epochs=10,
+                   callbacks=[StopAt2()], verbose=0)
+    assert h.epochs == 2
+    with pytest.raises(TypeError, match="on_epoch_end"):
+        fastbp.fit(model, X, y, optimizer=fastbp.SGD(model, 0.1), callbacks=[3], verbose=0)
+
+
+@pytest.mark.parametrize("schedule,expected", [
+    ("constant", [0.1] * 4),
+    (fastbp.StepLR(step_size=2, gamma=0.5), [0.1, 0.1, 0.05, 0.05]),
+    (fastbp.CosineLR(T_max=4), [0.1] + [0.05 * (1 + math.cos(math.pi * k / 4)) for k in (1, 2, 3)]),
+])
+def test_lr_schedules(schedule, expected):
+    X, y = blobs(n=40)
+    model = fastbp.MLP([8, 4, 3], seed=0)
+    h = fastbp.fit(model, X, y, optimizer=fastbp.SGD(model, 0.1), epochs=4,
+                   lr_schedule=schedule, verbose=0)
+    assert np.allclose(h["lr"], expected)
+
+
+def test_invscaling_and_plateau_schedules():
+    X, y = blobs(n=40)
+    model = fastbp.MLP([8, 4, 3], seed=0)
+    h = fastbp.fit(model, X, y, optimizer=fastbp.SGD(model, 0.1), epochs=3, batch_size=10,
+                   lr_schedule="invscaling", verbose=0)
+    assert np.allclose(h["lr"], [0.1, 0.1 / 41 ** 0.5, 0.1 / 81 ** 0.5])
+    sched = fastbp.ReduceLROnPlateau(factor=0.5, patience=0)
+    sched.start(1.0, 5)
+    lrs = [sched.on_epoch_end(e, {"loss": v}) for e, v in enumerate([3, 2, 2, 2, 1])]
+    assert lrs == [1.0, 1.0, 0.5, 0.25, 0.25]
+    with pytest.raises(ValueError, match="unknown lr_schedule"):
+        fastbp.fit(model, X, y, optimizer=fastbp.SGD(model, 0.1), lr_schedule="exp", verbose=0)
+
+
+def test_divergence_stops_with_last_good_weights():
+    X, y = blobs(n=64)
+    X = X * 1e3
+    model = fastbp.MLP([8, 32, 3], seed=0)
+    snapshots = []
+    with pytest.raises(fastbp.TrainingDiverged, match="loss became") as info:
+        fastbp.fit(model, X, y, optimizer=fastbp.SGD(model, 1e4), epochs=50, batch_size=8,
+                   verbose=0, callbacks=[lambda e, logs: snapshots.append(model.params.copy())])
+    assert np.all(np.isfinite(model.params))
+    if snapshots:
+        assert np.array_equal(model.params, snapshots[-1])
+    assert info.value.history.epochs == len(snapshots)
+
+
+def test_keyboard_interrupt_returns_history():
+    X, y = blobs(n=64)
+    model = fastbp.MLP([8, 4, 3], seed=0)
+    opt = fastbp.SGD(model, 0.1)
+    calls = {"n": 0}
+    real_step = opt.step
+
+    def step():
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        real_step()
+
+    opt.step = step
+    h = fastbp.fit(model, X, y, optimizer=opt, batch_size=16, epochs=3, verbose=0)
+    assert h.interrupted and h.epochs == 1 and h.samples_seen == 64
+
+
+def test_fit_rejects_bad_arguments():
+    X, y = blobs(n=20)
+    model = fastbp.MLP([8, 4, 3], seed=0)
+    other = fastbp.MLP([8, 4, 3], seed=0)
+    with pytest.raises(ValueError, match="different model"):
+        fastbp.fit(model, X, y, optimizer=fastbp.SGD(other, 0.1), verbose=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        fastbp.fit(model, X, y, optimizer=fastbp.SGD(model, 0.1), batch_size=0, verbose=0)
+    with pytest.raises(ValueError, match="validation_split"):
+        fastbp.fit(model, X[:1], y[:1], optimizer=fastbp.SGD(model, 0.1),
+                   validation_split=0.5, verbose=0)
+    with pytest.raises(ValueError, match="label 5"):
+        fastbp.fit(model, X, np.full(20, 5), optimizer=fastbp.SGD(model, 0.1), verbose=0)
