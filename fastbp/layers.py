@@ -13,7 +13,6 @@ import numpy as np
 from . import kernels as K
 from ._validation import as_float_array, check_dtype, check_positive_int
 from .kernels.cpu import activations as _act
-from .kernels.cpu import gemm as _gemm
 
 INITS = ("torch", "he", "xavier")
 
@@ -92,12 +91,9 @@ class Linear(Module):
             raise ValueError(
                 f"grad_out must have shape {(self._x.shape[0], self.out_features)}, got {grad_out.shape}"
             )
-        e = np.empty((0, 0), self.dtype)
-        none = np.empty(0, self.dtype)
-        dx = np.empty_like(self._x)
-        _gemm.gemm(grad_out, False, self.weight, dx, _gemm.EPI_NONE, none, 0, 0.0, e, e, e, none)
-        _gemm.gemm(grad_out, True, self._x, self.weight_grad, _gemm.EPI_NONE, none, 0, 0.0,
-                   e, e, e, self.bias_grad)
+        dx, dw, db = K.linear_backward(grad_out, self._x, self.weight)
+        self.weight_grad[...] = dw
+        self.bias_grad[...] = db
         return dx
 
     def parameters(self):

@@ -45,6 +45,15 @@ class _Workspace:
                   for l in range(L)]
         self.G = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
         self.row_loss = np.empty(batch)
+        # Packing buffers for the largest of the layer products (forward, dW, dX).
+        na = nb = 0
+        for l in range(L):
+            n_in, n_out = sizes[l], sizes[l + 1]
+            for M, N, K in ((batch, n_out, n_in), (n_out, n_in, batch), (batch, n_in, n_out)):
+                a, b = _gemm.pack_sizes(M, N, K)
+                na, nb = max(na, a), max(nb, b)
+        self.apack = np.empty(na, dtype)
+        self.bpack = np.empty(nb, dtype)
 
 
 class MLP:
@@ -101,9 +110,6 @@ class MLP:
         self._flat_w = [w.reshape(-1) for w in self.weights]
         self._flat_dw = [g.reshape(-1) for g in self.weight_grads]
         self._last_output = None
-        # W_l^T packed (in, out) for the forward product; refreshed every forward pass.
-        self._packed = [np.empty((self.sizes[l], self.sizes[l + 1]), self.dtype)
-                        for l in range(self.n_layers)]
         self._workspaces = {}
         self._none = np.empty(0, self.dtype)
         self._empty2 = np.empty((0, 0), self.dtype)
@@ -165,11 +171,10 @@ class MLP:
         A_prev = X
         last = self.n_layers - 1
         for l in range(self.n_layers):
-            _gemm.pack_transpose(self.weights[l], self._packed[l])
             code = 0 if l == last else self.act_code
-            _gemm.gemm(A_prev, False, self._packed[l], ws.Z[l], _gemm.EPI_BIAS_ACT,
+            _gemm.gemm(A_prev, False, self.weights[l], True, ws.Z[l], _gemm.EPI_BIAS_ACT,
                        self.biases[l], code, self.slope, ws.A[l], self._empty2, self._empty2,
-                       self._none)
+                       self._none, ws.apack, ws.bpack)
             A_prev = ws.A[l]
         return ws.Z[last]
 
@@ -187,14 +192,15 @@ class MLP:
         for l in range(self.n_layers - 1, -1, -1):
             A_prev = X if l == 0 else ws.A[l - 1]
             # dW_l = G_l^T A_{l-1}, and db_l = column sums of G_l from the same pass
-            _gemm.gemm(ws.G[l], True, A_prev, self.weight_grads[l], _gemm.EPI_NONE,
+            _gemm.gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], _gemm.EPI_NONE,
                        self._none, 0, 0.0, self._empty2, self._empty2, self._empty2,
-                       self.bias_grads[l])
+                       self.bias_grads[l], ws.apack, ws.bpack)
             if l > 0:
                 # G_{l-1} = (G_l W_l) * f'(Z_{l-1})
-                _gemm.gemm(ws.G[l], False, self.weights[l], ws.G[l - 1], _gemm.EPI_ACT_GRAD,
-                           self._none, self.act_code, self.slope, self._empty2, ws.Z[l - 1],
-                           ws.A[l - 1], self._none)
+                _gemm.gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1],
+                           _gemm.EPI_ACT_GRAD, self._none, self.act_code, self.slope,
+                           self._empty2, ws.Z[l - 1], ws.A[l - 1], self._none, ws.apack,
+                           ws.bpack)
 
     def loss_and_grad(self, X, y, l2=0.0):
         """Mean loss on (X, y) as a float; fills self.grads (overwriting, not accumulating).

@@ -37,11 +37,13 @@ def test_hot_path_kernels_allocate_only_their_argument_wrappers():
     a, b = np.ones((64, 32), f), np.ones((32, 16), f)
     c, z = np.empty((64, 16), f), np.ones((64, 16), f)
     e, n, bias = np.empty((0, 0), f), np.empty(0, f), np.zeros(16, f)
+    ap, bp = np.empty(1 << 16, f), np.empty(1 << 16, f)
     cases = [
-        (G.gemm, (a, False, b, c, G.EPI_BIAS_ACT, bias, 1, 0.0, np.empty_like(c), e, e, n)),
-        (G.gemm, (c, False, b.T.copy(), a, G.EPI_ACT_GRAD, n, 3, 0.0, e, a, a, n)),
-        (G.gemm, (c, True, a, np.empty((16, 32), f), G.EPI_NONE, n, 0, 0.0, e, e, e, bias)),
-        (G.pack_transpose, (b, np.empty((16, 32), f))),
+        (G.gemm, (a, False, b, False, c, G.EPI_BIAS_ACT, bias, 1, 0.0, np.empty_like(c), e, e,
+                  n, ap, bp)),
+        (G.gemm, (c, False, b, True, a, G.EPI_ACT_GRAD, n, 3, 0.0, e, a, a, n, ap, bp)),
+        (G.gemm, (c, True, a, False, np.empty((16, 32), f), G.EPI_NONE, n, 0, 0.0, e, e, e,
+                  bias, ap, bp)),
         (L.cross_entropy_labels, (z, np.zeros(64, np.int64), c, np.empty(64))),
         (L.mse, (z, z, c, np.empty(64))),
         (L.binary_cross_entropy, (z, z * 0, c, np.empty(64))),

@@ -14,6 +14,8 @@ float32 or float64; mixed inputs are promoted like NumPy does.  Rows are example
     binary_cross_entropy(logits, target)   -> (loss, dL/dlogits)
     bias_grad(delta)                       column sums
 """
+import threading
+
 import numpy as np
 
 from .._validation import (
@@ -61,12 +63,16 @@ def _as_array(x, name):
 
 
 def _operand(x, trans, name, dtype):
-    """A C-contiguous operand and its transpose flag; an F-ordered view flips the flag."""
+    """A C-contiguous operand and its transpose flag; an F-ordered view flips the flag.
+
+    Like numpy.matmul, matmul does not scan its operands for NaN/inf: they cannot make the
+    kernel index out of bounds, and they propagate into the result as they would in BLAS.
+    """
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
     if x.dtype == dtype and x.flags.f_contiguous and not x.flags.c_contiguous:
         x, trans = x.T, not trans
-    return as_float_array(x, name, dtype, allow_empty=True), trans
+    return np.ascontiguousarray(x, dtype=dtype), trans
 
 
 def _empty(dtype):
@@ -104,14 +110,29 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
     if K == 0:
         out[...] = 0
         return out
-    if trans_b:
-        packed = np.empty((K, N), dtype=dtype)
-        _gemm.pack_transpose(b, packed)
-        b = packed
     e = _empty(dtype)
-    _gemm.gemm(a, trans_a, b, out, _gemm.EPI_NONE, np.empty(0, dtype), 0, 0.0, e, e, e,
-               np.empty(0, dtype))
+    none = np.empty(0, dtype)
+    ap, bp = _pack_buffers(M, N, K, dtype)
+    _gemm.gemm(a, trans_a, b, trans_b, out, _gemm.EPI_NONE, none, 0, 0.0, e, e, e, none, ap, bp)
     return out
+
+
+_scratch = threading.local()
+
+
+def _pack_buffers(M, N, K, dtype):
+    """Packing workspace for one product: per-thread buffers that only ever grow, so that
+    repeated calls neither allocate nor page-fault on fresh memory."""
+    na, nb = _gemm.pack_sizes(M, N, K)
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = {}
+    a, b = bufs.get(dtype, (np.empty(0, dtype), np.empty(0, dtype)))
+    if a.size < na or b.size < nb:
+        a = np.empty(max(na, a.size), dtype) if a.size < na else a
+        b = np.empty(max(nb, b.size), dtype) if b.size < nb else b
+        bufs[dtype] = (a, b)
+    return a, b
 
 
 def linear(x, weight, bias=None, activation="identity", slope=0.01):
@@ -136,13 +157,12 @@ def linear(x, weight, bias=None, activation="identity", slope=0.01):
         bias = as_float_array(bias, "bias", dtype, ndim=1)
         if bias.shape[0] != n_out:
             raise ValueError(f"bias has length {bias.shape[0]}, expected {n_out}")
-    wt = np.empty((weight.shape[1], n_out), dtype=dtype)
-    _gemm.pack_transpose(weight, wt)
     z = np.empty((x.shape[0], n_out), dtype=dtype)
     a = np.empty_like(z)
     e = _empty(dtype)
-    _gemm.gemm(x, False, wt, z, _gemm.EPI_BIAS_ACT, bias, code, float(slope), a, e, e,
-               np.empty(0, dtype))
+    ap, bp = _pack_buffers(x.shape[0], n_out, x.shape[1], dtype)
+    _gemm.gemm(x, False, weight, True, z, _gemm.EPI_BIAS_ACT, bias, code, float(slope), a, e,
+               e, np.empty(0, dtype), ap, bp)
     return z, a
 
 
@@ -167,10 +187,13 @@ def linear_backward(delta, x, weight):
     e = _empty(dtype)
     no_bias = np.empty(0, dtype)
     dx = np.empty_like(x)
-    _gemm.gemm(delta, False, weight, dx, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e, no_bias)
+    ap, bp = _pack_buffers(b, x.shape[1], n_out, dtype)
+    _gemm.gemm(delta, False, weight, False, dx, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e,
+               no_bias, ap, bp)
     dw = np.empty_like(weight)
     db = np.empty(n_out, dtype=dtype)
-    _gemm.gemm(delta, True, x, dw, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e, db)
+    ap, bp = _pack_buffers(n_out, x.shape[1], b, dtype)
+    _gemm.gemm(delta, True, x, False, dw, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e, db, ap, bp)
     return dx, dw, db
 
 

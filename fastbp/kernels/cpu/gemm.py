@@ -2,119 +2,193 @@
 
 Backprop needs three layouts (rows are examples, W is (out, in) like torch.nn.Linear):
 
-    forward        Z  = A_prev W^T + b        "NT"   A_prev (b, in),  W (out, in)
-    weight grad    dW = Delta^T A_prev        "TN"   Delta (b, out), A_prev (b, in)
-    data grad      G  = (Delta W) * f'(Z_prev) "NN"  Delta (b, out), W (out, in)
+    forward        Z  = A_prev W^T + b          "NT"   A_prev (b, in),  W (out, in)
+    weight grad    dW = Delta^T A_prev          "TN"   Delta (b, out), A_prev (b, in)
+    data grad      G  = (Delta W) * f'(Z_prev)   "NN"   Delta (b, out), W (out, in)
 
-The kernel computes C (M, N) = op(A) (M, K) @ B (K, N) with B always row-major (K, N): the
-"T" of the forward product is absorbed by packing W^T once into caller-owned workspace
-(see ``pack_transpose``), and the "T" of the weight gradient by reading A column-wise
-(``trans_a``).  The inner loop always streams a contiguous row of B and of C, which LLVM
-vectorises.  The epilogue runs on each tile of C while it is still in cache:
+``gemm`` computes C (M, N) = op(A) (M, K) @ op(B) (K, N), op(X) = X^T when trans_x, and
+runs a fused epilogue on each tile of C while it is still in cache:
 
     EPI_NONE      C = acc
     EPI_BIAS_ACT  C = acc + bias[j];  Aout = f(C)            (C holds Z)
     EPI_ACT_GRAD  C = acc * f'(Zsrc)  (f' from Asrc where exact)
 
-``rowsum`` (length M, or length 0 for none) receives sum_k op(A)[i, k]: for the weight
-gradient op(A) = Delta^T, so this is the bias gradient db = sum over the batch of Delta,
-computed from the values the product loads anyway.
+``rowsum`` (length M, or 0 for none) receives sum_k op(A)[i, k]; for the weight gradient
+op(A) = Delta^T, so this is the bias gradient db = sum over the batch of Delta, taken from
+values the product reads anyway.
 
-Work is split into fixed tiles of MR rows x NC columns; every element of C is summed over k
-in the same order whatever the thread count, so results are bit-identical run to run.
+How (BLIS-style): op(A) is packed into panels of MR rows and op(B) into panels of NR
+columns, k-major and zero-padded; the packing absorbs every transpose, so one micro-kernel
+serves all layouts.  Each MR x NR tile of C is then accumulated by the register-blocked
+micro-kernel (microkernel.py: 8 SIMD accumulators that LLVM's SLP vectoriser builds from
+scalars) over K in blocks of KC, and the epilogue runs on each column panel.  Column
+panels are split across threads; products below PARALLEL_MIN_WORK run on one thread,
+since a parallel region costs more than they do.  Packing buffers are caller-owned
+workspace (``pack_sizes``), so nothing is allocated per call.
+
+Measured here (AMD EPYC, AVX2, one core, K=256 panels): the 4x16 tile runs at 60-85
+GFLOP/s of a ~96 peak; 6x16, 5x16 and 3x16 tiles are not vectorised by LLVM (3-8 GFLOP/s)
+and 8x16 and 2x32 reach ~50.  An unpacked row-streaming kernel for small products ran
+5-6x slower than packing plus the micro-kernel, even at N = 10 where a third of the tile
+is padding, so there is one path.
+
+Every element of C is summed over k in the same order whatever the thread count and the
+tile it lands in, so results are bit-identical run to run and independent of the batch
+composition.
 """
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .activations import activation_backward_rows, activation_forward_rows
+from .microkernel import MR, NR, micro_kernel
 
 EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
 
-MR = 4     # rows of C per tile
-NC = 128   # columns of C per tile
+KC = 384                     # K block: a KC x NR slice of B is 24 KiB (float32), within L1 (measured: 128: 0.52x numpy, 256: 0.6-0.78x, 384: 0.62-0.72x)
+PARALLEL_MIN_WORK = 1 << 18  # M*N*K below which one thread beats a parallel region
+
+
+def pack_sizes(M, N, K):
+    """Elements of the A and B packing buffers a product of this shape needs."""
+    return ((M + MR - 1) // MR) * MR * K, ((N + NR - 1) // NR) * NR * K
+
+
+# ----------------------------------------------------------------------------- packing
+@njit(cache=True)
+def _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum):
+    """Ap[ip] (K, MR) = rows ip*MR.. of op(A), zero-padded; rowsum of those rows if wanted."""
+    i0 = ip * MR
+    mr = min(MR, M - i0)
+    P = Ap[ip]
+    if trans_a:                      # op(A)[i, k] = A[k, i]: MR contiguous values per k
+        for k in range(K):
+            for r in range(mr):
+                P[k, r] = A[k, i0 + r]
+            for r in range(mr, MR):
+                P[k, r] = 0.0
+    else:                            # op(A)[i, k] = A[i, k]: MR row streams
+        for r in range(mr):
+            for k in range(K):
+                P[k, r] = A[i0 + r, k]
+        for r in range(mr, MR):
+            for k in range(K):
+                P[k, r] = 0.0
+    if rowsum.shape[0] > 0:
+        for r in range(mr):
+            s = 0.0
+            for k in range(K):
+                s += P[k, r]
+            rowsum[i0 + r] = s
+
+
+@njit(cache=True)
+def _pack_b_panel(B, trans_b, Bp, jp, N, K):
+    """Bp[jp] (K, NR) = columns jp*NR.. of op(B), zero-padded."""
+    j0 = jp * NR
+    nr = min(NR, N - j0)
+    P = Bp[jp]
+    if trans_b:                      # op(B)[k, j] = B[j, k]: NR row streams of B
+        for c in range(nr):
+            for k in range(K):
+                P[k, c] = B[j0 + c, k]
+        for c in range(nr, NR):
+            for k in range(K):
+                P[k, c] = 0.0
+    else:                            # op(B)[k, j] = B[k, j]: NR contiguous values per k
+        for k in range(K):
+            for c in range(nr):
+                P[k, c] = B[k, j0 + c]
+            for c in range(nr, NR):
+                P[k, c] = 0.0
 
 
 @njit(parallel=True, cache=True)
-def pack_transpose(W, out):
-    """out (K, N) = W^T for W (N, K): packs a weight matrix for the forward product."""
-    n, k = W.shape
-    nblk = (n + 31) // 32
-    for blk in prange(nblk):
-        j0 = blk * 32
-        j1 = min(j0 + 32, n)
-        for kk in range(k):
-            for j in range(j0, j1):
-                out[kk, j] = W[j, kk]
+def _pack_parallel(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum):
+    n_ip = Ap.shape[0]
+    for t in prange(n_ip + Bp.shape[0]):
+        if t < n_ip:
+            _pack_a_panel(A, trans_a, Ap, t, M, K, rowsum)
+        else:
+            _pack_b_panel(B, trans_b, Bp, t - n_ip, N, K)
 
 
-@njit(cache=True, fastmath={"contract"})
-def _tile_product(A, trans_a, B, C, i0, i1, j0, j1):
-    """C[i0:i1, j0:j1] = op(A)[i0:i1, :] @ B[:, j0:j1], MR rows at a time."""
-    K = B.shape[0]
-    for i in range(i0, i1):
-        for j in range(j0, j1):
-            C[i, j] = 0.0
-    if i1 - i0 == MR:
-        for k in range(K):
-            if trans_a:
-                a0 = A[k, i0]
-                a1 = A[k, i0 + 1]
-                a2 = A[k, i0 + 2]
-                a3 = A[k, i0 + 3]
-            else:
-                a0 = A[i0, k]
-                a1 = A[i0 + 1, k]
-                a2 = A[i0 + 2, k]
-                a3 = A[i0 + 3, k]
-            for j in range(j0, j1):
-                b = B[k, j]
-                C[i0, j] += a0 * b
-                C[i0 + 1, j] += a1 * b
-                C[i0 + 2, j] += a2 * b
-                C[i0 + 3, j] += a3 * b
-    else:
+@njit(cache=True)
+def _pack_serial(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum):
+    for t in range(Ap.shape[0]):
+        _pack_a_panel(A, trans_a, Ap, t, M, K, rowsum)
+    for t in range(Bp.shape[0]):
+        _pack_b_panel(B, trans_b, Bp, t, N, K)
+
+
+# ----------------------------------------------------------------------------- epilogue
+@njit(cache=True)
+def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+    if epilogue == EPI_BIAS_ACT:
         for i in range(i0, i1):
-            for k in range(K):
-                a = A[k, i] if trans_a else A[i, k]
-                for j in range(j0, j1):
-                    C[i, j] += a * B[k, j]
+            for j in range(j0, j1):
+                C[i, j] += bias[j]
+        activation_forward_rows(C, Aout, i0, i1, j0, j1, code, slope)
+    elif epilogue == EPI_ACT_GRAD:
+        activation_backward_rows(C, Zsrc, Asrc, i0, i1, j0, j1, code, slope)
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def gemm(A, trans_a, B, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc, rowsum):
-    """C (M, N) = op(A) @ B with a fused epilogue; see the module docstring.
+# ----------------------------------------------------------------------------- tiles
+@njit(cache=True)
+def _column_panel(jp, Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+    """All tiles of column panel jp: C[:, jp*NR : jp*NR+NR], then its epilogue."""
+    n_ip = Ap.shape[0]
+    K = Ap.shape[1]
+    # K in blocks of about KC so that the slice of the B panel in use (KC x NR) stays in
+    # L1 while every A panel streams past it; balanced so that no block is a sliver.
+    n_kb = (K + KC - 1) // KC
+    kc = (K + n_kb - 1) // n_kb
+    j0 = jp * NR
+    nr = min(NR, N - j0)
+    for pc in range(0, K, kc):
+        pe = min(pc + kc, K)
+        Bk = Bp[jp, pc:pe]
+        for ip in range(n_ip):
+            i0 = ip * MR
+            micro_kernel(Ap[ip, pc:pe], Bk, C, i0, j0, min(MR, M - i0), nr, pc > 0)
+    _epilogue(C, 0, M, j0, j0 + nr, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
-    A: (M, K), or (K, M) when trans_a.  B: (K, N).  C: (M, N).  bias: (N,).
-    Aout, Zsrc, Asrc: (M, N) or unused (any shape) per ``epilogue``.  rowsum: (M,) or (0,).
+
+@njit(parallel=True, cache=True)
+def _tiles_parallel(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+    for jp in prange(Bp.shape[0]):   # each thread owns a contiguous range of column panels
+        _column_panel(jp, Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+
+
+@njit(cache=True)
+def _tiles_serial(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+    for jp in range(Bp.shape[0]):
+        _column_panel(jp, Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+
+
+# ----------------------------------------------------------------------------- entry point
+@njit(cache=True)
+def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc, rowsum,
+         apack, bpack):
+    """C (M, N) = op(A) @ op(B) with a fused epilogue; see the module docstring.
+
+    A: (M, K), or (K, M) when trans_a.  B: (K, N), or (N, K) when trans_b.  C: (M, N).
+    bias: (N,).  Aout, Zsrc, Asrc: (M, N) or unused per ``epilogue``.  rowsum: (M,) or (0,).
+    apack, bpack: 1-D workspace of at least pack_sizes(M, N, K) elements.
     All C-contiguous and of one dtype; the caller validates shapes.
     """
     M, N = C.shape
-    K = B.shape[0]
-    n_iblk = (M + MR - 1) // MR
-    n_jblk = (N + NC - 1) // NC
-    # Tiles ordered column block first so that consecutive tiles (one thread's share)
-    # reuse the same panel B[:, j0:j1] from cache.
-    for t in prange(n_iblk * n_jblk):
-        jb = t // n_iblk
-        ib = t - jb * n_iblk
-        i0 = ib * MR
-        i1 = min(i0 + MR, M)
-        j0 = jb * NC
-        j1 = min(j0 + NC, N)
-        _tile_product(A, trans_a, B, C, i0, i1, j0, j1)
-        if jb == 0 and rowsum.shape[0] == M:
-            for i in range(i0, i1):
-                s = 0.0
-                for k in range(K):
-                    s += A[k, i] if trans_a else A[i, k]
-                rowsum[i] = s
-        if epilogue == EPI_BIAS_ACT:
-            for i in range(i0, i1):
-                for j in range(j0, j1):
-                    C[i, j] += bias[j]
-            activation_forward_rows(C, Aout, i0, i1, j0, j1, code, slope)
-        elif epilogue == EPI_ACT_GRAD:
-            activation_backward_rows(C, Zsrc, Asrc, i0, i1, j0, j1, code, slope)
+    K = A.shape[0] if trans_a else A.shape[1]
+    n_ip = (M + MR - 1) // MR
+    n_jp = (N + NR - 1) // NR
+    Ap = apack[:n_ip * K * MR].reshape((n_ip, K, MR))
+    Bp = bpack[:n_jp * K * NR].reshape((n_jp, K, NR))
+    if M * N * K >= PARALLEL_MIN_WORK and n_jp > 1:
+        _pack_parallel(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum)
+        _tiles_parallel(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+    else:
+        _pack_serial(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum)
+        _tiles_serial(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
 @njit(parallel=True, cache=True)
