@@ -80,7 +80,8 @@ def load(path, return_extra=False):
         raise ValueError(f"{path!r} has model format version {version}, this fastbp reads "
                          f"{FORMAT_VERSION}")
     model = MLP(config["sizes"], activation=config["activation"], loss=config["loss"],
-                dtype=config["dtype"], init=config.get("init", "torch"))
+                dtype=config["dtype"], init=config.get("init", "torch"),
+                matmul=config.get("matmul", "own"))
     params = files["params"]
     if params.shape != model.params.shape or params.dtype != model.params.dtype:
         raise ValueError(f"{path!r}: parameter buffer {params.dtype}{params.shape} does not "

@@ -64,13 +64,15 @@ class MLP:
     loss: "cross_entropy" (softmax over outputs; integer labels or probability targets),
           "mse" (regression outputs), or "binary_cross_entropy" (sigmoid per output, multi-label).
     dtype: float32 (default) or float64.  init: "torch" (as torch.nn.Linear), "he", "xavier".
+    matmul: "own" (fastbp's GEMM, the default) or "blas" (np.dot inside the same compiled
+    layer code: the in-run reference the benchmarks compare our GEMM against).
 
     Attributes: params / grads (flat buffers); weights, biases, weight_grads, bias_grads
     (per-layer views, W shaped (out, in)); layers (the Sequential module view).
     """
 
     def __init__(self, sizes, activation="relu", loss="cross_entropy", dtype=np.float32,
-                 seed=None, init="torch"):
+                 seed=None, init="torch", matmul="own"):
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
             raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
         if len(sizes) < 2:
@@ -80,6 +82,10 @@ class MLP:
             raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
+        if matmul not in ("own", "blas"):
+            raise ValueError(f"matmul must be 'own' or 'blas', got {matmul!r}")
+        self.matmul = matmul
+        self._gemm = _gemm.gemm if matmul == "own" else _gemm.gemm_blas
         self.activation = activation
         self.act_code = K.activation_code(activation)
         self.slope = 0.01 if activation == "leaky_relu" else 0.0
@@ -135,7 +141,7 @@ class MLP:
     def config(self):
         """The constructor arguments that rebuild this architecture."""
         return {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss,
-                "dtype": self.dtype.name, "init": self.init}
+                "dtype": self.dtype.name, "init": self.init, "matmul": self.matmul}
 
     # ------------------------------------------------------------------ checks
     def _check_X(self, X, name="X"):
@@ -172,7 +178,7 @@ class MLP:
         last = self.n_layers - 1
         for l in range(self.n_layers):
             code = 0 if l == last else self.act_code
-            _gemm.gemm(A_prev, False, self.weights[l], True, ws.Z[l], _gemm.EPI_BIAS_ACT,
+            self._gemm(A_prev, False, self.weights[l], True, ws.Z[l], _gemm.EPI_BIAS_ACT,
                        self.biases[l], code, self.slope, ws.A[l], self._empty2, self._empty2,
                        self._none, ws.apack, ws.bpack)
             A_prev = ws.A[l]
@@ -192,12 +198,12 @@ class MLP:
         for l in range(self.n_layers - 1, -1, -1):
             A_prev = X if l == 0 else ws.A[l - 1]
             # dW_l = G_l^T A_{l-1}, and db_l = column sums of G_l from the same pass
-            _gemm.gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], _gemm.EPI_NONE,
+            self._gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], _gemm.EPI_NONE,
                        self._none, 0, 0.0, self._empty2, self._empty2, self._empty2,
                        self.bias_grads[l], ws.apack, ws.bpack)
             if l > 0:
                 # G_{l-1} = (G_l W_l) * f'(Z_{l-1})
-                _gemm.gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1],
+                self._gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1],
                            _gemm.EPI_ACT_GRAD, self._none, self.act_code, self.slope,
                            self._empty2, ws.Z[l - 1], ws.A[l - 1], self._none, ws.apack,
                            ws.bpack)
@@ -321,7 +327,7 @@ class MLP:
     def __setstate__(self, state):
         cfg = state["config"]
         self.__init__(cfg["sizes"], cfg["activation"], cfg["loss"], cfg["dtype"],
-                      seed=state["seed"], init=cfg["init"])
+                      seed=state["seed"], init=cfg["init"], matmul=cfg.get("matmul", "own"))
         self.params[...] = state["params"]
         self.grads[...] = state["grads"]
 
@@ -330,6 +336,7 @@ class MLP:
 
     def copy(self):
         """An independent model with the same architecture and parameters."""
-        other = MLP(self.sizes, self.activation, self.loss, self.dtype, init=self.init)
+        other = MLP(self.sizes, self.activation, self.loss, self.dtype, init=self.init,
+                    matmul=self.matmul)
         other.params[...] = self.params
         return other

@@ -89,11 +89,10 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
     nr = min(NR, N - j0)
     P = Bp[jp]
     if trans_b:                      # op(B)[k, j] = B[j, k]: NR row streams of B
-        for c in range(nr):
-            for k in range(K):
+        for k in range(K):
+            for c in range(nr):
                 P[k, c] = B[j0 + c, k]
-        for c in range(nr, NR):
-            for k in range(K):
+            for c in range(nr, NR):
                 P[k, c] = 0.0
     else:                            # op(B)[k, j] = B[k, j]: NR contiguous values per k
         for k in range(K):
@@ -204,3 +203,39 @@ def column_sum(D, out):
         for i in range(m):
             for j in range(j0, j1):
                 out[j] += D[i, j]
+
+
+# ----------------------------------------------------------------------------- BLAS variant
+@njit(cache=True)
+def gemm_blas(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
+              rowsum, apack, bpack):
+    """The same contract as ``gemm``, with the product done by BLAS (np.dot inside @njit).
+
+    The opt-in ``matmul="blas"`` reference: it shows what fusion and our own GEMM are
+    worth against the library product.  apack/bpack are unused.
+    """
+    M, N = C.shape
+    # One call per layout: a conditional expression would unify the C- and F-ordered
+    # views into a non-contiguous type that Numba does not hand to BLAS.
+    if trans_a and trans_b:
+        np.dot(A.T, B.T, C)
+    elif trans_a:
+        np.dot(A.T, B, C)
+    elif trans_b:
+        np.dot(A, B.T, C)
+    else:
+        np.dot(A, B, C)
+    if rowsum.shape[0] > 0:
+        for i in range(M):
+            rowsum[i] = 0.0
+        if trans_a:
+            for k in range(A.shape[0]):
+                for i in range(M):
+                    rowsum[i] += A[k, i]
+        else:
+            for i in range(M):
+                s = 0.0
+                for k in range(A.shape[1]):
+                    s += A[i, k]
+                rowsum[i] = s
+    _epilogue(C, 0, M, 0, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)

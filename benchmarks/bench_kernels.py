@@ -1,0 +1,75 @@
+"""asv benchmarks of the kernels: GEMM per layout and size, activations, softmax-CE.
+
+Run offline in the current environment:  asv run --python=same --quick
+"""
+import numpy as np
+
+import fastbp
+from fastbp import kernels as K
+from fastbp.kernels.cpu import gemm as G
+
+
+class GEMM:
+    """fastbp.kernels.matmul, and numpy.matmul on the same operands as the peer."""
+    params = (["NT", "TN", "NN"], ["128x784x512", "32x100x100", "32x100x10", "1024x1024x1024"])
+    param_names = ["layout", "MxKxN"]
+
+    def setup(self, layout, shape):
+        M, Kd, N = map(int, shape.split("x"))
+        rng = np.random.default_rng(0)
+        self.ta, self.tb = layout[0] == "T", layout[1] == "T"
+        self.a = rng.standard_normal((Kd, M) if self.ta else (M, Kd)).astype(np.float32)
+        self.b = rng.standard_normal((N, Kd) if self.tb else (Kd, N)).astype(np.float32)
+        self.opa = self.a.T if self.ta else self.a
+        self.opb = self.b.T if self.tb else self.b
+        self.out = np.empty((M, N), np.float32)
+        K.matmul(self.a, self.b, out=self.out, trans_a=self.ta, trans_b=self.tb)
+
+    def time_fastbp_matmul(self, layout, shape):
+        K.matmul(self.a, self.b, out=self.out, trans_a=self.ta, trans_b=self.tb)
+
+    def time_numpy_matmul(self, layout, shape):
+        np.matmul(self.opa, self.opb, out=self.out)
+
+    def track_gflops_fastbp(self, layout, shape):
+        import time
+        M, Kd, N = map(int, shape.split("x"))
+        reps = max(3, int(5e8 / (2 * M * N * Kd)))
+        t = time.perf_counter()
+        for _ in range(reps):
+            K.matmul(self.a, self.b, out=self.out, trans_a=self.ta, trans_b=self.tb)
+        return 2 * M * N * Kd * reps / (time.perf_counter() - t) / 1e9
+
+    track_gflops_fastbp.unit = "GFLOP/s"
+
+
+class Activations:
+    params = ["relu", "sigmoid", "tanh", "gelu"]
+    param_names = ["activation"]
+
+    def setup(self, name):
+        self.z = np.random.default_rng(0).standard_normal((128, 512)).astype(np.float32)
+        self.g = np.ones_like(self.z)
+        K.activation(self.z, name)
+        K.activation_grad(self.g, self.z, name)
+
+    def time_forward(self, name):
+        K.activation(self.z, name)
+
+    def time_backward(self, name):
+        K.activation_grad(self.g, self.z, name)
+
+
+class SoftmaxCrossEntropy:
+    params = ["128x10", "1024x1000"]
+    param_names = ["batch_x_classes"]
+
+    def setup(self, bc):
+        b, c = map(int, bc.split("x"))
+        rng = np.random.default_rng(0)
+        self.z = rng.standard_normal((b, c)).astype(np.float32)
+        self.y = rng.integers(0, c, size=b)
+        K.cross_entropy(self.z, self.y)
+
+    def time_cross_entropy(self, bc):
+        K.cross_entropy(self.z, self.y)

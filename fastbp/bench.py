@@ -1,0 +1,218 @@
+"""Side-by-side speed of fastbp against NumPy/BLAS, PyTorch CPU and scikit-learn.
+
+    fastbp bench [--quick]          (or: python benchmarks/compare.py)
+
+Everything is measured in one run on the same data and shapes, and reported as ratios
+against the peer measured in that run (machines drift; ratios within a run are what
+count).  Each figure is the best of several repetitions after a warm-up that excludes
+Numba's compilation.  PyTorch and scikit-learn are used when installed.
+
+GEMM: fastbp.kernels.matmul against numpy.matmul (OpenBLAS) on the products of one
+training step of the MLP shapes below, GFLOP/s.
+Training: samples/s of SGD (lr 0.01, momentum 0.9), ReLU, softmax cross-entropy, one
+epoch with shuffling, for fastbp (own GEMM), fastbp with matmul="blas" (np.dot inside the
+same compiled code), PyTorch (nn.Sequential of Linear/ReLU, CrossEntropyLoss, optim.SGD,
+eager) and scikit-learn's MLPClassifier(solver="sgd") via partial_fit.
+"""
+import os
+import platform
+import time
+
+import numpy as np
+
+TRAIN_SHAPES = [  # (sizes, batch)
+    ([784, 512, 512, 10], 128),
+    ([40, 100, 100, 10], 32),
+    ([784, 2048, 2048, 10], 256),
+]
+
+GEMM_SHAPES = [  # (label, M, K, N, trans_a, trans_b)
+    ("fwd 128x784 @ (512x784)^T", 128, 784, 512, False, True),
+    ("dW (128x512)^T @ 128x784", 512, 128, 784, True, False),
+    ("dX 128x512 @ 512x784", 128, 512, 784, False, False),
+    ("1024^3", 1024, 1024, 1024, False, False),
+    ("fwd 32x40 @ (100x40)^T", 32, 40, 100, False, True),
+    ("fwd 32x100 @ (100x100)^T", 32, 100, 100, False, True),
+    ("fwd 32x100 @ (10x100)^T", 32, 100, 10, False, True),
+    ("dW (32x100)^T @ 32x100", 100, 32, 100, True, False),
+]
+
+
+def _settle():
+    """Let the other library's thread pool go idle: OpenBLAS and OpenMP workers spin for a
+    while after a call and would otherwise compete for the cores being measured."""
+    time.sleep(0.25)
+
+
+def _best(fn, reps, rounds=5):
+    _settle()
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.perf_counter() - t) / reps)
+    return best
+
+
+def bench_gemm(quick=False):
+    from . import kernels as K
+    rows = []
+    rng = np.random.default_rng(0)
+    for label, M, Kd, N, ta, tb in GEMM_SHAPES:
+        a = rng.standard_normal((Kd, M) if ta else (M, Kd)).astype(np.float32)
+        b = rng.standard_normal((N, Kd) if tb else (Kd, N)).astype(np.float32)
+        out = np.empty((M, N), np.float32)
+        opa, opb = (a.T if ta else a), (b.T if tb else b)
+        flops = 2.0 * M * N * Kd
+        reps = max(3, int((2e8 if quick else 1e9) / flops))
+        t_f = _best(lambda: K.matmul(a, b, out=out, trans_a=ta, trans_b=tb), reps)
+        t_n = _best(lambda: np.matmul(opa, opb, out=out), reps)
+        rows.append((label, flops / t_f / 1e9, flops / t_n / 1e9, t_n / t_f))
+    return rows
+
+
+def _data(sizes, n, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], size=n).astype(np.int64)
+    return X, y
+
+
+def _samples(sizes, batch, quick):
+    # enough rows for an epoch of ~0.3-1 s in fastbp
+    flops_per_sample = 6 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    target = (2e9 if quick else 8e9) / flops_per_sample
+    return int(max(batch * 20, min(200_000, target)) // batch * batch)
+
+
+def bench_fastbp(sizes, batch, X, y, matmul="own", rounds=3):
+    import fastbp
+    model = fastbp.MLP(sizes, seed=0, matmul=matmul)
+    opt = fastbp.SGD(model, lr=0.01, momentum=0.9)
+    fastbp.fit(model, X[:batch * 4], y[:batch * 4], optimizer=opt, batch_size=batch,
+               epochs=1, verbose=0)   # compile and warm up
+    best = 0.0
+    _settle()
+    for r in range(rounds):
+        h = fastbp.fit(model, X, y, optimizer=opt, batch_size=batch, epochs=1, seed=r,
+                       verbose=0)
+        best = max(best, X.shape[0] / h["time"][0])
+    return best
+
+
+def bench_torch(sizes, batch, X, y, rounds=3):
+    import torch
+    torch.set_num_threads(int(os.environ.get("FASTBP_BENCH_THREADS", os.cpu_count())))
+    torch.manual_seed(0)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    lossf = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    n = X.shape[0]
+
+    def epoch(seed, rows=n):
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(rows, generator=g)
+        for i in range(0, rows, batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(model(Xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+
+    _settle()
+    epoch(0, rows=batch * 4)  # warm up
+    best = 0.0
+    for r in range(rounds):
+        t = time.perf_counter()
+        epoch(r)
+        best = max(best, n / (time.perf_counter() - t))
+    return best
+
+
+def bench_sklearn(sizes, batch, X, y, rounds=2):
+    import warnings
+    from sklearn.neural_network import MLPClassifier
+    clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), solver="sgd",
+                        learning_rate_init=0.01, momentum=0.9, batch_size=batch,
+                        random_state=0)
+    classes = np.arange(sizes[-1])
+    n = min(X.shape[0], max(batch * 10, X.shape[0] // 4))  # scikit-learn is slow: a slice
+    best = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.partial_fit(X[:batch * 2], y[:batch * 2], classes=classes)
+        for _ in range(rounds):
+            t = time.perf_counter()
+            clf.partial_fit(X[:n], y[:n])
+            best = max(best, n / (time.perf_counter() - t))
+    return best
+
+
+def _have(module):
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def machine():
+    import numba
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                    if line.startswith("model name")), platform.processor())
+    except OSError:
+        cpu = platform.processor()
+    return f"{cpu}, {os.cpu_count()} cores, numba {numba.__version__} ({numba.get_num_threads()} threads)"
+
+
+def run(quick=False):
+    """All measurements; returns (gemm_rows, train_rows, header)."""
+    header = f"{time.strftime('%Y-%m-%d')}, {machine()}, float32"
+    gemm_rows = bench_gemm(quick)
+    train_rows = []
+    for sizes, batch in TRAIN_SHAPES:
+        X, y = _data(sizes, _samples(sizes, batch, quick))
+        row = {"shape": "-".join(map(str, sizes)) + f" b{batch}"}
+        row["fastbp"] = bench_fastbp(sizes, batch, X, y)
+        row["blas"] = bench_fastbp(sizes, batch, X, y, matmul="blas")
+        row["torch"] = bench_torch(sizes, batch, X, y) if _have("torch") else None
+        row["sklearn"] = bench_sklearn(sizes, batch, X, y) if _have("sklearn") else None
+        train_rows.append(row)
+    return gemm_rows, train_rows, header
+
+
+def format_tables(gemm_rows, train_rows, header):
+    out = [f"fastbp benchmark: {header}", "",
+           "| GEMM (float32) | fastbp GFLOP/s | numpy GFLOP/s | fastbp / numpy |",
+           "|---|---:|---:|---:|"]
+    for label, f, n, r in gemm_rows:
+        out.append(f"| {label} | {f:.1f} | {n:.1f} | {r:.2f}x |")
+    out += ["", "| training, samples/s | fastbp | fastbp matmul=blas | PyTorch | scikit-learn "
+            "| vs PyTorch | vs scikit-learn | own / blas |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in train_rows:
+        def ratio(peer):
+            return f"{row['fastbp'] / row[peer]:.2f}x" if row.get(peer) else "n/a"
+
+        def fmt(v):
+            return f"{v:,.0f}" if v else "n/a"
+        out.append(f"| {row['shape']} | {fmt(row['fastbp'])} | {fmt(row['blas'])} | "
+                   f"{fmt(row['torch'])} | {fmt(row['sklearn'])} | {ratio('torch')} | "
+                   f"{ratio('sklearn')} | {ratio('blas')} |")
+    return "\n".join(out)
+
+
+def main(quick=False, device="cpu"):
+    if device == "cuda":
+        from .bench_cuda import main as cuda_main
+        return cuda_main(quick=quick)
+    print(format_tables(*run(quick)), flush=True)
+    return 0
