@@ -1,4 +1,5 @@
 """Which kernel set runs a model: 'cpu' (Numba @njit) or 'cuda' (Numba @cuda.jit)."""
+import os
 
 DEVICES = ("cpu", "cuda")
 
@@ -11,11 +12,10 @@ def cuda_status():
         return f"not usable (numba-cuda is not installed: pip install 'fastbp[cuda]'; {exc})"
     try:
         if cuda.is_available():
-            dev = cuda.get_current_device()
-            name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
-            sim = " (simulator)" if getattr(cuda, "simulator", None) and \
-                __import__("os").environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ""
-            return f"usable: {name}{sim}"
+            if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+                return "usable: Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1, no GPU)"
+            name = cuda.get_current_device().name
+            return f"usable: {name.decode() if isinstance(name, bytes) else name}"
         return "not usable (no CUDA driver or GPU found)"
     except Exception as exc:  # driver errors
         return f"not usable ({type(exc).__name__}: {exc})"

@@ -10,7 +10,8 @@ fitted attributes, trained by fastbp's kernels.  Differences worth knowing:
   - the data losses are PyTorch's: squared error is the plain mean (scikit-learn halves it)
     and multi-label cross-entropy is averaged over labels (scikit-learn sums), so loss_
     differs by those factors for regression and multi-label problems;
-  - weights are initialised with Glorot/Xavier uniform bounds, from fastbp's own RNG.
+  - weights are initialised with Glorot/Xavier uniform bounds, from fastbp's own RNG;
+  - device="cuda" trains on an NVIDIA GPU (float32; see fastbp.cuda_model).
 
 This module is the only one that imports scikit-learn (an optional dependency).
 """
@@ -27,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from ._validation import check_dtype
 from .model import MLP
 from .optim import SGD, Adam
+from .train import _restore, _snapshot
 from .train import fit as _fit
 
 _ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "gelu")
@@ -39,7 +41,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 dtype="float32"):
+                 dtype="float32", device="cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -63,6 +65,7 @@ class _BaseMLP(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
+        self.device = device
 
     # ------------------------------------------------------------------ checks
     def _validate_hyperparameters(self):
@@ -115,7 +118,7 @@ class _BaseMLP(BaseEstimator):
         act = self.activation
         self._model = MLP([n_features] + hidden + [n_outputs], activation=act,
                           loss=self._loss_name, dtype=check_dtype(self.dtype), seed=seed,
-                          init="xavier")
+                          init="xavier", device=self.device)
         if self.solver == "sgd":
             self._optimizer = SGD(self._model, lr=self.learning_rate_init, momentum=self.momentum,
                                   nesterov=self.nesterovs_momentum and self.momentum > 0)
@@ -181,7 +184,7 @@ class _BaseMLP(BaseEstimator):
                               "reached and the optimization hasn't converged yet.",
                               ConvergenceWarning)
         if self.early_stopping and self._best_params is not None:
-            model.params[...] = self._best_params
+            _restore(model, self._best_params)
         self.loss_ = self.loss_curve_[-1]
         self._export_attributes()
         return self
@@ -208,7 +211,7 @@ class _BaseMLP(BaseEstimator):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._best_params = self._model.params.copy()
+                self._best_params = _snapshot(self._model, into=self._best_params)
         else:
             loss = self.loss_curve_[-1]
             if loss > self.best_loss_ - self.tol:
@@ -226,7 +229,7 @@ class _BaseMLP(BaseEstimator):
         return False
 
     def _export_attributes(self):
-        m = self._model
+        m = self._model.to_cpu() if self._model.device == "cuda" else self._model
         self.coefs_ = [w.T.copy() for w in m.weights]           # (in, out) as scikit-learn
         self.intercepts_ = [b.copy() for b in m.biases]
         self.n_layers_ = m.n_layers + 1

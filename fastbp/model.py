@@ -66,13 +66,24 @@ class MLP:
     dtype: float32 (default) or float64.  init: "torch" (as torch.nn.Linear), "he", "xavier".
     matmul: "own" (fastbp's GEMM, the default) or "blas" (np.dot inside the same compiled
     layer code: the in-run reference the benchmarks compare our GEMM against).
+    device: "cpu" or "cuda" (numba.cuda, float32; see fastbp.cuda_model).
 
     Attributes: params / grads (flat buffers); weights, biases, weight_grads, bias_grads
     (per-layer views, W shaped (out, in)); layers (the Sequential module view).
     """
 
+    device = "cpu"
+
+    def __new__(cls, *args, device="cpu", **kwargs):
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and cls is MLP:
+            from .cuda_model import CudaMLP
+            return super().__new__(CudaMLP)
+        return super().__new__(cls)
+
     def __init__(self, sizes, activation="relu", loss="cross_entropy", dtype=np.float32,
-                 seed=None, init="torch", matmul="own"):
+                 seed=None, init="torch", matmul="own", device="cpu"):
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
             raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
         if len(sizes) < 2:

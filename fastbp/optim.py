@@ -10,6 +10,23 @@ from ._validation import check_float
 from .kernels.cpu import optim as _optim
 
 
+def _on_device(model):
+    return getattr(model, "device", "cpu") == "cuda"
+
+
+def _zeros_like_params(model):
+    """A zeroed state buffer shaped like the flat parameters, on the model's device."""
+    if _on_device(model):
+        from numba import cuda
+        return cuda.to_device(np.zeros(model.params.shape, model.params.dtype))
+    return np.zeros_like(model.params)
+
+
+def _cuda_kernels():
+    from .kernels import cuda as KC
+    return KC
+
+
 class Optimizer:
     """Base class.  `lr` may be changed between steps (learning-rate schedules do)."""
 
@@ -24,12 +41,15 @@ class Optimizer:
         self.step_count = 0
 
     def zero_grad(self):
-        self.model.grads[...] = 0
+        self.model.zero_grad()
 
     def state_dict(self):
         """Hyper-parameters, step count and state buffers (copies)."""
-        state = {k: (v.copy() if isinstance(v, np.ndarray) else v)
-                 for k, v in vars(self).items() if k != "model"}
+        def copy(v):
+            if hasattr(v, "copy_to_host"):
+                return v.copy_to_host()
+            return v.copy() if isinstance(v, np.ndarray) else v
+        state = {k: copy(v) for k, v in vars(self).items() if k != "model"}
         state["type"] = type(self).__name__
         return state
 
@@ -40,7 +60,9 @@ class Optimizer:
             if k == "type":
                 continue
             cur = getattr(self, k, None)
-            if isinstance(cur, np.ndarray):
+            if hasattr(cur, "copy_to_device"):
+                cur.copy_to_device(np.ascontiguousarray(v, dtype=cur.dtype))
+            elif isinstance(cur, np.ndarray):
                 if np.shape(v) != cur.shape:
                     raise ValueError(f"optimizer state {k!r} has shape {np.shape(v)}, "
                                      f"expected {cur.shape}")
@@ -60,11 +82,12 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum <= 0:
             raise ValueError("nesterov=True needs momentum > 0")
-        self.velocity = np.zeros_like(model.params)
+        self.velocity = _zeros_like_params(model)
 
     def step(self):
         self.step_count += 1
-        _optim.sgd_update(self.model.params, self.model.grads, self.velocity, self.lr,
+        update = _cuda_kernels().sgd_update if _on_device(self.model) else _optim.sgd_update
+        update(self.model.params, self.model.grads, self.velocity, self.lr,
                           self.momentum, self.weight_decay, self.nesterov)
 
 
@@ -83,8 +106,8 @@ class Adam(Optimizer):
             raise ValueError(f"betas must be in [0, 1), got {betas!r}")
         self.eps = check_float(eps, "eps", 0.0)
         self.weight_decay = check_float(weight_decay, "weight_decay", 0.0)
-        self.exp_avg = np.zeros_like(model.params)
-        self.exp_avg_sq = np.zeros_like(model.params)
+        self.exp_avg = _zeros_like_params(model)
+        self.exp_avg_sq = _zeros_like_params(model)
 
     @property
     def betas(self):
@@ -92,7 +115,8 @@ class Adam(Optimizer):
 
     def step(self):
         self.step_count += 1
-        _optim.adam_update(self.model.params, self.model.grads, self.exp_avg, self.exp_avg_sq,
+        update = _cuda_kernels().adam_update if _on_device(self.model) else _optim.adam_update
+        update(self.model.params, self.model.grads, self.exp_avg, self.exp_avg_sq,
                            self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
                            self.decoupled, self.step_count)
 

@@ -65,6 +65,56 @@ def _progress(verbose, total):
     return tqdm(total=total, unit="sample", dynamic_ncols=True, mininterval=0.2)
 
 
+def _snapshot(model, into=None):
+    """A copy of the flat parameters (on the model's device), reusing `into` if given."""
+    p = model.params
+    if hasattr(p, "copy_to_host"):
+        if into is None:
+            from numba import cuda
+            into = cuda.device_array_like(p)
+        into.copy_to_device(p)
+        return into
+    if into is None:
+        return p.copy()
+    into[...] = p
+    return into
+
+
+def _restore(model, snap):
+    if hasattr(model.params, "copy_to_device"):
+        model.params.copy_to_device(snap)
+    else:
+        model.params[...] = snap
+
+
+def _epoch_cuda(model, optimizer, Xd, yd, order, bs, has_acc, bar, dev, l2):
+    """One epoch on the device: batches gathered by index on the GPU, loss and accuracy
+    summed there; returns (sum of losses, correct) with one synchronisation."""
+    from numba import cuda
+    K = model._K
+    n = Xd.shape[0]
+    idx_d = cuda.to_device(order)
+    model._read_counters()
+    for start in range(0, n, bs):
+        stop = min(start + bs, n)
+        m = stop - start
+        xb, ybb = dev.get(m) or dev.setdefault(m, (
+            cuda.device_array((m,) + Xd.shape[1:], Xd.dtype),
+            cuda.device_array((m,) + yd.shape[1:], yd.dtype)))
+        K.gather_rows(Xd, idx_d[start:stop], xb)
+        if yd.ndim == 1:
+            K.gather_rows(yd.reshape(n, 1), idx_d[start:stop], ybb.reshape(m, 1))
+        else:
+            K.gather_rows(yd, idx_d[start:stop], ybb)
+        model._step_dev(xb, ybb, l2)
+        optimizer.step()
+        if has_acc:
+            model._count_correct_dev(ybb)
+        if bar is not None:
+            bar.update(m)
+    return model._read_counters()
+
+
 def _split(X, y, fraction, rng):
     n = X.shape[0]
     n_val = int(round(n * fraction))
@@ -124,6 +174,15 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
 
     n = X.shape[0]
     bs = min(batch_size, n)
+    on_gpu = getattr(model, "device", "cpu") == "cuda"
+    if on_gpu:
+        if comm is not None:
+            raise ValueError("comm (MPI) is not supported with device='cuda'")
+        from numba import cuda
+        Xd, yd = cuda.to_device(X), cuda.to_device(y)   # the data set, copied once
+        if X_val is not None:
+            X_val, y_val = cuda.to_device(X_val), cuda.to_device(y_val)
+        dev_buffers = {}
     dp = None
     if comm is not None:
         from .distributed import DataParallel
@@ -134,7 +193,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     order = np.arange(n)
     history = History()
     best_metric, best_params, bad_epochs = math.inf, None, 0
-    good_params = model.params.copy()
+    good_params = _snapshot(model)
     has_acc = model.loss == "binary_cross_entropy" or (model.loss == "cross_entropy"
                                                        and y.ndim == 1)
     bar = _progress(verbose, n * epochs)
@@ -146,7 +205,17 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
             bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
         total_loss, correct, seen = 0.0, 0, 0
         try:
-            for start in range(0, n, bs):
+            if on_gpu:
+                total_loss, correct = _epoch_cuda(model, optimizer, Xd, yd, order, bs,
+                                                  has_acc, bar, dev_buffers, l2)
+                seen = n
+                if not math.isfinite(total_loss):
+                    _restore(model, good_params)
+                    raise TrainingDiverged(
+                        f"training loss became {total_loss} in epoch {epoch + 1}; the model "
+                        "holds the weights from the end of the last finite epoch. Lower the "
+                        "learning rate, or scale the inputs.", history)
+            for start in (range(0) if on_gpu else range(0, n, bs)):
                 stop = min(start + bs, n)
                 lo, hi = dp.shard(start, stop) if dp is not None else (start, stop)
                 m = hi - lo
@@ -165,7 +234,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                         xb, ybb = X[lo:hi], y[lo:hi]
                     loss = model._loss_and_grad_checked(xb, ybb, l2)
                 if not math.isfinite(loss):
-                    model.params[...] = good_params
+                    _restore(model, good_params)
                     raise TrainingDiverged(
                         f"training loss became {loss} at epoch {epoch + 1}, samples "
                         f"{start}-{stop}; the model holds the weights from the end of the "
@@ -202,10 +271,11 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                 "samples_per_s": n / elapsed, "time": elapsed,
                 "samples_seen": history.samples_seen}
         if X_val is not None:
-            logs["val_loss"], logs["val_accuracy"] = model._evaluate_checked(X_val, y_val)
+            evaluate = model._evaluate_dev if on_gpu else model._evaluate_checked
+            logs["val_loss"], logs["val_accuracy"] = evaluate(X_val, y_val)
         for key in history.history:
             history.history[key].append(logs[key])
-        good_params[...] = model.params
+        _snapshot(model, into=good_params)
         if verbose >= 2 or (verbose >= 1 and bar is None):
             msg = f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}"
             if has_acc:
@@ -221,10 +291,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         if monitored < best_metric - min_delta:
             best_metric, bad_epochs, history.best_epoch = monitored, 0, epoch
             if early_stopping:
-                if best_params is None:
-                    best_params = model.params.copy()
-                else:
-                    best_params[...] = model.params
+                best_params = _snapshot(model, into=best_params)
         else:
             bad_epochs += 1
         optimizer.lr = schedule.on_epoch_end(epoch, logs)
@@ -240,5 +307,5 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     if bar is not None:
         bar.close()
     if early_stopping and best_params is not None:
-        model.params[...] = best_params
+        _restore(model, best_params)
     return history

@@ -72,3 +72,11 @@ def ref_activation_grad(name, z):
         t = np.tanh(u)
         return 0.5 * (1 + t) + 0.5 * z * (1 - t ** 2) * c * (1 + 3 * 0.044715 * z ** 2)
     raise KeyError(name)
+
+
+# tests/cuda runs in its own process (see tests/test_cuda.py): NUMBA_ENABLE_CUDASIM must be
+# set before numba.cuda is first imported, so the main run must not import those modules.
+import os  # noqa: E402
+
+if os.environ.get("FASTBP_CUDA_TESTS") != "1":
+    collect_ignore = ["cuda"]

@@ -1,0 +1,131 @@
+"""GPU comparison: fastbp's CUDA kernels against cuBLAS (torch.matmul) and PyTorch CUDA.
+
+    fastbp bench --device cuda          (or: python benchmarks/compare_cuda.py)
+
+float32 with TF32 off on the PyTorch side (torch.backends.cuda.matmul.allow_tf32 = False),
+eager PyTorch.  Times come from CUDA events around many repetitions after a warm-up
+(compilation and cuBLAS heuristics excluded); ratios are within this one run.
+"""
+import time
+
+import numpy as np
+
+GEMM_SHAPES = [("4096^3", 4096, 4096, 4096, False, False),
+               ("1024x784 @ (512x784)^T", 1024, 784, 512, False, True)]
+TRAIN_SHAPES = [([784, 512, 512, 10], 1024), ([40, 100, 100, 10], 32)]
+
+
+def _event_time(fn, reps):
+    from numba import cuda
+    fn()
+    cuda.synchronize()
+    start, stop = cuda.event(), cuda.event()
+    start.record()
+    for _ in range(reps):
+        fn()
+    stop.record()
+    stop.synchronize()
+    return cuda.event_elapsed_time(start, stop) / 1e3 / reps
+
+
+def bench_gemm():
+    import torch
+    from numba import cuda
+
+    from .kernels import cuda as KC
+    torch.backends.cuda.matmul.allow_tf32 = False
+    rows = []
+    for label, M, K, N, ta, tb in GEMM_SHAPES:
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
+        b = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
+        da, db = cuda.to_device(a), cuda.to_device(b)
+        C = cuda.device_array((M, N), np.float32)
+        e, n = cuda.device_array((0, 0), np.float32), cuda.device_array(0, np.float32)
+        flops = 2.0 * M * N * K
+        reps = max(3, int(2e12 / flops))
+        t_f = _event_time(lambda: KC.gemm(da, ta, db, tb, C, 0, n, 0, 0.0, e, e, e), reps)
+        ta_t, tb_t = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+        opa, opb = (ta_t.T if ta else ta_t), (tb_t.T if tb else tb_t)
+        out = torch.empty((M, N), device="cuda")
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.matmul(opa, opb, out=out)
+        torch.cuda.synchronize()
+        ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        ev0.record()
+        for _ in range(reps):
+            torch.matmul(opa, opb, out=out)
+        ev1.record()
+        torch.cuda.synchronize()
+        t_c = ev0.elapsed_time(ev1) / 1e3 / reps
+        err = float((torch.from_numpy(C.copy_to_host()).cuda() - out).abs().max()
+                    / out.abs().max())
+        rows.append((label, flops / t_f / 1e12, flops / t_c / 1e12, t_c / t_f, err))
+    return rows
+
+
+def bench_train(sizes, batch, steps=200):
+    import torch
+    from numba import cuda
+
+    import fastbp
+    torch.backends.cuda.matmul.allow_tf32 = False
+    rng = np.random.default_rng(0)
+    n = batch * steps
+    X = rng.standard_normal((n, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], size=n)
+    model = fastbp.MLP(sizes, seed=0, device="cuda")
+    opt = fastbp.SGD(model, lr=0.01, momentum=0.9)
+    fastbp.fit(model, X[:batch * 4], y[:batch * 4], optimizer=opt, batch_size=batch,
+               epochs=1, verbose=0)
+    cuda.synchronize()
+    t = time.perf_counter()
+    fastbp.fit(model, X, y, optimizer=opt, batch_size=batch, epochs=1, verbose=0, seed=1)
+    cuda.synchronize()
+    ours = n / (time.perf_counter() - t)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    tm = torch.nn.Sequential(*layers).cuda()
+    topt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
+    lossf = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X).cuda(), torch.from_numpy(y).cuda()
+
+    def epoch(rows):
+        perm = torch.randperm(rows, device="cuda")
+        for i in range(0, rows, batch):
+            idx = perm[i:i + batch]
+            topt.zero_grad(set_to_none=True)
+            lossf(tm(Xt[idx]), yt[idx]).backward()
+            topt.step()
+
+    epoch(batch * 4)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    epoch(n)
+    torch.cuda.synchronize()
+    theirs = n / (time.perf_counter() - t)
+    return ours, theirs
+
+
+def main(quick=False):
+    from .backend import cuda_status
+    status = cuda_status()
+    if not status.startswith("usable") or "simulator" in status:
+        print(f"fastbp bench --device cuda needs a GPU; CUDA is {status}")
+        return 1
+    print(f"fastbp CUDA benchmark: {time.strftime('%Y-%m-%d')}, {status}, float32, TF32 off\n")
+    print("| GEMM | fastbp TFLOP/s | cuBLAS TFLOP/s | fastbp / cuBLAS | max rel. diff |")
+    print("|---|---:|---:|---:|---:|")
+    for label, f, c, r, err in bench_gemm():
+        print(f"| {label} | {f:.2f} | {c:.2f} | {r:.2f}x | {err:.1e} |")
+    print("\n| training, samples/s | fastbp | PyTorch CUDA eager | ratio |")
+    print("|---|---:|---:|---:|")
+    for sizes, batch in TRAIN_SHAPES:
+        ours, theirs = bench_train(sizes, batch, steps=50 if quick else 200)
+        print(f"| {'-'.join(map(str, sizes))} b{batch} | {ours:,.0f} | {theirs:,.0f} | "
+              f"{ours / theirs:.2f}x |")
+    return 0

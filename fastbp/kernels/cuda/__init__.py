@@ -1,0 +1,30 @@
+"""fastbp's CUDA kernels (numba.cuda), with the same names and meanings as the CPU set.
+
+Importing this package imports numba.cuda; set NUMBA_ENABLE_CUDASIM=1 before that to run
+the kernels on Numba's CUDA simulator (no GPU).  The CUDA backend stores and trains in
+float32.  Launch helpers take device arrays and return nothing; nothing here synchronises
+with the host.
+"""
+from .activations import activation_backward, activation_forward
+from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, column_sum, gemm
+from .losses import (
+    accumulate,
+    accumulate_squares,
+    binary_cross_entropy,
+    count_correct_labels,
+    count_correct_multilabel,
+    cross_entropy_labels,
+    cross_entropy_targets,
+    gather_rows,
+    mse,
+    softmax_rows,
+)
+from .optim import adam_update, add_scaled, fill, sgd_update
+
+__all__ = [
+    "gemm", "column_sum", "EPI_NONE", "EPI_BIAS_ACT", "EPI_ACT_GRAD",
+    "activation_forward", "activation_backward", "cross_entropy_labels",
+    "cross_entropy_targets", "mse", "binary_cross_entropy", "softmax_rows", "accumulate",
+    "count_correct_labels", "count_correct_multilabel", "gather_rows", "sgd_update",
+    "adam_update", "fill", "add_scaled", "accumulate_squares",
+]

@@ -1,0 +1,218 @@
+"""Fused losses, reductions and batch gathering on the GPU (numba.cuda).
+
+Formulas as fastbp.kernels.cpu.losses: each loss kernel runs one thread per row, writes
+dL/dZ into G and the row's loss into row_loss (float64).  ``accumulate`` adds row_loss
+into a device scalar with a fixed-order block reduction, so an epoch's loss is summed on
+the device and read by the host once.
+"""
+import math
+
+from numba import cuda, float64
+
+from .activations import act
+
+ROWS = 128
+REDUCE_THREADS = 256
+
+
+def _rows_grid(n):
+    return (n + ROWS - 1) // ROWS, ROWS
+
+
+@cuda.jit(device=True, inline=True)
+def _row_max_sum(Z, i):
+    n = Z.shape[1]
+    m = Z[i, 0]
+    for c in range(1, n):
+        if Z[i, c] > m:
+            m = Z[i, c]
+    s = 0.0
+    for c in range(n):
+        s += math.exp(float64(Z[i, c]) - m)
+    return m, s
+
+
+@cuda.jit
+def _ce_labels(Z, y, G, row_loss):
+    i = cuda.grid(1)
+    b = Z.shape[0]
+    if i < b:
+        m, s = _row_max_sum(Z, i)
+        lse = m + math.log(s)
+        label = y[i]
+        row_loss[i] = lse - Z[i, label]
+        for c in range(Z.shape[1]):
+            p = math.exp(float64(Z[i, c]) - m) / s
+            G[i, c] = (p - (1.0 if c == label else 0.0)) / b
+
+
+@cuda.jit
+def _ce_targets(Z, T, G, row_loss):
+    i = cuda.grid(1)
+    b = Z.shape[0]
+    if i < b:
+        m, s = _row_max_sum(Z, i)
+        lse = m + math.log(s)
+        tsum = 0.0
+        acc = 0.0
+        for c in range(Z.shape[1]):
+            tsum += T[i, c]
+            acc += T[i, c] * (lse - Z[i, c])
+        row_loss[i] = acc
+        for c in range(Z.shape[1]):
+            p = math.exp(float64(Z[i, c]) - m) / s
+            G[i, c] = (p * tsum - T[i, c]) / b
+
+
+@cuda.jit
+def _mse(Z, T, G, row_loss):
+    i = cuda.grid(1)
+    b, n = Z.shape
+    if i < b:
+        acc = 0.0
+        for c in range(n):
+            d = float64(Z[i, c]) - T[i, c]
+            acc += d * d
+            G[i, c] = 2.0 * d / (b * n)
+        row_loss[i] = acc / n
+
+
+@cuda.jit
+def _bce(Z, T, G, row_loss):
+    i = cuda.grid(1)
+    b, n = Z.shape
+    if i < b:
+        acc = 0.0
+        for c in range(n):
+            z = float64(Z[i, c])
+            t = float64(T[i, c])
+            acc += max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
+            G[i, c] = (act(z, 3, 0.0) - t) / (b * n)
+        row_loss[i] = acc / n
+
+
+def cross_entropy_labels(Z, y, G, row_loss, stream=0):
+    """Z (b, C), y (b,) int64, G (b, C) out, row_loss (b,) out: per-row losses (the mean
+    loss is their sum / b)."""
+    _ce_labels[_rows_grid(Z.shape[0]) + (stream,)](Z, y, G, row_loss)
+
+
+def cross_entropy_targets(Z, T, G, row_loss, stream=0):
+    _ce_targets[_rows_grid(Z.shape[0]) + (stream,)](Z, T, G, row_loss)
+
+
+def mse(Z, T, G, row_loss, stream=0):
+    """Row losses are the row means, so the batch loss is again sum / b."""
+    _mse[_rows_grid(Z.shape[0]) + (stream,)](Z, T, G, row_loss)
+
+
+def binary_cross_entropy(Z, T, G, row_loss, stream=0):
+    _bce[_rows_grid(Z.shape[0]) + (stream,)](Z, T, G, row_loss)
+
+
+@cuda.jit
+def _softmax(Z, P):
+    i = cuda.grid(1)
+    if i < Z.shape[0]:
+        m, s = _row_max_sum(Z, i)
+        for c in range(Z.shape[1]):
+            P[i, c] = math.exp(float64(Z[i, c]) - m) / s
+
+
+def softmax_rows(Z, P, stream=0):
+    _softmax[_rows_grid(Z.shape[0]) + (stream,)](Z, P)
+
+
+@cuda.jit
+def _accumulate(values, scale, out):
+    """out[0] += scale * sum(values): one block, strided partial sums, tree reduction."""
+    part = cuda.shared.array(REDUCE_THREADS, float64)
+    t = cuda.threadIdx.x
+    s = 0.0
+    for i in range(t, values.shape[0], REDUCE_THREADS):
+        s += values[i]
+    part[t] = s
+    cuda.syncthreads()
+    width = REDUCE_THREADS // 2
+    while width > 0:
+        if t < width:
+            part[t] += part[t + width]
+        cuda.syncthreads()
+        width //= 2
+    if t == 0:
+        out[0] += scale * part[0]
+
+
+def accumulate(values, scale, out, stream=0):
+    """out[0] += scale * sum(values) on the device (deterministic order)."""
+    _accumulate[1, REDUCE_THREADS, stream](values, scale, out)
+
+
+@cuda.jit
+def _count_labels(Z, y, out):
+    i = cuda.grid(1)
+    if i < Z.shape[0]:
+        best = 0
+        for c in range(1, Z.shape[1]):
+            if Z[i, c] > Z[i, best]:
+                best = c
+        if best == y[i]:
+            cuda.atomic.add(out, 0, 1)
+
+
+@cuda.jit
+def _count_multilabel(Z, T, out):
+    i = cuda.grid(1)
+    if i < Z.shape[0]:
+        ok = True
+        for c in range(Z.shape[1]):
+            if (Z[i, c] > 0) != (T[i, c] > 0.5):
+                ok = False
+        if ok:
+            cuda.atomic.add(out, 0, 1)
+
+
+def count_correct_labels(Z, y, out, stream=0):
+    """out[0] (int64) += rows whose argmax equals the label."""
+    _count_labels[_rows_grid(Z.shape[0]) + (stream,)](Z, y, out)
+
+
+def count_correct_multilabel(Z, T, out, stream=0):
+    _count_multilabel[_rows_grid(Z.shape[0]) + (stream,)](Z, T, out)
+
+
+@cuda.jit
+def _gather(src, idx, dst):
+    r, j = cuda.grid(2)
+    if r < dst.shape[0] and j < dst.shape[1]:
+        dst[r, j] = src[idx[r], j]
+
+
+def gather_rows(src, idx, dst, stream=0):
+    """dst[r, :] = src[idx[r], :] for 2-D device arrays: a batch taken on the device."""
+    grid = ((dst.shape[0] + 15) // 16, (dst.shape[1] + 15) // 16)
+    _gather[grid, (16, 16), stream](src, idx, dst)
+
+
+@cuda.jit
+def _accumulate_squares(values, scale, out):
+    part = cuda.shared.array(REDUCE_THREADS, float64)
+    t = cuda.threadIdx.x
+    s = 0.0
+    for i in range(t, values.shape[0], REDUCE_THREADS):
+        s += float64(values[i]) * values[i]
+    part[t] = s
+    cuda.syncthreads()
+    width = REDUCE_THREADS // 2
+    while width > 0:
+        if t < width:
+            part[t] += part[t + width]
+        cuda.syncthreads()
+        width //= 2
+    if t == 0:
+        out[0] += scale * part[0]
+
+
+def accumulate_squares(values, scale, out, stream=0):
+    """out[0] += scale * sum(values ** 2): the L2 penalty, summed on the device."""
+    _accumulate_squares[1, REDUCE_THREADS, stream](values, scale, out)

@@ -1,0 +1,171 @@
+"""CUDA kernels against the CPU kernels on small random shapes (odd sizes, sizes not
+divisible by the tiles), and the device="cuda" training path against the CPU one.
+
+Run by tests/test_cuda.py in a child process under Numba's CUDA simulator
+(NUMBA_ENABLE_CUDASIM=1), or directly on a machine with a GPU:
+    FASTBP_CUDA_TESTS=1 python -m pytest tests/cuda
+The simulator runs each GPU thread as a Python thread, so shapes are kept small.
+"""
+import numpy as np
+import pytest
+from numba import cuda
+
+import fastbp
+from fastbp import kernels as K
+from fastbp.kernels import cuda as KC
+from fastbp.kernels.cpu import losses as L
+from conftest import ACTIVATIONS, rel_err
+
+F = np.float32
+TOL = 2e-5
+RNG = np.random.default_rng(42)
+
+
+def dev(x):
+    return cuda.to_device(np.ascontiguousarray(x))
+
+
+def empty2():
+    return cuda.device_array((0, 0), F)
+
+
+@pytest.mark.parametrize("M,Kd,N", [(3, 17, 5), (67, 20, 65)])
+@pytest.mark.parametrize("ta,tb", [(False, True), (True, False), (False, False), (True, True)])
+def test_gemm_layouts(M, Kd, N, ta, tb):
+    if M > 10 and (ta, tb) == (True, True):
+        pytest.skip("covered on the small shape; keeps the simulator run short")
+    a = RNG.standard_normal((Kd, M) if ta else (M, Kd)).astype(F)
+    b = RNG.standard_normal((N, Kd) if tb else (Kd, N)).astype(F)
+    C = cuda.device_array((M, N), F)
+    n = cuda.device_array(0, F)
+    KC.gemm(dev(a), ta, dev(b), tb, C, KC.EPI_NONE, n, 0, 0.0, empty2(), empty2(), empty2())
+    assert rel_err(C.copy_to_host(), K.matmul(a, b, trans_a=ta, trans_b=tb)) <= TOL
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "sigmoid"])
+def test_gemm_bias_activation_epilogue(activation):
+    x = RNG.standard_normal((19, 21)).astype(F)
+    w = RNG.standard_normal((66, 21)).astype(F)
+    bias = RNG.standard_normal(66).astype(F)
+    code = K.activation_code(activation)
+    Z = cuda.device_array((19, 66), F)
+    A = cuda.device_array((19, 66), F)
+    KC.gemm(dev(x), False, dev(w), True, Z, KC.EPI_BIAS_ACT, dev(bias), code, 0.0, A,
+            empty2(), empty2())
+    z_ref, a_ref = K.linear(x, w, bias, activation=activation)
+    assert rel_err(Z.copy_to_host(), z_ref) <= TOL
+    assert rel_err(A.copy_to_host(), a_ref) <= TOL
+
+
+@pytest.mark.parametrize("activation", ["tanh", "leaky_relu"])
+def test_gemm_activation_grad_epilogue_and_column_sum(activation):
+    d = RNG.standard_normal((13, 7)).astype(F)
+    w = RNG.standard_normal((7, 18)).astype(F)
+    z = RNG.standard_normal((13, 18)).astype(F)
+    code = K.activation_code(activation)
+    a = K.activation(z, activation)
+    G = cuda.device_array((13, 18), F)
+    KC.gemm(dev(d), False, dev(w), False, G, KC.EPI_ACT_GRAD, cuda.device_array(0, F), code,
+            0.01, empty2(), dev(z), dev(a))
+    ref = K.activation_grad(K.matmul(d, w), z, activation)
+    assert rel_err(G.copy_to_host(), ref) <= TOL
+    out = cuda.device_array(7, F)
+    KC.column_sum(dev(d), out)
+    assert rel_err(out.copy_to_host(), d.sum(0)) <= TOL
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_kernels(activation):
+    z = (RNG.standard_normal((5, 17)) * 3).astype(F)
+    code = K.activation_code(activation)
+    slope = 0.01 if activation == "leaky_relu" else 0.0
+    A = cuda.device_array_like(z)
+    grid = (1, 2)
+    KC.activation_forward[grid, (16, 16)](dev(z), A, code, slope)
+    assert rel_err(A.copy_to_host(), K.activation(z, activation)) <= TOL
+    g = RNG.standard_normal(z.shape).astype(F)
+    Gd = dev(g)
+    KC.activation_backward[grid, (16, 16)](Gd, dev(z), A, code, slope)
+    assert rel_err(Gd.copy_to_host(), K.activation_grad(g, z, activation)) <= TOL
+
+
+def test_losses_against_cpu():
+    b, c = 9, 5
+    z = (RNG.standard_normal((b, c)) * 3).astype(F)
+    y = RNG.integers(0, c, size=b)
+    T = RNG.dirichlet(np.ones(c), size=b).astype(F)
+    R = RNG.standard_normal((b, c)).astype(F)
+    B = RNG.integers(0, 2, size=(b, c)).astype(F)
+    G = cuda.device_array((b, c), F)
+    rl = cuda.device_array(b, np.float64)
+    cases = [
+        (KC.cross_entropy_labels, dev(y), K.cross_entropy(z, y), 1.0 / b),
+        (KC.cross_entropy_targets, dev(T), K.cross_entropy(z, T), 1.0 / b),
+        (KC.mse, dev(R), K.mse(z, R), 1.0 / b),
+        (KC.binary_cross_entropy, dev(B), K.binary_cross_entropy(z, B), 1.0 / b),
+    ]
+    for kernel, target, (loss_ref, g_ref), scale in cases:
+        kernel(dev(z), target, G, rl)
+        acc = cuda.to_device(np.zeros(1))
+        KC.accumulate(rl, scale, acc)
+        assert abs(acc.copy_to_host()[0] - loss_ref) <= 1e-5 * max(1, loss_ref), kernel
+        assert rel_err(G.copy_to_host(), g_ref) <= TOL, kernel
+    P = cuda.device_array_like(z)
+    KC.softmax_rows(dev(z), P)
+    assert rel_err(P.copy_to_host(), K.softmax(z)) <= TOL
+    cnt = cuda.to_device(np.zeros(1, np.int64))
+    KC.count_correct_labels(dev(z), dev(y), cnt)
+    assert cnt.copy_to_host()[0] == L.count_correct_labels(z, y)
+
+
+def test_gather_and_optimizers_against_cpu():
+    X = RNG.standard_normal((11, 6)).astype(F)
+    idx = np.array([3, 0, 10, 3, 7])
+    out = cuda.device_array((5, 6), F)
+    KC.gather_rows(dev(X), dev(idx), out)
+    assert np.array_equal(out.copy_to_host(), X[idx])
+    p = RNG.standard_normal(1001).astype(F)
+    g = RNG.standard_normal(1001).astype(F)
+    for kind in ("sgd", "adam", "adamw"):
+        pc, pg = p.copy(), dev(p)
+        s1, s2 = np.zeros_like(p), np.zeros_like(p)
+        d1, d2 = dev(s1), dev(s2)
+        for step in (1, 2, 3):
+            if kind == "sgd":
+                K.sgd_update(pc, g, s1, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
+                KC.sgd_update(pg, dev(g), d1, 0.1, 0.9, 0.01, True)
+            else:
+                dec = kind == "adamw"
+                K.adam_update(pc, g, s1, s2, step, lr=0.01, weight_decay=0.01, decoupled=dec)
+                KC.adam_update(pg, dev(g), d1, d2, 0.01, 0.9, 0.999, 1e-8, 0.01, dec, step)
+        assert rel_err(pg.copy_to_host(), pc) <= TOL, kind
+
+
+def test_device_model_matches_cpu_model():
+    X = RNG.standard_normal((23, 7)).astype(F)
+    y = RNG.integers(0, 3, size=23)
+    cpu_m = fastbp.MLP([7, 9, 3], activation="tanh", seed=0)
+    gpu_m = fastbp.MLP([7, 9, 3], activation="tanh", seed=0, device="cuda")
+    assert type(gpu_m).__name__ == "CudaMLP" and gpu_m.device == "cuda"
+    l_cpu = cpu_m.loss_and_grad(X, y, l2=1e-3)
+    l_gpu = gpu_m.loss_and_grad(X, y, l2=1e-3)
+    assert abs(l_cpu - l_gpu) <= 1e-5 * l_cpu
+    assert rel_err(gpu_m.grads.copy_to_host(), cpu_m.grads) <= 1e-4
+    h_cpu = fastbp.fit(cpu_m, X, y, optimizer=fastbp.Adam(cpu_m, 1e-2), batch_size=8, epochs=2,
+                       seed=1, verbose=0)
+    h_gpu = fastbp.fit(gpu_m, X, y, optimizer=fastbp.Adam(gpu_m, 1e-2), batch_size=8, epochs=2,
+                       seed=1, verbose=0)
+    assert np.allclose(h_cpu["loss"], h_gpu["loss"], rtol=1e-4)
+    assert h_cpu["accuracy"] == h_gpu["accuracy"]
+    assert rel_err(gpu_m.host_params(), cpu_m.params) <= 1e-4
+    assert np.array_equal(gpu_m.predict(X), cpu_m.predict(X))
+
+
+def test_estimator_on_device():
+    X = RNG.standard_normal((40, 4))
+    y = (X[:, 0] > 0).astype(int)
+    clf = fastbp.MLPClassifier((8,), max_iter=3, device="cuda", random_state=0,
+                               batch_size=20).fit(X, y)
+    ref = fastbp.MLPClassifier((8,), max_iter=3, random_state=0, batch_size=20).fit(X, y)
+    assert np.allclose(clf.loss_curve_, ref.loss_curve_, rtol=1e-4)
+    assert np.allclose(clf.coefs_[0], ref.coefs_[0], atol=1e-5)
