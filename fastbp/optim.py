@@ -49,7 +49,8 @@ class Optimizer:
             if hasattr(v, "copy_to_host"):
                 return v.copy_to_host()
             return v.copy() if isinstance(v, np.ndarray) else v
-        state = {k: copy(v) for k, v in vars(self).items() if k != "model"}
+        state = {k: copy(v) for k, v in vars(self).items()
+                 if k != "model" and not callable(v)}
         state["type"] = type(self).__name__
         return state
 

@@ -126,9 +126,126 @@ def _split(X, y, fraction, rng):
     return X[tr], y[tr], X[va], y[va]
 
 
+class _Run:
+    """The state of a training run that a checkpoint must carry (see fastbp.checkpoint)."""
+
+    def __init__(self, n):
+        self.epoch = 0            # current epoch
+        self.pos = 0              # next row of the epoch's order to train on
+        self.total_loss = 0.0     # the epoch's sums so far
+        self.correct = 0
+        self.seen = 0
+        self.step = 0             # optimizer steps taken in this run
+        self.best_metric = math.inf
+        self.bad_epochs = 0
+        self.order = np.arange(n)
+
+
+def _save_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,
+                     good_params, best_params, batch_size):
+    from . import checkpoint
+    opt_state = optimizer.state_dict()
+    meta = {
+        "model": model.config(), "n": int(run.order.shape[0]), "batch_size": batch_size,
+        "epoch": run.epoch, "pos": run.pos, "total_loss": run.total_loss,
+        "correct": int(run.correct), "seen": run.seen, "step": run.step,
+        "best_metric": run.best_metric, "bad_epochs": run.bad_epochs,
+        "rng": rng.bit_generator.state,
+        "schedule": {k: v for k, v in vars(schedule).items()
+                     if isinstance(v, (int, float, str, type(None)))},
+        "optimizer": {k: v for k, v in opt_state.items() if not isinstance(v, np.ndarray)},
+        "history": history.history, "best_epoch": history.best_epoch,
+        "samples_seen": history.samples_seen,
+    }
+    arrays = {"params": model.params, "order": run.order, "good_params": good_params,
+              "best_params": best_params}
+    arrays.update({"opt_" + k: v for k, v in opt_state.items() if isinstance(v, np.ndarray)})
+    checkpoint.save(checkpoint_dir, meta, arrays)
+
+
+def _load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,
+                     good_params, batch_size):
+    """Restore a run from checkpoint_dir; returns best_params (or None)."""
+    from . import checkpoint
+    found = checkpoint.load(checkpoint_dir)
+    if found is None:
+        return None
+    meta, arrays = found
+    if meta["model"] != model.config() or meta["n"] != run.order.shape[0] \
+            or meta["batch_size"] != batch_size:
+        raise ValueError(
+            f"the checkpoint in {checkpoint_dir!r} is for another run (model "
+            f"{meta['model']}, {meta['n']} rows, batch {meta['batch_size']}); this run has "
+            f"{model.config()}, {run.order.shape[0]} rows, batch {batch_size}")
+    model.params[...] = arrays["params"]
+    opt_state = dict(meta["optimizer"])
+    opt_state.update({k[4:]: v for k, v in arrays.items() if k.startswith("opt_")})
+    optimizer.load_state_dict(opt_state)
+    for k in ("epoch", "pos", "total_loss", "correct", "seen", "step", "best_metric",
+              "bad_epochs"):
+        setattr(run, k, meta[k])
+    run.order[...] = arrays["order"]
+    rng.bit_generator.state = meta["rng"]
+    for k, v in meta["schedule"].items():
+        setattr(schedule, k, v)
+    history.history = meta["history"]
+    history.best_epoch = meta["best_epoch"]
+    history.samples_seen = meta["samples_seen"]
+    good_params[...] = arrays["good_params"]
+    return arrays.get("best_params")
+
+
+def _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp, buffers,
+               good_params, history, after_step):
+    """Train from row run.pos of the epoch's order to its end, updating run's sums."""
+    n = X.shape[0]
+    for start in range(run.pos, n, bs):
+        stop = min(start + bs, n)
+        lo, hi = dp.shard(start, stop) if dp is not None else (start, stop)
+        m = hi - lo
+        if m == 0:  # more ranks than rows in this batch
+            model.grads[...] = 0
+            loss = 0.0
+        else:
+            if shuffle:
+                xb, ybb = buffers.get(m) or buffers.setdefault(
+                    m, (np.empty((m,) + X.shape[1:], X.dtype),
+                        np.empty((m,) + y.shape[1:], y.dtype)))
+                idx = run.order[lo:hi]
+                np.take(X, idx, axis=0, out=xb)
+                np.take(y, idx, axis=0, out=ybb)
+            else:
+                xb, ybb = X[lo:hi], y[lo:hi]
+            loss = model._loss_and_grad_checked(xb, ybb, l2)
+        if not math.isfinite(loss):
+            _restore(model, good_params)
+            raise TrainingDiverged(
+                f"training loss became {loss} at epoch {run.epoch + 1}, samples "
+                f"{start}-{stop}; the model holds the weights from the end of the last "
+                "finite epoch. Lower the learning rate, or scale the inputs.", history)
+        if dp is not None:
+            dp.average_grads(m, stop - start)
+        optimizer.step()
+        run.total_loss += loss * m
+        if has_acc and m:
+            run.correct += model._count_correct(ybb)
+        run.seen += stop - start
+        run.pos = stop
+        run.step += 1
+        if bar is not None:
+            bar.update(stop - start)
+            if start // bs % 8 == 0 or stop == n:
+                post = {"loss": f"{run.total_loss / max(run.seen, 1):.4f}"}
+                if has_acc:
+                    post["acc"] = f"{run.correct / max(run.seen, 1):.4f}"
+                bar.set_postfix(post, refresh=False)
+        after_step()
+
+
 def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed=None,
         validation_data=None, validation_split=0.0, early_stopping=False, patience=10,
-        min_delta=0.0, lr_schedule=None, callbacks=(), verbose=1, l2=0.0, comm=None):
+        min_delta=0.0, lr_schedule=None, callbacks=(), verbose=1, l2=0.0, comm=None,
+        checkpoint_dir=None, checkpoint_every=None, resume=False):
     """Train `model` on (X, y) with `optimizer` in mini-batches; returns a History.
 
     X: (n, n_features); y as for model.loss_and_grad.  batch_size: samples per step (the
@@ -138,9 +255,13 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     else loss) has not improved by min_delta for `patience` epochs, and restore the best
     weights.  lr_schedule: see fastbp.schedules.  callbacks: objects with
     on_epoch_end(epoch, logs) or callables (epoch, logs); returning True stops training.
-    verbose: 0 silent, 1 progress bar, 2 a bar kept per epoch.  l2: see loss_and_grad.
+    verbose: 0 silent, 1 progress bar, 2 also a line per epoch.  l2: see loss_and_grad.
     comm: an MPI communicator (mpi4py) for data-parallel training (fastbp.distributed):
     each rank passes the same data and seed and trains on its shard of every batch.
+    checkpoint_dir / checkpoint_every: write a checkpoint (fastbp.checkpoint) every
+    checkpoint_every optimizer steps and at the end of every epoch (and on Ctrl-C);
+    resume=True continues from the checkpoint in checkpoint_dir if there is one, so that
+    an interrupted and resumed run ends with the weights of an uninterrupted one.
 
     A NaN/inf loss raises TrainingDiverged with the model set back to the last finite
     epoch.  Ctrl-C stops training after the current step and returns the history so far
@@ -151,6 +272,12 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     patience = check_positive_int(patience, "patience")
     validation_split = check_float(validation_split, "validation_split", 0.0, 1.0)
     l2 = check_float(l2, "l2", 0.0)
+    if checkpoint_every is not None:
+        checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+        if checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs checkpoint_dir")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir")
     if getattr(optimizer, "model", None) is not model:
         raise ValueError("optimizer was built for a different model; "
                          "create it with the model being trained")
@@ -176,8 +303,8 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     bs = min(batch_size, n)
     on_gpu = getattr(model, "device", "cpu") == "cuda"
     if on_gpu:
-        if comm is not None:
-            raise ValueError("comm (MPI) is not supported with device='cuda'")
+        if comm is not None or checkpoint_dir is not None:
+            raise ValueError("comm (MPI) and checkpoints are not supported with device='cuda'")
         from numba import cuda
         Xd, yd = cuda.to_device(X), cuda.to_device(y)   # the data set, copied once
         if X_val is not None:
@@ -190,79 +317,67 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     # Gather buffers, one per batch (or shard) size, reused every step: rows of X / y are
     # picked by index, so the data set is never copied or reordered.
     buffers = {}
-    order = np.arange(n)
+    run = _Run(n)
     history = History()
-    best_metric, best_params, bad_epochs = math.inf, None, 0
+    best_params = None
     good_params = _snapshot(model)
+    rank0 = dp is None or dp.rank == 0
+    resuming = False
+    if resume:
+        best_params = _load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule,
+                                       history, good_params, bs)
+        resuming = run.pos > 0
+        if dp is not None:  # every rank continues from rank 0's checkpoint
+            dp.comm.Bcast(model.params, root=0)
+
+    def checkpoint_now():
+        if checkpoint_dir is not None and rank0:
+            _save_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,
+                             good_params, best_params, bs)
+
+    def after_step():
+        if checkpoint_every and run.step % checkpoint_every == 0:
+            checkpoint_now()
+
     has_acc = model.loss == "binary_cross_entropy" or (model.loss == "cross_entropy"
                                                        and y.ndim == 1)
-    bar = _progress(verbose, n * epochs)
-    for epoch in range(epochs):
+    bar = _progress(verbose, n * (epochs - run.epoch))
+    while run.epoch < epochs:
+        epoch = run.epoch
         t0 = time.perf_counter()
-        if shuffle:
-            rng.shuffle(order)
+        if not resuming:
+            if shuffle:
+                rng.shuffle(run.order)
+            run.pos, run.total_loss, run.correct, run.seen = 0, 0.0, 0, 0
+        resuming = False
         if bar is not None:
             bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
-        total_loss, correct, seen = 0.0, 0, 0
+        seen_before = run.seen
         try:
             if on_gpu:
-                total_loss, correct = _epoch_cuda(model, optimizer, Xd, yd, order, bs,
-                                                  has_acc, bar, dev_buffers, l2)
-                seen = n
-                if not math.isfinite(total_loss):
+                run.total_loss, run.correct = _epoch_cuda(model, optimizer, Xd, yd, run.order,
+                                                          bs, has_acc, bar, dev_buffers, l2)
+                run.seen = run.pos = n
+                if not math.isfinite(run.total_loss):
                     _restore(model, good_params)
                     raise TrainingDiverged(
-                        f"training loss became {total_loss} in epoch {epoch + 1}; the model "
-                        "holds the weights from the end of the last finite epoch. Lower the "
-                        "learning rate, or scale the inputs.", history)
-            for start in (range(0) if on_gpu else range(0, n, bs)):
-                stop = min(start + bs, n)
-                lo, hi = dp.shard(start, stop) if dp is not None else (start, stop)
-                m = hi - lo
-                if m == 0:  # more ranks than rows in this batch
-                    model.grads[...] = 0
-                    loss = 0.0
-                else:
-                    if shuffle:
-                        xb, ybb = buffers.get(m) or buffers.setdefault(
-                            m, (np.empty((m,) + X.shape[1:], X.dtype),
-                                np.empty((m,) + y.shape[1:], y.dtype)))
-                        idx = order[lo:hi]
-                        np.take(X, idx, axis=0, out=xb)
-                        np.take(y, idx, axis=0, out=ybb)
-                    else:
-                        xb, ybb = X[lo:hi], y[lo:hi]
-                    loss = model._loss_and_grad_checked(xb, ybb, l2)
-                if not math.isfinite(loss):
-                    _restore(model, good_params)
-                    raise TrainingDiverged(
-                        f"training loss became {loss} at epoch {epoch + 1}, samples "
-                        f"{start}-{stop}; the model holds the weights from the end of the "
-                        f"last finite epoch. Lower the learning rate, or scale the inputs.",
-                        history)
-                if dp is not None:
-                    dp.average_grads(m, stop - start)
-                optimizer.step()
-                total_loss += loss * m
-                if has_acc and m:
-                    correct += model._count_correct(ybb)
-                seen += stop - start
-                if bar is not None:
-                    bar.update(stop - start)
-                    if start // bs % 8 == 0 or stop == n:
-                        post = {"loss": f"{total_loss / max(seen, 1):.4f}"}
-                        if has_acc:
-                            post["acc"] = f"{correct / max(seen, 1):.4f}"
-                        bar.set_postfix(post, refresh=False)
+                        f"training loss became {run.total_loss} in epoch {epoch + 1}; the "
+                        "model holds the weights from the end of the last finite epoch. "
+                        "Lower the learning rate, or scale the inputs.", history)
+            else:
+                _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp,
+                           buffers, good_params, history, after_step)
         except KeyboardInterrupt:
             history.interrupted = True
+            history.samples_seen += run.seen - seen_before
+            checkpoint_now()
             break
         except Exception as exc:
             if dp is not None:
                 dp.abort(exc)
             raise
-        finally:
-            history.samples_seen += seen
+        history.samples_seen += run.seen - seen_before
+        total_loss, correct = run.total_loss, run.correct
         if dp is not None:
             total_loss, correct = dp.sum([total_loss, correct])
         elapsed = time.perf_counter() - t0
@@ -288,20 +403,23 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
             else:
                 print(msg, flush=True)
         monitored = logs["val_loss"] if X_val is not None else logs["loss"]
-        if monitored < best_metric - min_delta:
-            best_metric, bad_epochs, history.best_epoch = monitored, 0, epoch
+        if monitored < run.best_metric - min_delta:
+            run.best_metric, run.bad_epochs, history.best_epoch = monitored, 0, epoch
             if early_stopping:
                 best_params = _snapshot(model, into=best_params)
         else:
-            bad_epochs += 1
+            run.bad_epochs += 1
         optimizer.lr = schedule.on_epoch_end(epoch, logs)
         stop = False
         for cb in callbacks:
             fn = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
             stop = bool(fn(epoch, logs)) or stop
-        if early_stopping and bad_epochs >= patience:
+        if early_stopping and run.bad_epochs >= patience:
             history.stopped_early = True
             stop = True
+        run.epoch += 1
+        run.pos = 0
+        checkpoint_now()
         if stop:
             break
     if bar is not None:

@@ -54,8 +54,11 @@ def cross_entropy_labels(Z, y, G, row_loss):
             acc += lse - Z[i, label]
             inv_s = 1.0 / s
             for c in range(n):
-                G[i, c] = math.exp(np.float64(Z[i, c]) - m) * inv_s * inv_b
-            G[i, label] -= inv_b
+                # (p - onehot) / b in float64, rounded to the storage type once
+                p = math.exp(np.float64(Z[i, c]) - m) * inv_s
+                if c == label:
+                    p -= 1.0
+                G[i, c] = p * inv_b
             row_loss[i] = acc
     total = 0.0
     for i in range(b):

@@ -1,0 +1,224 @@
+"""Reliability: determinism, checkpoint/resume after a kill, Ctrl-C, numerics at the edges,
+concurrency, and no memory growth over a long run."""
+import os
+import subprocess
+import sys
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from numba.core.runtime import _nrt_python, rtsys
+
+import fastbp
+from fastbp import kernels as K
+from conftest import rel_err
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHILD = os.path.join(HERE, "helpers", "train_child.py")
+
+
+def run_child(tmp_path, name, *args, threads=None, expect_rc=0):
+    env = dict(os.environ)
+    if threads:
+        env["NUMBA_NUM_THREADS"] = str(threads)
+    out = tmp_path / f"{name}.npy"
+    r = subprocess.run([sys.executable, CHILD, str(out), *args], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == expect_rc, (r.returncode, r.stderr[-2000:])
+    return np.load(out) if expect_rc == 0 else None
+
+
+def test_bit_identical_across_runs_and_thread_counts(tmp_path):
+    a = run_child(tmp_path, "a", threads=2)
+    b = run_child(tmp_path, "b", threads=2)
+    c = run_child(tmp_path, "c", threads=1)
+    assert np.array_equal(a, b)
+    # fixed work partition and reduction order: the thread count does not change the bits
+    assert np.array_equal(a, c)
+
+
+def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path):
+    full = run_child(tmp_path, "full")
+    ck = tmp_path / "ck"
+    # 400 training rows / 32 = 13 steps per epoch: step 17 is in the middle of epoch 2,
+    # two steps after the checkpoint written at step 15
+    run_child(tmp_path, "killed", "--checkpoint", str(ck), "--kill-at-step", "17",
+              expect_rc=-9)
+    assert (ck / "checkpoint.npz").exists()
+    assert not [p for p in os.listdir(ck) if p.startswith(".tmp")]
+    resumed = run_child(tmp_path, "resumed", "--checkpoint", str(ck), "--resume")
+    assert np.array_equal(resumed, full)
+
+
+def test_resume_rejects_a_checkpoint_of_another_run(tmp_path):
+    X = np.zeros((40, 4), np.float32)
+    y = np.arange(40) % 2
+    m = fastbp.MLP([4, 3, 2], seed=0)
+    fastbp.fit(m, X, y, optimizer=fastbp.SGD(m, 0.1), epochs=1, verbose=0,
+               checkpoint_dir=tmp_path)
+    other = fastbp.MLP([4, 5, 2], seed=0)
+    with pytest.raises(ValueError, match="another run"):
+        fastbp.fit(other, X, y, optimizer=fastbp.SGD(other, 0.1), epochs=2, verbose=0,
+                   checkpoint_dir=tmp_path, resume=True)
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_the_run(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((96, 5)).astype(np.float32)
+    y = rng.integers(0, 3, size=96)
+
+    def train(interrupt_at=None, resume=False, ck=None):
+        m = fastbp.MLP([5, 8, 3], seed=0)
+        opt = fastbp.SGD(m, 0.05, momentum=0.9)
+        if interrupt_at:
+            real, n = opt.step, [0]
+
+            def step():
+                n[0] += 1
+                if n[0] == interrupt_at:
+                    raise KeyboardInterrupt
+                real()
+            opt.step = step
+        h = fastbp.fit(m, X, y, optimizer=opt, batch_size=16, epochs=3, seed=3, verbose=0,
+                       checkpoint_dir=ck, resume=resume)
+        return m, h
+
+    full, _ = train()
+    ck = tmp_path / "ck"
+    part, h = train(interrupt_at=9, ck=ck)
+    assert h.interrupted and h.epochs == 1
+    done, h2 = train(resume=True, ck=ck)
+    assert np.array_equal(done.params, full.params) and h2.epochs == 3
+
+
+# ---------------------------------------------------------------- numerics at the edges
+def test_extreme_logits_and_one_class():
+    z = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]], np.float32)
+    y = np.array([1, 0])
+    loss, g = K.cross_entropy(z, y)
+    zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(zt, torch.tensor(y))
+    ref.backward()
+    assert abs(loss - ref.item()) <= 1e-6 * ref.item() and np.all(np.isfinite(g))
+    assert rel_err(g, zt.grad.numpy()) <= 1e-6
+    eq, geq = K.cross_entropy(np.full((4, 7), 3.5, np.float32), np.arange(4))
+    assert abs(eq - np.log(7)) <= 1e-6 and rel_err(geq, (1 / 7 - np.eye(7)[np.arange(4)]) / 4) <= 1e-6
+    one = fastbp.MLP([3, 4, 1], seed=0)        # a single class: softmax is 1, loss 0
+    loss1 = one.loss_and_grad(np.ones((5, 3), np.float32), np.zeros(5, np.int64))
+    assert loss1 == 0.0 and np.all(one.grads == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_inputs_give_finite_correct_gradients(dtype):
+    rng = np.random.default_rng(0)
+    model = fastbp.MLP([6, 5, 3], activation="relu", dtype=dtype, seed=0)
+    X = (rng.standard_normal((4, 6)) * 1e30).astype(dtype)
+    y = np.array([0, 1, 2, 1])
+    loss = model.loss_and_grad(X, y)
+    assert np.isfinite(loss) and np.all(np.isfinite(model.grads))
+    ref = fastbp.MLP([6, 5, 3], activation="relu", dtype=np.float64, seed=0)
+    ref.params[...] = model.params
+    ref_loss = ref.loss_and_grad(X.astype(np.float64), y)
+    assert abs(loss - ref_loss) <= 1e-5 * abs(ref_loss)
+    assert rel_err(model.grads, ref.grads) <= (1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_batch_of_one_and_sigmoid_saturation():
+    m = fastbp.MLP([2, 3, 2], activation="sigmoid", loss="binary_cross_entropy",
+                   dtype=np.float64, seed=0)
+    X = np.array([[800.0, -800.0]])
+    r = fastbp.gradcheck(m, X, np.array([[1.0, 0.0]]), max_params=None)
+    assert r.passed and np.all(np.isfinite(m.grads))
+
+
+def test_million_rows_loss_has_no_float32_drift():
+    rng = np.random.default_rng(0)
+    model = fastbp.MLP([4, 8, 5], seed=0)
+    X = rng.standard_normal((1_000_000, 4)).astype(np.float32)
+    y = rng.integers(0, 5, size=1_000_000)
+    loss, acc = model.evaluate(X, y, batch_size=100_000)
+    logits = model.forward(X[:1000]).astype(np.float64)   # float64 reference, in chunks
+    total = 0.0
+    for i in range(0, 1_000_000, 100_000):
+        z = model.forward(X[i:i + 100_000]).astype(np.float64)
+        m = z.max(1, keepdims=True)
+        lse = (m + np.log(np.exp(z - m).sum(1, keepdims=True)))[:, 0]
+        total += (lse - z[np.arange(len(z)), y[i:i + 100_000]]).sum()
+    assert abs(loss - total / 1e6) <= 1e-7 * loss
+    assert logits.shape == (1000, 5) and 0 <= acc <= 1
+
+
+# ---------------------------------------------------------------- concurrency
+def test_two_models_trained_from_two_threads_match_serial():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 10)).astype(np.float32)
+    y = rng.integers(0, 4, size=400)
+
+    def train(seed, out):
+        m = fastbp.MLP([10, 32, 4], seed=seed)
+        fastbp.fit(m, X, y, optimizer=fastbp.SGD(m, 0.05, momentum=0.9), batch_size=20,
+                   epochs=3, seed=seed, verbose=0)
+        out[seed] = m.params.copy()
+
+    serial, threaded = {}, {}
+    for s in (1, 2):
+        train(s, serial)
+    ts = [threading.Thread(target=train, args=(s, threaded)) for s in (1, 2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for s in (1, 2):
+        assert np.array_equal(serial[s], threaded[s])
+
+
+def test_gridsearch_n_jobs_2_matches_serial():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import GridSearchCV
+    d = load_digits()
+    X, y = d.data[:400] / 16, d.target[:400]
+    grid = {"hidden_layer_sizes": [(16,), (32,)], "alpha": [1e-4, 1e-2]}
+    est = fastbp.MLPClassifier(max_iter=10, random_state=0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g1 = GridSearchCV(est, grid, cv=2, n_jobs=1).fit(X, y)
+        g2 = GridSearchCV(est, grid, cv=2, n_jobs=2).fit(X, y)
+    assert np.array_equal(g1.cv_results_["mean_test_score"], g2.cv_results_["mean_test_score"])
+    assert g1.best_params_ == g2.best_params_
+
+
+def test_info_names_a_threadsafe_layer():
+    from fastbp.runtime import threading_summary
+    line = threading_summary()
+    assert "threading layer:" in line
+    assert any(layer in line.split("(")[0] for layer in ("omp", "tbb")), line
+
+
+# ---------------------------------------------------------------- soak
+def test_500_epochs_without_memory_growth():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 8)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    m = fastbp.MLP([8, 16, 3], seed=0)
+    _nrt_python.memsys_enable_stats()
+    marks = {}
+
+    def probe(epoch, logs):
+        if epoch in (49, 499):
+            st = rtsys.get_allocation_stats()
+            marks[epoch] = (tracemalloc.get_traced_memory()[0], st.alloc - st.free)
+
+    tracemalloc.start()
+    try:
+        fastbp.fit(m, X, y, optimizer=fastbp.Adam(m, 1e-3), batch_size=16, epochs=500,
+                   verbose=0, callbacks=[probe])
+    finally:
+        tracemalloc.stop()
+        _nrt_python.memsys_disable_stats()
+    grown = marks[499][0] - marks[49][0]
+    # History keeps 7 numbers per epoch (~450 x 7 floats); anything more would be a leak
+    assert grown < 200_000, grown
+    assert marks[499][1] == marks[49][1]   # Numba runtime: every allocation freed
