@@ -1,0 +1,71 @@
+"""Data-parallel training with MPI: mpiexec -n 2 on localhost."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHILD = os.path.join(HERE, "helpers", "mpi_child.py")
+
+try:
+    import mpi4py  # noqa: F401
+    MPIEXEC = shutil.which("mpiexec") or shutil.which(
+        "mpiexec", path=os.path.dirname(sys.executable))
+except ImportError:
+    MPIEXEC = None
+
+pytestmark = pytest.mark.skipif(
+    MPIEXEC is None, reason="needs mpi4py and mpiexec: pip install mpi4py mpich")
+
+
+def mpirun(n, *args, timeout=300):
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")   # one thread per rank on 2 cores
+    return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def single_process(dtype):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((203, 12))
+    y = rng.integers(0, 4, size=203)
+    model = fastbp.MLP([12, 16, 4], dtype=dtype, seed=0)
+    h = fastbp.fit(model, X, y, optimizer=fastbp.SGD(model, lr=0.05, momentum=0.9),
+                   batch_size=32, epochs=3, seed=5, verbose=0)
+    return model.params.astype(np.float64), np.array(h["loss"])
+
+
+def test_two_ranks_equal_single_process(tmp_path):
+    out = tmp_path / "mpi.npz"
+    r = mpirun(2, CHILD, "train", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = np.load(out)
+    # Tolerances: the batch gradient is a sum of two shard means instead of one mean, so
+    # rounding differs (float64: ~1e-16 per step; float32: ~1e-7).
+    for dtype, tol in ((np.float64, 1e-10), (np.float32, 1e-4)):
+        params, losses = single_process(dtype)
+        name = np.dtype(dtype).name
+        diff = np.linalg.norm(got[name] - params) / np.linalg.norm(params)
+        assert diff <= tol, (name, diff)
+        assert np.allclose(got[name + "_loss"], losses, rtol=tol)
+
+
+def test_a_rank_that_raises_aborts_the_job(tmp_path):
+    r = mpirun(2, CHILD, "raise", str(tmp_path / "x.npz"), timeout=120)
+    assert r.returncode != 0
+    assert "aborting all ranks" in r.stderr and "simulated failure on rank 1" in r.stderr
+
+
+def test_cli_distributed_train(tmp_path):
+    out = tmp_path / "out"
+    r = mpirun(2, "-m", "fastbp", "train", "--distributed", "--epochs", "5", "--quiet",
+               "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("test accuracy") == 1 and "2 MPI ranks" in r.stdout
+    assert (out / "model.npz").exists() and (out / "curves.png").exists()
+    assert json.loads((out / "summary.json").read_text())["test_accuracy"] > 0.9
