@@ -62,34 +62,56 @@ def gelu_grad_scalar(z):
 
 
 @njit(cache=True)
+def _forward_1d(z, a, code, slope):
+    # z, a: one row's slice; the loop index starts at 0 so that LLVM can drop Numba's
+    # negative-index handling and vectorise.
+    if code == IDENTITY:
+        for j in range(z.shape[0]):
+            a[j] = z[j]
+    elif code == RELU:
+        for j in range(z.shape[0]):
+            a[j] = max(z[j], 0.0)
+    elif code == LEAKY_RELU:
+        for j in range(z.shape[0]):
+            v = z[j]
+            a[j] = v if v > 0 else slope * v
+    elif code == SIGMOID:
+        for j in range(z.shape[0]):
+            a[j] = sigmoid_scalar(z[j])
+    elif code == TANH:
+        for j in range(z.shape[0]):
+            a[j] = math.tanh(z[j])
+    elif code == GELU:
+        for j in range(z.shape[0]):
+            a[j] = gelu_scalar(z[j])
+
+
+@njit(cache=True)
+def _backward_1d(g, z, a, code, slope):
+    if code == RELU:
+        for j in range(g.shape[0]):
+            if not z[j] > 0:
+                g[j] = 0.0
+    elif code == LEAKY_RELU:
+        for j in range(g.shape[0]):
+            if not z[j] > 0:
+                g[j] *= slope
+    elif code == SIGMOID:
+        for j in range(g.shape[0]):
+            g[j] *= a[j] * (1.0 - a[j])
+    elif code == TANH:
+        for j in range(g.shape[0]):
+            g[j] *= 1.0 - a[j] * a[j]
+    elif code == GELU:
+        for j in range(g.shape[0]):
+            g[j] *= gelu_grad_scalar(z[j])
+
+
+@njit(cache=True)
 def activation_forward_rows(Z, A, i0, i1, j0, j1, code, slope):
     """A[i0:i1, j0:j1] = f(Z[i0:i1, j0:j1]).  Z, A: (rows, cols), may be the same array."""
-    if code == IDENTITY:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                A[i, j] = Z[i, j]
-    elif code == RELU:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                z = Z[i, j]
-                A[i, j] = z if z > 0 else 0.0
-    elif code == LEAKY_RELU:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                z = Z[i, j]
-                A[i, j] = z if z > 0 else slope * z
-    elif code == SIGMOID:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                A[i, j] = sigmoid_scalar(Z[i, j])
-    elif code == TANH:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                A[i, j] = math.tanh(Z[i, j])
-    elif code == GELU:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                A[i, j] = gelu_scalar(Z[i, j])
+    for i in range(i0, i1):
+        _forward_1d(Z[i, j0:j1], A[i, j0:j1], code, slope)
 
 
 @njit(cache=True)
@@ -101,30 +123,8 @@ def activation_backward_rows(G, Z, A, i0, i1, j0, j1, code, slope):
     """
     if code == IDENTITY:
         return
-    elif code == RELU:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                if not Z[i, j] > 0:
-                    G[i, j] = 0.0
-    elif code == LEAKY_RELU:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                if not Z[i, j] > 0:
-                    G[i, j] *= slope
-    elif code == SIGMOID:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                a = A[i, j]
-                G[i, j] *= a * (1.0 - a)
-    elif code == TANH:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                a = A[i, j]
-                G[i, j] *= 1.0 - a * a
-    elif code == GELU:
-        for i in range(i0, i1):
-            for j in range(j0, j1):
-                G[i, j] *= gelu_grad_scalar(Z[i, j])
+    for i in range(i0, i1):
+        _backward_1d(G[i, j0:j1], Z[i, j0:j1], A[i, j0:j1], code, slope)
 
 
 @njit(parallel=True, cache=True)

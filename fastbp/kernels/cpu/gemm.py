@@ -124,9 +124,11 @@ def _pack_serial(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum):
 @njit(cache=True)
 def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
     if epilogue == EPI_BIAS_ACT:
+        b = bias[j0:j1]
         for i in range(i0, i1):
-            for j in range(j0, j1):
-                C[i, j] += bias[j]
+            c = C[i, j0:j1]
+            for j in range(c.shape[0]):
+                c[j] += b[j]
         activation_forward_rows(C, Aout, i0, i1, j0, j1, code, slope)
     elif epilogue == EPI_ACT_GRAD:
         activation_backward_rows(C, Zsrc, Asrc, i0, i1, j0, j1, code, slope)

@@ -16,48 +16,97 @@ Adam (L2 weight decay) / AdamW (decoupled, p = p * (1 - lr * wd) first):
 """
 import math
 
+import numpy as np
 from numba import njit, prange
 
 BLOCK = 4096
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"})
+def _sgd_block(p, g, v, lr, mu, wd, momentum, weight_decay, nesterov):
+    # p, g, v are one block's slices: indices start at 0, which lets LLVM drop Numba's
+    # negative-index handling and vectorise the loops.
+    if momentum == 0.0:
+        if weight_decay == 0.0:
+            for i in range(p.shape[0]):
+                p[i] = p[i] - lr * g[i]
+        else:
+            for i in range(p.shape[0]):
+                p[i] = p[i] - lr * (g[i] + wd * p[i])
+    elif weight_decay == 0.0 and nesterov:
+        for i in range(p.shape[0]):
+            vi = mu * v[i] + g[i]
+            v[i] = vi
+            p[i] = p[i] - lr * (g[i] + mu * vi)
+    elif weight_decay == 0.0:
+        for i in range(p.shape[0]):
+            vi = mu * v[i] + g[i]
+            v[i] = vi
+            p[i] = p[i] - lr * vi
+    else:
+        for i in range(p.shape[0]):
+            d = g[i] + wd * p[i]
+            vi = mu * v[i] + d
+            v[i] = vi
+            p[i] = p[i] - lr * ((d + mu * vi) if nesterov else vi)
+
+
+@njit(parallel=True, cache=True)
 def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov):
-    """p, g, v: (P,) flat parameter, gradient and momentum buffers. Updates p and v in place."""
+    """p, g, v: (P,) flat parameter, gradient and momentum buffers. Updates p and v in place.
+
+    Scalars are cast to the storage dtype once and each case has its own loop, so the
+    loops stay in that dtype and vectorise (torch, too, computes in the parameter's dtype).
+    """
+    T = p.dtype.type
     n = p.shape[0]
     nblk = (n + BLOCK - 1) // BLOCK
     for blk in prange(nblk):
-        for i in range(blk * BLOCK, min((blk + 1) * BLOCK, n)):
-            d = g[i]
-            if weight_decay != 0.0:
-                d = d + weight_decay * p[i]
-            if momentum != 0.0:
-                v[i] = momentum * v[i] + d
-                if nesterov:
-                    d = d + momentum * v[i]
-                else:
-                    d = v[i]
-            p[i] = p[i] - lr * d
+        i0 = blk * BLOCK
+        i1 = min(i0 + BLOCK, n)
+        _sgd_block(p[i0:i1], g[i0:i1], v[i0:i1], T(lr), T(momentum), T(weight_decay),
+                   momentum, weight_decay, nesterov)
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"})
+def _adam_block(p, g, m, v, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, eps, wd, decay,
+                decoupled, l2):
+    if decoupled:
+        for i in range(p.shape[0]):
+            p[i] = p[i] * decay
+    if l2:
+        for i in range(p.shape[0]):
+            g_i = g[i] + wd * p[i]
+            mi = b1 * m[i] + one_b1 * g_i
+            vi = b2 * v[i] + one_b2 * g_i * g_i
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] - step_size * (mi / (math.sqrt(vi) / sqrt_bias2 + eps))
+    else:
+        for i in range(p.shape[0]):
+            g_i = g[i]
+            mi = b1 * m[i] + one_b1 * g_i
+            vi = b2 * v[i] + one_b2 * g_i * g_i
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] - step_size * (mi / (math.sqrt(vi) / sqrt_bias2 + eps))
+
+
+@njit(parallel=True, cache=True)
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
-    """p, g, m, v: (P,) flat buffers; step is 1 on the first call. Updates p, m, v in place."""
-    n = p.shape[0]
+    """p, g, m, v: (P,) flat buffers; step is 1 on the first call. Updates p, m, v in place.
+
+    The bias corrections are computed in float64, then every scalar is cast to the storage
+    dtype so that the loop runs in it."""
+    T = p.dtype.type
     bias1 = 1.0 - beta1 ** step
     bias2 = 1.0 - beta2 ** step
-    step_size = lr / bias1
-    sqrt_bias2 = math.sqrt(bias2)
-    decay = 1.0 - lr * weight_decay
+    l2 = not decoupled and weight_decay != 0.0
+    n = p.shape[0]
     nblk = (n + BLOCK - 1) // BLOCK
     for blk in prange(nblk):
-        for i in range(blk * BLOCK, min((blk + 1) * BLOCK, n)):
-            d = g[i]
-            if decoupled:
-                p[i] = p[i] * decay
-            elif weight_decay != 0.0:
-                d = d + weight_decay * p[i]
-            m[i] = beta1 * m[i] + (1.0 - beta1) * d
-            v[i] = beta2 * v[i] + (1.0 - beta2) * d * d
-            denom = math.sqrt(v[i]) / sqrt_bias2 + eps
-            p[i] = p[i] - step_size * (m[i] / denom)
+        i0 = blk * BLOCK
+        i1 = min(i0 + BLOCK, n)
+        _adam_block(p[i0:i1], g[i0:i1], m[i0:i1], v[i0:i1], T(lr / bias1),
+                    T(math.sqrt(bias2)), T(beta1), T(beta2), T(1.0 - beta1), T(1.0 - beta2),
+                    T(eps), T(weight_decay), T(1.0 - lr * weight_decay), decoupled, l2)
