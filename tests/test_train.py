@@ -158,3 +158,31 @@ def test_fit_rejects_bad_arguments():
                    validation_split=0.5, verbose=0)
     with pytest.raises(ValueError, match="label 5"):
         fastbp.fit(model, X, np.full(20, 5), optimizer=fastbp.SGD(model, 0.1), verbose=0)
+
+
+@pytest.mark.parametrize("loss,sizes", [("cross_entropy", [12, 16, 4]), ("mse", [12, 9, 3]),
+                                        ("binary_cross_entropy", [12, 9, 1]),
+                                        ("binary_cross_entropy", [12, 8, 3])])
+def test_compiled_steps_equal_python_steps(loss, sizes):
+    """fit runs chunks of steps in one compiled call; replacing optimizer.step forces the
+    step-by-step Python path.  Both must give the same bits."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((70, 12)).astype(np.float32)
+    if loss == "cross_entropy":
+        y = rng.integers(0, sizes[-1], size=70)
+    else:
+        y = (rng.random((70, sizes[-1])) > 0.5).astype(np.float32)
+    results = []
+    for python_path in (False, True):
+        for make in (lambda m: fastbp.SGD(m, 0.05, momentum=0.9, nesterov=True),
+                     lambda m: fastbp.AdamW(m, 1e-2)):
+            m = fastbp.MLP(sizes, activation="gelu", loss=loss, seed=0)
+            opt = make(m)
+            if python_path:
+                opt.step = opt.step
+            h = fastbp.fit(m, X, y, optimizer=opt, batch_size=16, epochs=2, seed=1,
+                           verbose=0, l2=1e-3)
+            results.append((m.params.copy(), h["loss"], h["accuracy"]))
+    for compiled, python in zip(results[:2], results[2:]):
+        assert np.array_equal(compiled[0], python[0])
+        assert compiled[1] == python[1] and compiled[2] == python[2]

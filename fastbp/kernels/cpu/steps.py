@@ -90,10 +90,10 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
             a_prev = A
             off += m * fan_out
         # loss and dL/dZ_L
-        fan_out = sizes[L]
-        off_last = off - m * fan_out
-        ZL = zbuf[off_last:off].reshape((m, fan_out))
-        GL = gbuf[off_last:off].reshape((m, fan_out))
+        n_out = sizes[L]
+        off_last = off - m * n_out
+        ZL = zbuf[off_last:off].reshape((m, n_out))
+        GL = gbuf[off_last:off].reshape((m, n_out))
         rl = row_loss[:m]
         if loss_code == LOSS_CE_LABELS:
             loss = cross_entropy_labels(ZL, ylab_buf[:m], GL, rl)
@@ -151,6 +151,6 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
             if loss_code == LOSS_CE_LABELS:
                 out[1] += count_correct_labels(ZL, ylab_buf[:m])
             elif loss_code == LOSS_BCE:
-                out[1] += count_correct_multilabel(ZL, ytgt_buf[:m * fan_out].reshape((m, fan_out)))
+                out[1] += count_correct_multilabel(ZL, ytgt_buf[:m * n_out].reshape((m, n_out)))
         pos = stop
     return pos
