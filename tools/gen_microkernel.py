@@ -42,15 +42,17 @@ def generate(mr=MR, nr=NR):
         w(f"        a{r} = Ap[k, {r}]")
         for c in range(nr):
             w(f"        {acc[r][c]} += a{r} * b{c}")
+    w("    # A view of this tile of C: constant indices from 0 need no negative-index checks.")
+    w("    T = C[i0:i0 + mr, j0:j0 + nr]")
     w(f"    if mr == {mr} and nr == {nr}:")
     w("        if accumulate:")
     for r in range(mr):
         for c in range(nr):
-            w(f"            C[i0 + {r}, j0 + {c}] += {acc[r][c]}")
+            w(f"            T[{r}, {c}] += {acc[r][c]}")
     w("        else:")
     for r in range(mr):
         for c in range(nr):
-            w(f"            C[i0 + {r}, j0 + {c}] = {acc[r][c]}")
+            w(f"            T[{r}, {c}] = {acc[r][c]}")
     w("        return")
     w("    # edge tile: store the valid mr x nr corner only")
     for r in range(mr):
@@ -58,9 +60,9 @@ def generate(mr=MR, nr=NR):
         for c in range(nr):
             w(f"        if {c} < nr:")
             w(f"            if accumulate:")
-            w(f"                C[i0 + {r}, j0 + {c}] += {acc[r][c]}")
+            w(f"                T[{r}, {c}] += {acc[r][c]}")
             w(f"            else:")
-            w(f"                C[i0 + {r}, j0 + {c}] = {acc[r][c]}")
+            w(f"                T[{r}, {c}] = {acc[r][c]}")
     return "\n".join(L) + "\n"
 
 

@@ -57,29 +57,33 @@ def pack_sizes(M, N, K):
 # ----------------------------------------------------------------------------- packing
 @njit(cache=True)
 def _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum):
-    """Ap[ip] (K, MR) = rows ip*MR.. of op(A), zero-padded; rowsum of those rows if wanted."""
+    """Ap[ip] (K, MR) = rows ip*MR.. of op(A), zero-padded; rowsum of those rows if wanted.
+
+    The loops index views that start at 0 (A's rows or columns of this panel), so LLVM can
+    drop Numba's negative-index handling and vectorise them."""
     i0 = ip * MR
     mr = min(MR, M - i0)
     P = Ap[ip]
+    if mr < MR:
+        P[:, :] = 0.0
     if trans_a:                      # op(A)[i, k] = A[k, i]: MR contiguous values per k
+        cols = A[:, i0:i0 + mr]
         for k in range(K):
             for r in range(mr):
-                P[k, r] = A[k, i0 + r]
-            for r in range(mr, MR):
-                P[k, r] = 0.0
+                P[k, r] = cols[k, r]
     else:                            # op(A)[i, k] = A[i, k]: MR row streams
+        rows = A[i0:i0 + mr]
         for r in range(mr):
+            row = rows[r]
             for k in range(K):
-                P[k, r] = A[i0 + r, k]
-        for r in range(mr, MR):
-            for k in range(K):
-                P[k, r] = 0.0
+                P[k, r] = row[k]
     if rowsum.shape[0] > 0:
+        rs = rowsum[i0:i0 + mr]
         for r in range(mr):
             s = 0.0
             for k in range(K):
                 s += P[k, r]
-            rowsum[i0 + r] = s
+            rs[r] = s
 
 
 @njit(cache=True)
@@ -88,18 +92,18 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
     j0 = jp * NR
     nr = min(NR, N - j0)
     P = Bp[jp]
+    if nr < NR:
+        P[:, :] = 0.0
     if trans_b:                      # op(B)[k, j] = B[j, k]: NR row streams of B
+        rows = B[j0:j0 + nr]
         for k in range(K):
             for c in range(nr):
-                P[k, c] = B[j0 + c, k]
-            for c in range(nr, NR):
-                P[k, c] = 0.0
+                P[k, c] = rows[c, k]
     else:                            # op(B)[k, j] = B[k, j]: NR contiguous values per k
+        cols = B[:, j0:j0 + nr]
         for k in range(K):
             for c in range(nr):
-                P[k, c] = B[k, j0 + c]
-            for c in range(nr, NR):
-                P[k, c] = 0.0
+                P[k, c] = cols[k, c]
 
 
 @njit(parallel=True, cache=True)
