@@ -3,8 +3,11 @@
 Each kernel makes one pass per row, writes dL/dZ into G (same shape as Z) and returns the
 loss as a float64 (accumulated in float64 whatever the storage dtype, so that a large
 batch does not drift).  Each row's loss goes to ``row_loss`` (b,) float64, caller-owned
-workspace, and the rows are then added in order on one thread, so the result does not
-depend on the thread count and the kernel allocates nothing.
+workspace, and the rows are then added in order, so the kernel allocates nothing.
+
+The losses run on one thread: they touch b x C values, nothing next to the products, and a
+parallel region (with its Numba compile, several seconds per kernel) would cost more than
+it saves.
 
 cross_entropy (softmax fused, log-sum-exp; never log(softmax)):
     lse_i  = m_i + log sum_c exp(z_ic - m_i),   m_i = max_c z_ic
@@ -19,7 +22,7 @@ binary_cross_entropy (sigmoid fused, as torch's BCEWithLogitsLoss, mean over all
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .activations import sigmoid_scalar
 
@@ -39,13 +42,13 @@ def _row_logsumexp(Z, i):
     return m, s
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def cross_entropy_labels(Z, y, G, row_loss):
     """Z (b, C) logits, y (b,) int64 labels in [0, C), G (b, C) out, row_loss (b,). Returns mean loss."""
     b, n = Z.shape
     nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
     inv_b = 1.0 / b
-    for blk in prange(nblk):
+    for blk in range(nblk):
         for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
             acc = 0.0
             m, s = _row_logsumexp(Z, i)
@@ -66,13 +69,13 @@ def cross_entropy_labels(Z, y, G, row_loss):
     return total * inv_b
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def cross_entropy_targets(Z, T, G, row_loss):
     """Z (b, C) logits, T (b, C) probability / one-hot targets, G (b, C) out. Returns mean loss."""
     b, n = Z.shape
     nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
     inv_b = 1.0 / b
-    for blk in prange(nblk):
+    for blk in range(nblk):
         for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
             acc = 0.0
             m, s = _row_logsumexp(Z, i)
@@ -93,13 +96,13 @@ def cross_entropy_targets(Z, T, G, row_loss):
     return total * inv_b
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def mse(Z, T, G, row_loss):
     """Z (b, n) predictions, T (b, n) targets, G (b, n) out. Returns the mean squared error."""
     b, n = Z.shape
     nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
     inv = 1.0 / (b * n)
-    for blk in prange(nblk):
+    for blk in range(nblk):
         for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
             acc = 0.0
             for c in range(n):
@@ -113,13 +116,13 @@ def mse(Z, T, G, row_loss):
     return total * inv
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def binary_cross_entropy(Z, T, G, row_loss):
     """Z (b, n) logits, T (b, n) targets in [0, 1], G (b, n) out. Returns the mean loss."""
     b, n = Z.shape
     nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
     inv = 1.0 / (b * n)
-    for blk in prange(nblk):
+    for blk in range(nblk):
         for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
             acc = 0.0
             for c in range(n):
@@ -134,11 +137,11 @@ def binary_cross_entropy(Z, T, G, row_loss):
     return total * inv
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def softmax_rows(Z, P):
     """P (b, C) = softmax(Z) row by row, computed with the row maximum subtracted."""
     b, n = Z.shape
-    for i in prange(b):
+    for i in range(b):
         m, s = _row_logsumexp(Z, i)
         inv_s = 1.0 / s
         for c in range(n):
