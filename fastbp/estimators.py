@@ -134,7 +134,7 @@ class _BaseMLP(BaseEstimator):
         self.t_ = 0
         self.n_iter_ = 0
 
-    def _train(self, X, Y, incremental):
+    def _train(self, X, Y, incremental, comm=None):
         hidden = self._validate_hyperparameters()
         first = not (incremental or self.warm_start) or not hasattr(self, "_model")
         n, n_features = X.shape
@@ -160,7 +160,7 @@ class _BaseMLP(BaseEstimator):
         for _ in range(epochs):
             h = _fit(model, X, Y, optimizer=opt, batch_size=batch, epochs=1,
                      shuffle=self.shuffle, seed=int(rng.integers(2**31)), verbose=0,
-                     l2=self.alpha / batch)
+                     l2=self.alpha / batch, comm=comm)
             self.n_iter_ += 1
             self.t_ += n
             loss = h["loss"][0]
@@ -287,13 +287,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.out_activation_ = "logistic" if self._loss_name == "binary_cross_entropy" else "softmax"
         return X, Y
 
-    def fit(self, X, y):
-        """Fit the model to data X (n_samples, n_features) and labels y."""
+    def fit(self, X, y, comm=None):
+        """Fit the model to data X (n_samples, n_features) and labels y.
+
+        comm: an MPI communicator for data-parallel training (every rank calls fit with the
+        same data and random_state; see fastbp.distributed)."""
         warm = self.warm_start and hasattr(self, "_model")
         X, Y = self._prepare(X, y, reset=not warm)
         if Y.ndim == 1 and self._loss_name == "binary_cross_entropy":
             Y = Y.reshape(-1, 1)
-        return self._train(X, Y, incremental=False)
+        return self._train(X, Y, incremental=False, comm=comm)
 
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y).  `classes` (all labels) is required on the first call."""
@@ -372,11 +375,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _n_outputs_1d(self):
         return 1
 
-    def fit(self, X, y):
-        """Fit the model to data X (n_samples, n_features) and targets y."""
+    def fit(self, X, y, comm=None):
+        """Fit the model to data X (n_samples, n_features) and targets y.
+
+        comm: an MPI communicator for data-parallel training (see MLPClassifier.fit)."""
         warm = self.warm_start and hasattr(self, "_model")
         X, Y = self._prepare(X, y, reset=not warm)
-        return self._train(X, Y, incremental=False)
+        return self._train(X, Y, incremental=False, comm=comm)
 
     def partial_fit(self, X, y):
         """One epoch over (X, y)."""

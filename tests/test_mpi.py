@@ -55,6 +55,23 @@ def test_two_ranks_equal_single_process(tmp_path):
         assert np.allclose(got[name + "_loss"], losses, rtol=tol)
 
 
+def test_estimator_fit_with_comm_equals_single_process(tmp_path):
+    import warnings
+    out = tmp_path / "est.npz"
+    r = mpirun(2, CHILD, "estimator", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = np.load(out)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((203, 12))
+    y = rng.integers(0, 4, size=203)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = fastbp.MLPClassifier((16,), max_iter=5, random_state=0, batch_size=32,
+                                   dtype="float64").fit(X, y)
+    assert np.allclose(got["coef"], ref.coefs_[0], rtol=1e-10, atol=1e-12)
+    assert np.allclose(got["loss"], ref.loss_curve_, rtol=1e-10)
+
+
 def test_a_rank_that_raises_aborts_the_job(tmp_path):
     r = mpirun(2, CHILD, "raise", str(tmp_path / "x.npz"), timeout=120)
     assert r.returncode != 0

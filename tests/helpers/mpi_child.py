@@ -16,6 +16,12 @@ rng = np.random.default_rng(0)
 X = rng.standard_normal((203, 12))
 y = rng.integers(0, 4, size=203)
 results = {}
+if mode == "estimator":
+    clf = fastbp.MLPClassifier((16,), max_iter=5, random_state=0, batch_size=32,
+                               dtype="float64").fit(X, y, comm=comm)
+    if comm.Get_rank() == 0:
+        np.savez(out, coef=clf.coefs_[0], loss=np.array(clf.loss_curve_))
+    sys.exit(0)
 for dtype in (np.float64, np.float32):
     # a different seed on each rank: rank 0's parameters must win the broadcast
     model = fastbp.MLP([12, 16, 4], dtype=dtype, seed=comm.Get_rank())
