@@ -65,6 +65,15 @@ def _progress(verbose, total):
     return tqdm(total=total, unit="sample", dynamic_ncols=True, mininterval=0.2)
 
 
+def _bar_update(bar, run, rows, has_acc):
+    """Advance the progress bar by `rows` and show the epoch's running loss/accuracy."""
+    bar.update(rows)
+    post = {"loss": f"{run.total_loss / max(run.seen, 1):.4f}"}
+    if has_acc:
+        post["acc"] = f"{run.correct / max(run.seen, 1):.4f}"
+    bar.set_postfix(post, refresh=False)
+
+
 def _snapshot(model, into=None):
     """A copy of the flat parameters (on the model's device), reusing `into` if given."""
     p = model.params
@@ -299,11 +308,7 @@ def _epoch_compiled(model, optimizer, X, run, bs, comp, bar, good_params, histor
         run.pos = stop
         run.step += n_steps
         if bar is not None:
-            bar.update(stop - start)
-            post = {"loss": f"{run.total_loss / max(run.seen, 1):.4f}"}
-            if comp.count_acc:
-                post["acc"] = f"{run.correct / max(run.seen, 1):.4f}"
-            bar.set_postfix(post, refresh=False)
+            _bar_update(bar, run, stop - start, comp.count_acc)
         after_step()
 
 
@@ -345,12 +350,7 @@ def _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp, b
         run.pos = stop
         run.step += 1
         if bar is not None:
-            bar.update(stop - start)
-            if start // bs % 8 == 0 or stop == n:
-                post = {"loss": f"{run.total_loss / max(run.seen, 1):.4f}"}
-                if has_acc:
-                    post["acc"] = f"{run.correct / max(run.seen, 1):.4f}"
-                bar.set_postfix(post, refresh=False)
+            _bar_update(bar, run, stop - start, has_acc)
         after_step()
 
 

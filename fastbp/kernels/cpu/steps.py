@@ -34,6 +34,15 @@ OPT_SGD, OPT_ADAM = 0, 1
 
 
 @njit(cache=True)
+def layer_offset(sizes, l):
+    """Start of layer l's [W (out x in), b (out)] in the flat parameter buffer."""
+    off = 0
+    for q in range(l):
+        off += sizes[q + 1] * (sizes[q] + 1)
+    return off
+
+
+@njit(cache=True)
 def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, loss_code,
               params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf, ylab_buf,
               ytgt_buf, l2, count_acc,
@@ -77,9 +86,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
         for l in range(L):
             fan_in = sizes[l]
             fan_out = sizes[l + 1]
-            w_off = 0
-            for q in range(l):
-                w_off += sizes[q + 1] * (sizes[q] + 1)
+            w_off = layer_offset(sizes, l)
             W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
             b = params[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)]
             Z = zbuf[off:off + m * fan_out].reshape((m, fan_out))
@@ -111,9 +118,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
         for l in range(L - 1, -1, -1):
             fan_in = sizes[l]
             fan_out = sizes[l + 1]
-            w_off = 0
-            for q in range(l):
-                w_off += sizes[q + 1] * (sizes[q] + 1)
+            w_off = layer_offset(sizes, l)
             W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
             dW = grads[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
             db = grads[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)]
@@ -135,9 +140,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
             off = off_prev
         if l2 != 0.0:
             for l in range(L):
-                w_off = 0
-                for q in range(l):
-                    w_off += sizes[q + 1] * (sizes[q] + 1)
+                w_off = layer_offset(sizes, l)
                 nw = sizes[l + 1] * sizes[l]
                 loss += add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
         # update

@@ -124,13 +124,15 @@ def softmax_rows(Z, P, stream=0):
 
 
 @cuda.jit
-def _accumulate(values, scale, out):
-    """out[0] += scale * sum(values): one block, strided partial sums, tree reduction."""
+def _accumulate(values, scale, out, square):
+    """out[0] += scale * sum(values (squared if square)): one block, strided partial sums,
+    tree reduction in a fixed order."""
     part = cuda.shared.array(REDUCE_THREADS, float64)
     t = cuda.threadIdx.x
     s = 0.0
     for i in range(t, values.shape[0], REDUCE_THREADS):
-        s += values[i]
+        v = float64(values[i])
+        s += v * v if square else v
     part[t] = s
     cuda.syncthreads()
     width = REDUCE_THREADS // 2
@@ -145,7 +147,7 @@ def _accumulate(values, scale, out):
 
 def accumulate(values, scale, out, stream=0):
     """out[0] += scale * sum(values) on the device (deterministic order)."""
-    _accumulate[1, REDUCE_THREADS, stream](values, scale, out)
+    _accumulate[1, REDUCE_THREADS, stream](values, scale, out, False)
 
 
 @cuda.jit
@@ -194,25 +196,6 @@ def gather_rows(src, idx, dst, stream=0):
     _gather[grid, (16, 16), stream](src, idx, dst)
 
 
-@cuda.jit
-def _accumulate_squares(values, scale, out):
-    part = cuda.shared.array(REDUCE_THREADS, float64)
-    t = cuda.threadIdx.x
-    s = 0.0
-    for i in range(t, values.shape[0], REDUCE_THREADS):
-        s += float64(values[i]) * values[i]
-    part[t] = s
-    cuda.syncthreads()
-    width = REDUCE_THREADS // 2
-    while width > 0:
-        if t < width:
-            part[t] += part[t + width]
-        cuda.syncthreads()
-        width //= 2
-    if t == 0:
-        out[0] += scale * part[0]
-
-
 def accumulate_squares(values, scale, out, stream=0):
     """out[0] += scale * sum(values ** 2): the L2 penalty, summed on the device."""
-    _accumulate_squares[1, REDUCE_THREADS, stream](values, scale, out)
+    _accumulate[1, REDUCE_THREADS, stream](values, scale, out, True)
