@@ -125,7 +125,8 @@ def from_torch_state_dict(state_dict, activation="relu", loss="cross_entropy",
         raise ValueError(f"state dict keys must look like '0.weight', '2.bias', ...; got "
                          f"{list(state_dict)[:4]}") from None
     if not idx or idx != list(range(0, 2 * len(idx), 2)):
-        raise ValueError(f"expected Linear layers at indices 0, 2, 4, ...; found {idx}")
+        raise ValueError("expected the keys of torch.nn.Sequential(Linear, act, Linear, ...): "
+                         f"'0.weight', '0.bias', '2.weight', ...; got {list(state_dict)[:6]}")
     weights = [_to_numpy(state_dict[f"{i}.weight"]) for i in idx]
     biases = [_to_numpy(state_dict.get(f"{i}.bias", np.zeros(w.shape[0])))
               for i, w in zip(idx, weights)]

@@ -77,3 +77,11 @@ def threading_summary():
     activation_forward(z, z, 0, 0.0)  # run one parallel region so the layer is chosen
     return (f"threading layer: {numba.threading_layer()} (requested {_REQUESTED!r}; "
             f"loadable: {', '.join(available_layers())}), threads: {numba.get_num_threads()}")
+
+
+def kernels_cached():
+    """Whether Numba's on-disk cache already holds fastbp's compiled training step (so the
+    first call will load machine code rather than compile it)."""
+    import glob
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "cpu")
+    return bool(glob.glob(os.path.join(here, "__pycache__", "steps.run_steps-*.nbi")))
