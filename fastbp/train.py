@@ -65,6 +65,14 @@ def _progress(verbose, total):
     return tqdm(total=total, unit="sample", dynamic_ncols=True, mininterval=0.2)
 
 
+def _diverged(model, good_params, history, loss, where):
+    """Put back the weights of the last finite epoch and return the error to raise."""
+    _restore(model, good_params)
+    return TrainingDiverged(
+        f"training loss became {loss} {where}; the model holds the weights from the end of "
+        "the last finite epoch. Lower the learning rate, or scale the inputs.", history)
+
+
 def _bar_update(bar, run, rows, has_acc):
     """Advance the progress bar by `rows` and show the epoch's running loss/accuracy."""
     bar.update(rows)
@@ -297,11 +305,8 @@ def _epoch_compiled(model, optimizer, X, run, bs, comp, bar, good_params, histor
         stop = comp.run(model, optimizer, X, run.order, start, n_steps, bs)
         loss_sum = comp.out[0]
         if not math.isfinite(loss_sum):
-            _restore(model, good_params)
-            raise TrainingDiverged(
-                f"training loss became {loss_sum / (stop - start)} at epoch {run.epoch + 1}, "
-                f"samples {start}-{stop}; the model holds the weights from the end of the last "
-                "finite epoch. Lower the learning rate, or scale the inputs.", history)
+            raise _diverged(model, good_params, history, loss_sum / (stop - start),
+                            f"at epoch {run.epoch + 1}, samples {start}-{stop}")
         run.total_loss += loss_sum
         run.correct += int(comp.out[1])
         run.seen += stop - start
@@ -335,11 +340,8 @@ def _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp, b
                 xb, ybb = X[lo:hi], y[lo:hi]
             loss = model._loss_and_grad_checked(xb, ybb, l2)
         if not math.isfinite(loss):
-            _restore(model, good_params)
-            raise TrainingDiverged(
-                f"training loss became {loss} at epoch {run.epoch + 1}, samples "
-                f"{start}-{stop}; the model holds the weights from the end of the last "
-                "finite epoch. Lower the learning rate, or scale the inputs.", history)
+            raise _diverged(model, good_params, history, loss,
+                            f"at epoch {run.epoch + 1}, samples {start}-{stop}")
         if dp is not None:
             dp.average_grads(m, stop - start)
         optimizer.step()
@@ -474,11 +476,8 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                                                           bs, has_acc, bar, dev_buffers, l2)
                 run.seen = run.pos = n
                 if not math.isfinite(run.total_loss):
-                    _restore(model, good_params)
-                    raise TrainingDiverged(
-                        f"training loss became {run.total_loss} in epoch {epoch + 1}; the "
-                        "model holds the weights from the end of the last finite epoch. "
-                        "Lower the learning rate, or scale the inputs.", history)
+                    raise _diverged(model, good_params, history, run.total_loss / n,
+                                    f"in epoch {epoch + 1}")
             elif compiled is not None:
                 _epoch_compiled(model, optimizer, X, run, bs, compiled, bar, good_params,
                                 history, after_step)
