@@ -28,6 +28,7 @@ from ._validation import (
 from .kernels.cpu import gemm as _gemm
 from .kernels.cpu import losses as _losses
 from .layers import INITS, Linear, Sequential, _linear_views, activation_module, init_linear
+from .runtime import ensure_threads
 
 LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
 _MAX_WORKSPACES = 4
@@ -176,6 +177,7 @@ class MLP:
     def _workspace(self, batch):
         ws = self._workspaces.get(batch)
         if ws is None:
+            ensure_threads()
             if len(self._workspaces) >= _MAX_WORKSPACES:
                 self._workspaces.pop(next(iter(self._workspaces)))
             ws = _Workspace(self.sizes, batch, self.dtype, self.act_code == 0)

@@ -85,3 +85,21 @@ def kernels_cached():
     import glob
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "cpu")
     return bool(glob.glob(os.path.join(here, "__pycache__", "steps.run_steps-*.nbi")))
+
+
+_threads_started = False
+
+
+def ensure_threads():
+    """Start Numba's worker threads if they are not running yet.
+
+    Numba starts its thread pool when a parallel function is first called through its
+    dispatcher.  A cached compiled function that reaches parallel kernels from inside (the
+    compiled training steps do) does not start it, and crashed with a segmentation fault
+    when it was the first parallel code of a process.  numba.get_num_threads() starts the
+    pool (public API); the flag makes repeat calls free.
+    """
+    global _threads_started
+    if not _threads_started:
+        numba.get_num_threads()
+        _threads_started = True

@@ -221,6 +221,8 @@ class _Compiled:
     def __init__(self, model, optimizer, X, y, bs, l2, has_acc, checkpoint_every):
         from .kernels.cpu import steps as S
         from .optim import SGD
+        from .runtime import ensure_threads
+        ensure_threads()   # run_steps reaches parallel kernels from compiled code
         self.S = S
         dt = model.dtype
         width = sum(model.sizes[1:])

@@ -52,6 +52,16 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path):
     assert np.array_equal(resumed, full)
 
 
+def test_compiled_steps_as_first_parallel_code_of_a_process():
+    """Run twice: the first run may compile, the second loads from Numba's cache, which is
+    the case that crashed before the thread pool was started explicitly."""
+    child = os.path.join(HERE, "helpers", "first_call_child.py")
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-X", "faulthandler", child], capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
+
+
 def test_resume_rejects_a_checkpoint_of_another_run(tmp_path):
     X = np.zeros((40, 4), np.float32)
     y = np.arange(40) % 2
