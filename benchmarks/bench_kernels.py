@@ -4,9 +4,7 @@ Run offline in the current environment:  asv run --python=same --quick
 """
 import numpy as np
 
-import fastbp
 from fastbp import kernels as K
-from fastbp.kernels.cpu import gemm as G
 
 
 class GEMM:

@@ -10,9 +10,7 @@ epoch: the host does not synchronise inside an epoch.  Storage is float32.
 import numpy as np
 
 from . import backend
-from .model import MLP
-
-_MAX_WORKSPACES = 4
+from .model import _MAX_WORKSPACES, MLP, host_probabilities
 
 
 def _cuda():
@@ -199,13 +197,7 @@ class CudaMLP(MLP):
     def predict_proba(self, X):
         if self.loss == "mse":
             raise ValueError("predict_proba is not defined for loss='mse'; use predict")
-        Z = self.forward(X).astype(np.float64)
-        if self.loss == "cross_entropy":
-            Z -= Z.max(axis=1, keepdims=True)
-            np.exp(Z, out=Z)
-            Z /= Z.sum(axis=1, keepdims=True)
-            return Z.astype(np.float32)
-        return (0.5 * (1 + np.tanh(0.5 * Z))).astype(np.float32)
+        return host_probabilities(self.forward(X), self.loss).astype(np.float32)
 
     def host_params(self):
         """The flat parameter buffer copied to the host."""

@@ -26,7 +26,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ._validation import check_dtype
-from .model import MLP
+from .model import MLP, host_probabilities
 from .optim import SGD, Adam
 from .train import _restore, _snapshot
 from .train import fit as _fit
@@ -337,14 +337,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict_proba(self, X):
         """Class probabilities (n_samples, n_classes) (per-label for multi-label)."""
-        Z = self._forward(X).astype(np.float64)
-        if self._loss_name == "cross_entropy":
-            Z -= Z.max(axis=1, keepdims=True)
-            np.exp(Z, out=Z)
-            Z /= Z.sum(axis=1, keepdims=True)
-            return Z
-        P = 0.5 * (1.0 + np.tanh(0.5 * Z))
-        if self._multilabel:
+        P = host_probabilities(self._forward(X), self._loss_name)
+        if self._loss_name == "cross_entropy" or self._multilabel:
             return P
         return np.hstack([1 - P, P])
 

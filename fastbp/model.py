@@ -34,6 +34,19 @@ LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
 _MAX_WORKSPACES = 4
 
 
+def host_probabilities(Z, loss):
+    """Probabilities from output pre-activations Z (b, n) on the host, in float64: softmax
+    over the row for cross_entropy (row maximum subtracted), the sigmoid of each output for
+    binary_cross_entropy."""
+    Z = np.asarray(Z, dtype=np.float64)
+    if loss == "cross_entropy":
+        P = Z - Z.max(axis=1, keepdims=True)
+        np.exp(P, out=P)
+        P /= P.sum(axis=1, keepdims=True)
+        return P
+    return 0.5 * (1.0 + np.tanh(0.5 * Z))
+
+
 class _Workspace:
     """Activations, pre-activations and deltas for one batch size."""
 
@@ -50,8 +63,8 @@ class _Workspace:
         na = nb = 0
         for l in range(L):
             n_in, n_out = sizes[l], sizes[l + 1]
-            for M, N, K in ((batch, n_out, n_in), (n_out, n_in, batch), (batch, n_in, n_out)):
-                a, b = _gemm.pack_sizes(M, N, K)
+            for m, n, k in ((batch, n_out, n_in), (n_out, n_in, batch), (batch, n_in, n_out)):
+                a, b = _gemm.pack_sizes(m, n, k)
                 na, nb = max(na, a), max(nb, b)
         self.apack = np.empty(na, dtype)
         self.bpack = np.empty(nb, dtype)

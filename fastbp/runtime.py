@@ -71,10 +71,7 @@ def kernel_lock():
 
 def threading_summary():
     """One line: the threading layer in use, the thread count and what was requested."""
-    from .kernels.cpu.activations import activation_forward
-    import numpy as np
-    z = np.zeros((1, 1))
-    activation_forward(z, z, 0, 0.0)  # run one parallel region so the layer is chosen
+    ensure_threads()  # starting the pool chooses the layer
     return (f"threading layer: {numba.threading_layer()} (requested {_REQUESTED!r}; "
             f"loadable: {', '.join(available_layers())}), threads: {numba.get_num_threads()}")
 

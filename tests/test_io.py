@@ -1,5 +1,4 @@
 """Save/load (atomic, bit-identical) and weights to and from PyTorch."""
-import os
 import pickle
 
 import numpy as np

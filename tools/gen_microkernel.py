@@ -59,9 +59,9 @@ def generate(mr=MR, nr=NR):
         w(f"    if {r} < mr:")
         for c in range(nr):
             w(f"        if {c} < nr:")
-            w(f"            if accumulate:")
+            w("            if accumulate:")
             w(f"                T[{r}, {c}] += {acc[r][c]}")
-            w(f"            else:")
+            w("            else:")
             w(f"                T[{r}, {c}] = {acc[r][c]}")
     return "\n".join(L) + "\n"
 

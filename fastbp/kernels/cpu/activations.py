@@ -17,7 +17,6 @@ tile while it is still in cache; the whole-array versions call them with the ful
 """
 import math
 
-import numpy as np
 from numba import njit, prange
 
 IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, GELU = 0, 1, 2, 3, 4, 5

@@ -36,7 +36,6 @@ Every element of C is summed over k in the same order whatever the thread count 
 tile it lands in, so results are bit-identical run to run and independent of the batch
 composition.
 """
-import numba
 import numpy as np
 from numba import njit, prange
 

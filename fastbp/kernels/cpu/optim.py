@@ -16,7 +16,6 @@ Adam (L2 weight decay) / AdamW (decoupled, p = p * (1 - lr * wd) first):
 """
 import math
 
-import numpy as np
 from numba import njit, prange
 
 BLOCK = 4096

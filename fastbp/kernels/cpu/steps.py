@@ -14,7 +14,6 @@ The kernels are the same ones, called in the same order with the same arguments,
 chunk gives bit-identical results to the step-by-step Python path.  Per-layer arrays are
 views carved out of flat buffers by offset (no lists of arrays cross the boundary).
 """
-import numpy as np
 from numba import njit
 
 from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, gemm
