@@ -66,8 +66,8 @@ class _Workspace:
             for m, n, k in ((batch, n_out, n_in), (n_out, n_in, batch), (batch, n_in, n_out)):
                 a, b = _gemm.pack_sizes(m, n, k)
                 na, nb = max(na, a), max(nb, b)
-        self.apack = np.empty(na, dtype)
-        self.bpack = np.empty(nb, dtype)
+        self.apack = _gemm.pack_buffer(na, dtype)
+        self.bpack = _gemm.pack_buffer(nb, dtype)
 
 
 class MLP:

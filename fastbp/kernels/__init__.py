@@ -49,9 +49,18 @@ def activation_code(name):
         ) from None
 
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# Zero-size placeholders for unused kernel arguments (nothing is ever written to them).
+_EMPTY1 = {dt: np.empty(0, dt) for dt in _FLOATS}
+_EMPTY2 = {dt: np.empty((0, 0), dt) for dt in _FLOATS}
+
+
 def _float_dtype(*arrays):
+    dt = arrays[0].dtype
+    if dt in _FLOATS and all(a.dtype == dt for a in arrays[1:]):
+        return dt
     dt = np.result_type(*[a.dtype for a in arrays])
-    return np.dtype(np.float32) if dt == np.float32 else np.dtype(np.float64)
+    return _FLOATS[0] if dt == np.float32 else _FLOATS[1]
 
 
 def _as_array(x, name):
@@ -76,7 +85,7 @@ def _operand(x, trans, name, dtype):
 
 
 def _empty(dtype):
-    return np.empty((0, 0), dtype=dtype)
+    return _EMPTY2[np.dtype(dtype)]
 
 
 def matmul(a, b, out=None, trans_a=False, trans_b=False):
@@ -86,11 +95,17 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
     out: optional C-contiguous (M, N) array of the result dtype, written in place.
     Returns C (M, N).  No BLAS is called.
     """
-    a = _as_array(a, "a")
-    b = _as_array(b, "b")
-    dtype = _float_dtype(a, b)
-    a, trans_a = _operand(a, bool(trans_a), "a", dtype)
-    b, trans_b = _operand(b, bool(trans_b), "b", dtype)
+    trans_a, trans_b = bool(trans_a), bool(trans_b)
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2
+            and a.dtype == b.dtype and a.dtype in _FLOATS
+            and a.flags.c_contiguous and b.flags.c_contiguous):
+        dtype = a.dtype              # the common case, without the conversions below
+    else:
+        a = _as_array(a, "a")
+        b = _as_array(b, "b")
+        dtype = _float_dtype(a, b)
+        a, trans_a = _operand(a, trans_a, "a", dtype)
+        b, trans_b = _operand(b, trans_b, "b", dtype)
     M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
     Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if K != Kb:
@@ -110,8 +125,8 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
     if K == 0:
         out[...] = 0
         return out
-    e = _empty(dtype)
-    none = np.empty(0, dtype)
+    e = _EMPTY2[dtype]
+    none = _EMPTY1[dtype]
     ap, bp = _pack_buffers(M, N, K, dtype)
     _gemm.gemm(a, trans_a, b, trans_b, out, _gemm.EPI_NONE, none, 0, 0.0, e, e, e, none, ap, bp)
     return out
@@ -129,8 +144,8 @@ def _pack_buffers(M, N, K, dtype):
         bufs = _scratch.bufs = {}
     a, b = bufs.get(dtype, (np.empty(0, dtype), np.empty(0, dtype)))
     if a.size < na or b.size < nb:
-        a = np.empty(max(na, a.size), dtype) if a.size < na else a
-        b = np.empty(max(nb, b.size), dtype) if b.size < nb else b
+        a = _gemm.pack_buffer(max(na, a.size), dtype) if a.size < na else a
+        b = _gemm.pack_buffer(max(nb, b.size), dtype) if b.size < nb else b
         bufs[dtype] = (a, b)
     return a, b
 

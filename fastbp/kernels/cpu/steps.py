@@ -14,6 +14,7 @@ The kernels are the same ones, called in the same order with the same arguments,
 chunk gives bit-identical results to the step-by-step Python path.  Per-layer arrays are
 views carved out of flat buffers by offset (no lists of arrays cross the boundary).
 """
+import numpy as np
 from numba import njit
 
 from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, gemm
@@ -62,6 +63,12 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     d = X.shape[1]
     none = params[:0]
     empty2 = params[:0].reshape((0, 0))
+    # GEMM flags as runtime values, not constants: a constant argument is typed as a literal,
+    # and Numba would compile (and LLVM optimise) another copy of the GEMM for every layout.
+    no, yes = np.bool_(False), np.bool_(True)
+    epi_bias_act, epi_none, epi_act_grad = \
+        np.int64(EPI_BIAS_ACT), np.int64(EPI_NONE), np.int64(EPI_ACT_GRAD)
+    identity = np.int64(0)
     for s in range(n_steps):
         stop = min(pos + bs, n)
         m = stop - pos
@@ -89,9 +96,9 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
             W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
             b = params[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)]
             Z = zbuf[off:off + m * fan_out].reshape((m, fan_out))
-            code = 0 if l == L - 1 else act_code
+            code = identity if l == L - 1 else act_code
             A = Z if (code == 0) else abuf[off:off + m * fan_out].reshape((m, fan_out))
-            gemm(a_prev, False, W, True, Z, EPI_BIAS_ACT, b, code, slope, A, empty2, empty2,
+            gemm(a_prev, no, W, yes, Z, epi_bias_act, b, code, slope, A, empty2, empty2,
                  none, apack, bpack)
             a_prev = A
             off += m * fan_out
@@ -129,12 +136,12 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                 off_prev = off - m * fan_in
                 a_prev = zbuf[off_prev:off].reshape((m, fan_in)) if act_code == 0 else \
                     abuf[off_prev:off].reshape((m, fan_in))
-            gemm(G, True, a_prev, False, dW, EPI_NONE, none, 0, 0.0, empty2, empty2, empty2,
+            gemm(G, yes, a_prev, no, dW, epi_none, none, identity, 0.0, empty2, empty2, empty2,
                  db, apack, bpack)
             if l > 0:
                 Zp = zbuf[off_prev:off].reshape((m, fan_in))
                 Gp = gbuf[off_prev:off].reshape((m, fan_in))
-                gemm(G, False, W, False, Gp, EPI_ACT_GRAD, none, act_code, slope, empty2, Zp,
+                gemm(G, no, W, no, Gp, epi_act_grad, none, act_code, slope, empty2, Zp,
                      a_prev, none, apack, bpack)
             off = off_prev
         if l2 != 0.0:
