@@ -20,11 +20,9 @@ def generate(mr=MR, nr=NR):
     w(f"    C[i0:i0+mr, j0:j0+nr] (+)= sum_k Ap[k, 0:{mr}] (outer) Bp[k, 0:{nr}]")
     w("")
     w(f"Ap is an A panel packed k-major, shape (kc, {mr}); Bp a B panel packed k-major, shape")
-    w(f"(kc, {nr}).  Panels are zero-padded to full width, so the product always runs on a")
-    w(f"full {mr}x{nr} tile of scalar accumulators and stores a full tile: the caller passes a")
-    w("scratch tile (i0 = j0 = 0) for edge tiles and copies their valid corner itself, which")
-    w("keeps this function, and the compile time of everything that inlines it, small.")
-    w("accumulate=False overwrites the tile, True adds to it (later K blocks).")
+    w(f"(kc, {nr}).  Panels are zero-padded to full width, so the product")
+    w(f"always runs on a full {mr}x{nr} tile of scalar accumulators; only the valid mr x nr part")
+    w("is stored.  accumulate=False overwrites C, True adds to it (later K blocks).")
     w('"""')
     w("from numba import njit")
     w("")
@@ -33,7 +31,7 @@ def generate(mr=MR, nr=NR):
     w("")
     w("")
     w('@njit(cache=True, fastmath={"contract"}, nogil=True)')
-    w("def micro_kernel(Ap, Bp, C, i0, j0, accumulate):")
+    w("def micro_kernel(Ap, Bp, C, i0, j0, mr, nr, accumulate):")
     w("    zero = Ap[0, 0] - Ap[0, 0]  # a zero of the storage dtype (panels hold finite values)")
     for r in range(mr):
         w("    " + " = ".join(acc[r]) + " = zero")
@@ -45,15 +43,26 @@ def generate(mr=MR, nr=NR):
         for c in range(nr):
             w(f"        {acc[r][c]} += a{r} * b{c}")
     w("    # A view of this tile of C: constant indices from 0 need no negative-index checks.")
-    w(f"    T = C[i0:i0 + {mr}, j0:j0 + {nr}]")
-    w("    if accumulate:")
+    w("    T = C[i0:i0 + mr, j0:j0 + nr]")
+    w(f"    if mr == {mr} and nr == {nr}:")
+    w("        if accumulate:")
     for r in range(mr):
         for c in range(nr):
-            w(f"        T[{r}, {c}] += {acc[r][c]}")
-    w("    else:")
+            w(f"            T[{r}, {c}] += {acc[r][c]}")
+    w("        else:")
     for r in range(mr):
         for c in range(nr):
-            w(f"        T[{r}, {c}] = {acc[r][c]}")
+            w(f"            T[{r}, {c}] = {acc[r][c]}")
+    w("        return")
+    w("    # edge tile: store the valid mr x nr corner only")
+    for r in range(mr):
+        w(f"    if {r} < mr:")
+        for c in range(nr):
+            w(f"        if {c} < nr:")
+            w("            if accumulate:")
+            w(f"                T[{r}, {c}] += {acc[r][c]}")
+            w("            else:")
+            w(f"                T[{r}, {c}] = {acc[r][c]}")
     return "\n".join(L) + "\n"
 
 

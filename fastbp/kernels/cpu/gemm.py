@@ -49,11 +49,8 @@ PARALLEL_MIN_WORK = 1 << 18  # M*N*K below which one thread beats a parallel reg
 
 
 def pack_sizes(M, N, K):
-    """Elements of the A and B packing buffers a product of this shape needs.
-
-    The B buffer also holds one MR x NR scratch tile per column panel (edge tiles)."""
-    n_jp = (N + NR - 1) // NR
-    return ((M + MR - 1) // MR) * MR * K, n_jp * NR * K + n_jp * MR * NR
+    """Elements of the A and B packing buffers a product of this shape needs."""
+    return ((M + MR - 1) // MR) * MR * K, ((N + NR - 1) // NR) * NR * K
 
 
 def pack_buffer(n, dtype):
@@ -153,11 +150,8 @@ def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
 
 # ----------------------------------------------------------------------------- tiles
 @njit(cache=True)
-def _column_panel(jp, Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
-    """All tiles of column panel jp: C[:, jp*NR : jp*NR+NR], then its epilogue.
-
-    Sp[jp] (MR, NR) is this panel's scratch tile: edge tiles are computed there in full and
-    their valid corner is copied (or added) into C."""
+def _column_panel(jp, Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+    """All tiles of column panel jp: C[:, jp*NR : jp*NR+NR], then its epilogue."""
     n_ip = Ap.shape[0]
     K = Ap.shape[1]
     # K in blocks of about KC so that the slice of the B panel in use (KC x NR) stays in
@@ -166,46 +160,27 @@ def _column_panel(jp, Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout, Zs
     kc = (K + n_kb - 1) // n_kb
     j0 = jp * NR
     nr = min(NR, N - j0)
-    S = Sp[jp]
     for pc in range(0, K, kc):
         pe = min(pc + kc, K)
         Bk = Bp[jp, pc:pe]
         for ip in range(n_ip):
             i0 = ip * MR
-            mr = min(MR, M - i0)
-            full = mr == MR and nr == NR
-            # one call site: LLVM inlines the micro-kernel once
-            if full:
-                D, di, dj = C, i0, j0
-            else:
-                D, di, dj = S, 0, 0
-            micro_kernel(Ap[ip, pc:pe], Bk, D, di, dj, full and pc > 0)
-            if not full:
-                T = C[i0:i0 + mr, j0:j0 + nr]
-                for r in range(mr):
-                    t = T[r]
-                    s = S[r]
-                    if pc > 0:
-                        for c in range(nr):
-                            t[c] += s[c]
-                    else:
-                        for c in range(nr):
-                            t[c] = s[c]
+            micro_kernel(Ap[ip, pc:pe], Bk, C, i0, j0, min(MR, M - i0), nr, pc > 0)
     _epilogue(C, 0, M, j0, j0 + nr, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
 @njit(parallel=True, cache=True)
-def _tiles_parallel(Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+def _tiles_parallel(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
     for jp in prange(Bp.shape[0]):   # each thread owns a contiguous range of column panels
         # int64 as in _tiles_serial (prange's index is unsigned): one compiled _column_panel
-        _column_panel(np.int64(jp), Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout,
+        _column_panel(np.int64(jp), Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout,
                       Zsrc, Asrc)
 
 
 @njit(cache=True)
-def _tiles_serial(Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+def _tiles_serial(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
     for jp in range(Bp.shape[0]):
-        _column_panel(jp, Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+        _column_panel(jp, Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -224,15 +199,13 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     n_ip = (M + MR - 1) // MR
     n_jp = (N + NR - 1) // NR
     Ap = apack[:n_ip * K * MR].reshape((n_ip, K, MR))
-    nb = n_jp * K * NR
-    Bp = bpack[:nb].reshape((n_jp, K, NR))
-    Sp = bpack[nb:nb + n_jp * MR * NR].reshape((n_jp, MR, NR))
+    Bp = bpack[:n_jp * K * NR].reshape((n_jp, K, NR))
     if M * N * K >= PARALLEL_MIN_WORK and n_jp > 1:
         _pack_parallel(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum)
-        _tiles_parallel(Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+        _tiles_parallel(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
     else:
         _pack_serial(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum)
-        _tiles_serial(Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+        _tiles_serial(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
 @njit(parallel=True, cache=True)

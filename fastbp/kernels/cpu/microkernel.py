@@ -3,11 +3,9 @@
     C[i0:i0+mr, j0:j0+nr] (+)= sum_k Ap[k, 0:4] (outer) Bp[k, 0:16]
 
 Ap is an A panel packed k-major, shape (kc, 4); Bp a B panel packed k-major, shape
-(kc, 16).  Panels are zero-padded to full width, so the product always runs on a
-full 4x16 tile of scalar accumulators and stores a full tile: the caller passes a
-scratch tile (i0 = j0 = 0) for edge tiles and copies their valid corner itself, which
-keeps this function, and the compile time of everything that inlines it, small.
-accumulate=False overwrites the tile, True adds to it (later K blocks).
+(kc, 16).  Panels are zero-padded to full width, so the product
+always runs on a full 4x16 tile of scalar accumulators; only the valid mr x nr part
+is stored.  accumulate=False overwrites C, True adds to it (later K blocks).
 """
 from numba import njit
 
@@ -16,7 +14,7 @@ NR = 16
 
 
 @njit(cache=True, fastmath={"contract"}, nogil=True)
-def micro_kernel(Ap, Bp, C, i0, j0, accumulate):
+def micro_kernel(Ap, Bp, C, i0, j0, mr, nr, accumulate):
     zero = Ap[0, 0] - Ap[0, 0]  # a zero of the storage dtype (panels hold finite values)
     c0_0 = c0_1 = c0_2 = c0_3 = c0_4 = c0_5 = c0_6 = c0_7 = c0_8 = c0_9 = c0_10 = c0_11 = c0_12 = c0_13 = c0_14 = c0_15 = zero
     c1_0 = c1_1 = c1_2 = c1_3 = c1_4 = c1_5 = c1_6 = c1_7 = c1_8 = c1_9 = c1_10 = c1_11 = c1_12 = c1_13 = c1_14 = c1_15 = zero
@@ -108,134 +106,461 @@ def micro_kernel(Ap, Bp, C, i0, j0, accumulate):
         c3_14 += a3 * b14
         c3_15 += a3 * b15
     # A view of this tile of C: constant indices from 0 need no negative-index checks.
-    T = C[i0:i0 + 4, j0:j0 + 16]
-    if accumulate:
-        T[0, 0] += c0_0
-        T[0, 1] += c0_1
-        T[0, 2] += c0_2
-        T[0, 3] += c0_3
-        T[0, 4] += c0_4
-        T[0, 5] += c0_5
-        T[0, 6] += c0_6
-        T[0, 7] += c0_7
-        T[0, 8] += c0_8
-        T[0, 9] += c0_9
-        T[0, 10] += c0_10
-        T[0, 11] += c0_11
-        T[0, 12] += c0_12
-        T[0, 13] += c0_13
-        T[0, 14] += c0_14
-        T[0, 15] += c0_15
-        T[1, 0] += c1_0
-        T[1, 1] += c1_1
-        T[1, 2] += c1_2
-        T[1, 3] += c1_3
-        T[1, 4] += c1_4
-        T[1, 5] += c1_5
-        T[1, 6] += c1_6
-        T[1, 7] += c1_7
-        T[1, 8] += c1_8
-        T[1, 9] += c1_9
-        T[1, 10] += c1_10
-        T[1, 11] += c1_11
-        T[1, 12] += c1_12
-        T[1, 13] += c1_13
-        T[1, 14] += c1_14
-        T[1, 15] += c1_15
-        T[2, 0] += c2_0
-        T[2, 1] += c2_1
-        T[2, 2] += c2_2
-        T[2, 3] += c2_3
-        T[2, 4] += c2_4
-        T[2, 5] += c2_5
-        T[2, 6] += c2_6
-        T[2, 7] += c2_7
-        T[2, 8] += c2_8
-        T[2, 9] += c2_9
-        T[2, 10] += c2_10
-        T[2, 11] += c2_11
-        T[2, 12] += c2_12
-        T[2, 13] += c2_13
-        T[2, 14] += c2_14
-        T[2, 15] += c2_15
-        T[3, 0] += c3_0
-        T[3, 1] += c3_1
-        T[3, 2] += c3_2
-        T[3, 3] += c3_3
-        T[3, 4] += c3_4
-        T[3, 5] += c3_5
-        T[3, 6] += c3_6
-        T[3, 7] += c3_7
-        T[3, 8] += c3_8
-        T[3, 9] += c3_9
-        T[3, 10] += c3_10
-        T[3, 11] += c3_11
-        T[3, 12] += c3_12
-        T[3, 13] += c3_13
-        T[3, 14] += c3_14
-        T[3, 15] += c3_15
-    else:
-        T[0, 0] = c0_0
-        T[0, 1] = c0_1
-        T[0, 2] = c0_2
-        T[0, 3] = c0_3
-        T[0, 4] = c0_4
-        T[0, 5] = c0_5
-        T[0, 6] = c0_6
-        T[0, 7] = c0_7
-        T[0, 8] = c0_8
-        T[0, 9] = c0_9
-        T[0, 10] = c0_10
-        T[0, 11] = c0_11
-        T[0, 12] = c0_12
-        T[0, 13] = c0_13
-        T[0, 14] = c0_14
-        T[0, 15] = c0_15
-        T[1, 0] = c1_0
-        T[1, 1] = c1_1
-        T[1, 2] = c1_2
-        T[1, 3] = c1_3
-        T[1, 4] = c1_4
-        T[1, 5] = c1_5
-        T[1, 6] = c1_6
-        T[1, 7] = c1_7
-        T[1, 8] = c1_8
-        T[1, 9] = c1_9
-        T[1, 10] = c1_10
-        T[1, 11] = c1_11
-        T[1, 12] = c1_12
-        T[1, 13] = c1_13
-        T[1, 14] = c1_14
-        T[1, 15] = c1_15
-        T[2, 0] = c2_0
-        T[2, 1] = c2_1
-        T[2, 2] = c2_2
-        T[2, 3] = c2_3
-        T[2, 4] = c2_4
-        T[2, 5] = c2_5
-        T[2, 6] = c2_6
-        T[2, 7] = c2_7
-        T[2, 8] = c2_8
-        T[2, 9] = c2_9
-        T[2, 10] = c2_10
-        T[2, 11] = c2_11
-        T[2, 12] = c2_12
-        T[2, 13] = c2_13
-        T[2, 14] = c2_14
-        T[2, 15] = c2_15
-        T[3, 0] = c3_0
-        T[3, 1] = c3_1
-        T[3, 2] = c3_2
-        T[3, 3] = c3_3
-        T[3, 4] = c3_4
-        T[3, 5] = c3_5
-        T[3, 6] = c3_6
-        T[3, 7] = c3_7
-        T[3, 8] = c3_8
-        T[3, 9] = c3_9
-        T[3, 10] = c3_10
-        T[3, 11] = c3_11
-        T[3, 12] = c3_12
-        T[3, 13] = c3_13
-        T[3, 14] = c3_14
-        T[3, 15] = c3_15
+    T = C[i0:i0 + mr, j0:j0 + nr]
+    if mr == 4 and nr == 16:
+        if accumulate:
+            T[0, 0] += c0_0
+            T[0, 1] += c0_1
+            T[0, 2] += c0_2
+            T[0, 3] += c0_3
+            T[0, 4] += c0_4
+            T[0, 5] += c0_5
+            T[0, 6] += c0_6
+            T[0, 7] += c0_7
+            T[0, 8] += c0_8
+            T[0, 9] += c0_9
+            T[0, 10] += c0_10
+            T[0, 11] += c0_11
+            T[0, 12] += c0_12
+            T[0, 13] += c0_13
+            T[0, 14] += c0_14
+            T[0, 15] += c0_15
+            T[1, 0] += c1_0
+            T[1, 1] += c1_1
+            T[1, 2] += c1_2
+            T[1, 3] += c1_3
+            T[1, 4] += c1_4
+            T[1, 5] += c1_5
+            T[1, 6] += c1_6
+            T[1, 7] += c1_7
+            T[1, 8] += c1_8
+            T[1, 9] += c1_9
+            T[1, 10] += c1_10
+            T[1, 11] += c1_11
+            T[1, 12] += c1_12
+            T[1, 13] += c1_13
+            T[1, 14] += c1_14
+            T[1, 15] += c1_15
+            T[2, 0] += c2_0
+            T[2, 1] += c2_1
+            T[2, 2] += c2_2
+            T[2, 3] += c2_3
+            T[2, 4] += c2_4
+            T[2, 5] += c2_5
+            T[2, 6] += c2_6
+            T[2, 7] += c2_7
+            T[2, 8] += c2_8
+            T[2, 9] += c2_9
+            T[2, 10] += c2_10
+            T[2, 11] += c2_11
+            T[2, 12] += c2_12
+            T[2, 13] += c2_13
+            T[2, 14] += c2_14
+            T[2, 15] += c2_15
+            T[3, 0] += c3_0
+            T[3, 1] += c3_1
+            T[3, 2] += c3_2
+            T[3, 3] += c3_3
+            T[3, 4] += c3_4
+            T[3, 5] += c3_5
+            T[3, 6] += c3_6
+            T[3, 7] += c3_7
+            T[3, 8] += c3_8
+            T[3, 9] += c3_9
+            T[3, 10] += c3_10
+            T[3, 11] += c3_11
+            T[3, 12] += c3_12
+            T[3, 13] += c3_13
+            T[3, 14] += c3_14
+            T[3, 15] += c3_15
+        else:
+            T[0, 0] = c0_0
+            T[0, 1] = c0_1
+            T[0, 2] = c0_2
+            T[0, 3] = c0_3
+            T[0, 4] = c0_4
+            T[0, 5] = c0_5
+            T[0, 6] = c0_6
+            T[0, 7] = c0_7
+            T[0, 8] = c0_8
+            T[0, 9] = c0_9
+            T[0, 10] = c0_10
+            T[0, 11] = c0_11
+            T[0, 12] = c0_12
+            T[0, 13] = c0_13
+            T[0, 14] = c0_14
+            T[0, 15] = c0_15
+            T[1, 0] = c1_0
+            T[1, 1] = c1_1
+            T[1, 2] = c1_2
+            T[1, 3] = c1_3
+            T[1, 4] = c1_4
+            T[1, 5] = c1_5
+            T[1, 6] = c1_6
+            T[1, 7] = c1_7
+            T[1, 8] = c1_8
+            T[1, 9] = c1_9
+            T[1, 10] = c1_10
+            T[1, 11] = c1_11
+            T[1, 12] = c1_12
+            T[1, 13] = c1_13
+            T[1, 14] = c1_14
+            T[1, 15] = c1_15
+            T[2, 0] = c2_0
+            T[2, 1] = c2_1
+            T[2, 2] = c2_2
+            T[2, 3] = c2_3
+            T[2, 4] = c2_4
+            T[2, 5] = c2_5
+            T[2, 6] = c2_6
+            T[2, 7] = c2_7
+            T[2, 8] = c2_8
+            T[2, 9] = c2_9
+            T[2, 10] = c2_10
+            T[2, 11] = c2_11
+            T[2, 12] = c2_12
+            T[2, 13] = c2_13
+            T[2, 14] = c2_14
+            T[2, 15] = c2_15
+            T[3, 0] = c3_0
+            T[3, 1] = c3_1
+            T[3, 2] = c3_2
+            T[3, 3] = c3_3
+            T[3, 4] = c3_4
+            T[3, 5] = c3_5
+            T[3, 6] = c3_6
+            T[3, 7] = c3_7
+            T[3, 8] = c3_8
+            T[3, 9] = c3_9
+            T[3, 10] = c3_10
+            T[3, 11] = c3_11
+            T[3, 12] = c3_12
+            T[3, 13] = c3_13
+            T[3, 14] = c3_14
+            T[3, 15] = c3_15
+        return
+    # edge tile: store the valid mr x nr corner only
+    if 0 < mr:
+        if 0 < nr:
+            if accumulate:
+                T[0, 0] += c0_0
+            else:
+                T[0, 0] = c0_0
+        if 1 < nr:
+            if accumulate:
+                T[0, 1] += c0_1
+            else:
+                T[0, 1] = c0_1
+        if 2 < nr:
+            if accumulate:
+                T[0, 2] += c0_2
+            else:
+                T[0, 2] = c0_2
+        if 3 < nr:
+            if accumulate:
+                T[0, 3] += c0_3
+            else:
+                T[0, 3] = c0_3
+        if 4 < nr:
+            if accumulate:
+                T[0, 4] += c0_4
+            else:
+                T[0, 4] = c0_4
+        if 5 < nr:
+            if accumulate:
+                T[0, 5] += c0_5
+            else:
+                T[0, 5] = c0_5
+        if 6 < nr:
+            if accumulate:
+                T[0, 6] += c0_6
+            else:
+                T[0, 6] = c0_6
+        if 7 < nr:
+            if accumulate:
+                T[0, 7] += c0_7
+            else:
+                T[0, 7] = c0_7
+        if 8 < nr:
+            if accumulate:
+                T[0, 8] += c0_8
+            else:
+                T[0, 8] = c0_8
+        if 9 < nr:
+            if accumulate:
+                T[0, 9] += c0_9
+            else:
+                T[0, 9] = c0_9
+        if 10 < nr:
+            if accumulate:
+                T[0, 10] += c0_10
+            else:
+                T[0, 10] = c0_10
+        if 11 < nr:
+            if accumulate:
+                T[0, 11] += c0_11
+            else:
+                T[0, 11] = c0_11
+        if 12 < nr:
+            if accumulate:
+                T[0, 12] += c0_12
+            else:
+                T[0, 12] = c0_12
+        if 13 < nr:
+            if accumulate:
+                T[0, 13] += c0_13
+            else:
+                T[0, 13] = c0_13
+        if 14 < nr:
+            if accumulate:
+                T[0, 14] += c0_14
+            else:
+                T[0, 14] = c0_14
+        if 15 < nr:
+            if accumulate:
+                T[0, 15] += c0_15
+            else:
+                T[0, 15] = c0_15
+    if 1 < mr:
+        if 0 < nr:
+            if accumulate:
+                T[1, 0] += c1_0
+            else:
+                T[1, 0] = c1_0
+        if 1 < nr:
+            if accumulate:
+                T[1, 1] += c1_1
+            else:
+                T[1, 1] = c1_1
+        if 2 < nr:
+            if accumulate:
+                T[1, 2] += c1_2
+            else:
+                T[1, 2] = c1_2
+        if 3 < nr:
+            if accumulate:
+                T[1, 3] += c1_3
+            else:
+                T[1, 3] = c1_3
+        if 4 < nr:
+            if accumulate:
+                T[1, 4] += c1_4
+            else:
+                T[1, 4] = c1_4
+        if 5 < nr:
+            if accumulate:
+                T[1, 5] += c1_5
+            else:
+                T[1, 5] = c1_5
+        if 6 < nr:
+            if accumulate:
+                T[1, 6] += c1_6
+            else:
+                T[1, 6] = c1_6
+        if 7 < nr:
+            if accumulate:
+                T[1, 7] += c1_7
+            else:
+                T[1, 7] = c1_7
+        if 8 < nr:
+            if accumulate:
+                T[1, 8] += c1_8
+            else:
+                T[1, 8] = c1_8
+        if 9 < nr:
+            if accumulate:
+                T[1, 9] += c1_9
+            else:
+                T[1, 9] = c1_9
+        if 10 < nr:
+            if accumulate:
+                T[1, 10] += c1_10
+            else:
+                T[1, 10] = c1_10
+        if 11 < nr:
+            if accumulate:
+                T[1, 11] += c1_11
+            else:
+                T[1, 11] = c1_11
+        if 12 < nr:
+            if accumulate:
+                T[1, 12] += c1_12
+            else:
+                T[1, 12] = c1_12
+        if 13 < nr:
+            if accumulate:
+                T[1, 13] += c1_13
+            else:
+                T[1, 13] = c1_13
+        if 14 < nr:
+            if accumulate:
+                T[1, 14] += c1_14
+            else:
+                T[1, 14] = c1_14
+        if 15 < nr:
+            if accumulate:
+                T[1, 15] += c1_15
+            else:
+                T[1, 15] = c1_15
+    if 2 < mr:
+        if 0 < nr:
+            if accumulate:
+                T[2, 0] += c2_0
+            else:
+                T[2, 0] = c2_0
+        if 1 < nr:
+            if accumulate:
+                T[2, 1] += c2_1
+            else:
+                T[2, 1] = c2_1
+        if 2 < nr:
+            if accumulate:
+                T[2, 2] += c2_2
+            else:
+                T[2, 2] = c2_2
+        if 3 < nr:
+            if accumulate:
+                T[2, 3] += c2_3
+            else:
+                T[2, 3] = c2_3
+        if 4 < nr:
+            if accumulate:
+                T[2, 4] += c2_4
+            else:
+                T[2, 4] = c2_4
+        if 5 < nr:
+            if accumulate:
+                T[2, 5] += c2_5
+            else:
+                T[2, 5] = c2_5
+        if 6 < nr:
+            if accumulate:
+                T[2, 6] += c2_6
+            else:
+                T[2, 6] = c2_6
+        if 7 < nr:
+            if accumulate:
+                T[2, 7] += c2_7
+            else:
+                T[2, 7] = c2_7
+        if 8 < nr:
+            if accumulate:
+                T[2, 8] += c2_8
+            else:
+                T[2, 8] = c2_8
+        if 9 < nr:
+            if accumulate:
+                T[2, 9] += c2_9
+            else:
+                T[2, 9] = c2_9
+        if 10 < nr:
+            if accumulate:
+                T[2, 10] += c2_10
+            else:
+                T[2, 10] = c2_10
+        if 11 < nr:
+            if accumulate:
+                T[2, 11] += c2_11
+            else:
+                T[2, 11] = c2_11
+        if 12 < nr:
+            if accumulate:
+                T[2, 12] += c2_12
+            else:
+                T[2, 12] = c2_12
+        if 13 < nr:
+            if accumulate:
+                T[2, 13] += c2_13
+            else:
+                T[2, 13] = c2_13
+        if 14 < nr:
+            if accumulate:
+                T[2, 14] += c2_14
+            else:
+                T[2, 14] = c2_14
+        if 15 < nr:
+            if accumulate:
+                T[2, 15] += c2_15
+            else:
+                T[2, 15] = c2_15
+    if 3 < mr:
+        if 0 < nr:
+            if accumulate:
+                T[3, 0] += c3_0
+            else:
+                T[3, 0] = c3_0
+        if 1 < nr:
+            if accumulate:
+                T[3, 1] += c3_1
+            else:
+                T[3, 1] = c3_1
+        if 2 < nr:
+            if accumulate:
+                T[3, 2] += c3_2
+            else:
+                T[3, 2] = c3_2
+        if 3 < nr:
+            if accumulate:
+                T[3, 3] += c3_3
+            else:
+                T[3, 3] = c3_3
+        if 4 < nr:
+            if accumulate:
+                T[3, 4] += c3_4
+            else:
+                T[3, 4] = c3_4
+        if 5 < nr:
+            if accumulate:
+                T[3, 5] += c3_5
+            else:
+                T[3, 5] = c3_5
+        if 6 < nr:
+            if accumulate:
+                T[3, 6] += c3_6
+            else:
+                T[3, 6] = c3_6
+        if 7 < nr:
+            if accumulate:
+                T[3, 7] += c3_7
+            else:
+                T[3, 7] = c3_7
+        if 8 < nr:
+            if accumulate:
+                T[3, 8] += c3_8
+            else:
+                T[3, 8] = c3_8
+        if 9 < nr:
+            if accumulate:
+                T[3, 9] += c3_9
+            else:
+                T[3, 9] = c3_9
+        if 10 < nr:
+            if accumulate:
+                T[3, 10] += c3_10
+            else:
+                T[3, 10] = c3_10
+        if 11 < nr:
+            if accumulate:
+                T[3, 11] += c3_11
+            else:
+                T[3, 11] = c3_11
+        if 12 < nr:
+            if accumulate:
+                T[3, 12] += c3_12
+            else:
+                T[3, 12] = c3_12
+        if 13 < nr:
+            if accumulate:
+                T[3, 13] += c3_13
+            else:
+                T[3, 13] = c3_13
+        if 14 < nr:
+            if accumulate:
+                T[3, 14] += c3_14
+            else:
+                T[3, 14] = c3_14
+        if 15 < nr:
+            if accumulate:
+                T[3, 15] += c3_15
+            else:
+                T[3, 15] = c3_15
