@@ -44,16 +44,17 @@ def _settle():
     time.sleep(0.25)
 
 
+def _per_call(fn, reps):
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+
 def _best(fn, reps, rounds=5):
     _settle()
     fn()
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        best = min(best, (time.perf_counter() - t) / reps)
-    return best
+    return min(_per_call(fn, reps) for _ in range(rounds))
 
 
 def _best_pair(f, g, reps, rounds=7):
@@ -63,16 +64,10 @@ def _best_pair(f, g, reps, rounds=7):
     g()
     best_f = best_g = float("inf")
     for _ in range(rounds):
-        for fn, which in ((f, 0), (g, 1)):
-            _settle()
-            t = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            dt = (time.perf_counter() - t) / reps
-            if which == 0:
-                best_f = min(best_f, dt)
-            else:
-                best_g = min(best_g, dt)
+        _settle()
+        best_f = min(best_f, _per_call(f, reps))
+        _settle()
+        best_g = min(best_g, _per_call(g, reps))
     return best_f, best_g
 
 

@@ -88,6 +88,10 @@ def _empty(dtype):
     return _EMPTY2[np.dtype(dtype)]
 
 
+def _none(dtype):
+    return _EMPTY1[np.dtype(dtype)]
+
+
 def matmul(a, b, out=None, trans_a=False, trans_b=False):
     """C = op(a) @ op(b), op(x) = x.T when trans_x, computed by fastbp's own GEMM.
 
@@ -125,8 +129,8 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
     if K == 0:
         out[...] = 0
         return out
-    e = _EMPTY2[dtype]
-    none = _EMPTY1[dtype]
+    e = _empty(dtype)
+    none = _none(dtype)
     ap, bp = _pack_buffers(M, N, K, dtype)
     _gemm.gemm(a, trans_a, b, trans_b, out, _gemm.EPI_NONE, none, 0, 0.0, e, e, e, none, ap, bp)
     return out
@@ -177,7 +181,7 @@ def linear(x, weight, bias=None, activation="identity", slope=0.01):
     e = _empty(dtype)
     ap, bp = _pack_buffers(x.shape[0], n_out, x.shape[1], dtype)
     _gemm.gemm(x, False, weight, True, z, _gemm.EPI_BIAS_ACT, bias, code, float(slope), a, e,
-               e, np.empty(0, dtype), ap, bp)
+               e, _none(dtype), ap, bp)
     return z, a
 
 
@@ -200,7 +204,7 @@ def linear_backward(delta, x, weight):
     if weight.shape != (n_out, x.shape[1]):
         raise ValueError(f"weight must have shape {(n_out, x.shape[1])}, got {weight.shape}")
     e = _empty(dtype)
-    no_bias = np.empty(0, dtype)
+    no_bias = _none(dtype)
     dx = np.empty_like(x)
     ap, bp = _pack_buffers(b, x.shape[1], n_out, dtype)
     _gemm.gemm(delta, False, weight, False, dx, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e,
