@@ -50,7 +50,7 @@ class Optimizer:
                 return v.copy_to_host()
             return v.copy() if isinstance(v, np.ndarray) else v
         state = {k: copy(v) for k, v in vars(self).items()
-                 if k != "model" and not callable(v)}
+                 if k != "model" and not k.startswith("_") and not callable(v)}
         state["type"] = type(self).__name__
         return state
 
@@ -87,9 +87,18 @@ class SGD(Optimizer):
 
     def step(self):
         self.step_count += 1
-        update = _cuda_kernels().sgd_update if _on_device(self.model) else _optim.sgd_update
-        update(self.model.params, self.model.grads, self.velocity, self.lr,
-                          self.momentum, self.weight_decay, self.nesterov)
+        args = (self.model.params, self.model.grads, self.velocity, self.lr, self.momentum,
+                self.weight_decay, self.nesterov)
+        if not _on_device(self.model):
+            _optim.sgd_update(*args)
+            return
+        # the launch is recorded once and replayed while the hyper-parameters stay put
+        key = (id(self.model.params), *args[3:])
+        if getattr(self, "_plan", (None,))[0] != key:
+            plan = []
+            _cuda_kernels().sgd_update(*args, plan=plan)
+            self._plan = (key, plan)
+        _cuda_kernels().run_plan(self._plan[1])
 
 
 class Adam(Optimizer):

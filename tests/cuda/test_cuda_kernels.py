@@ -6,6 +6,8 @@ Run by tests/test_cuda.py in a child process under Numba's CUDA simulator
     FASTBP_CUDA_TESTS=1 python -m pytest tests/cuda
 The simulator runs each GPU thread as a Python thread, so shapes are kept small.
 """
+import os
+
 import numpy as np
 import pytest
 from numba import cuda
@@ -29,17 +31,46 @@ def empty2():
     return cuda.device_array((0, 0), F)
 
 
-@pytest.mark.parametrize("M,Kd,N", [(3, 17, 5), (67, 20, 65)])
+@pytest.mark.parametrize("M,Kd,N", [(3, 17, 5), (67, 20, 65), (130, 9, 129)])
 @pytest.mark.parametrize("ta,tb", [(False, True), (True, False), (False, False), (True, True)])
-def test_gemm_layouts(M, Kd, N, ta, tb):
-    if M > 10 and (ta, tb) == (True, True):
-        pytest.skip("covered on the small shape; keeps the simulator run short")
+@pytest.mark.parametrize("tile", [64, 128])
+def test_gemm_layouts(M, Kd, N, ta, tb, tile):
+    if M > 10 and ((ta, tb) == (True, True) or (tile, M) in ((64, 130), (128, 67))):
+        pytest.skip("covered on another shape; keeps the simulator run short")
     a = RNG.standard_normal((Kd, M) if ta else (M, Kd)).astype(F)
     b = RNG.standard_normal((N, Kd) if tb else (Kd, N)).astype(F)
-    C = cuda.device_array((M, N), F)
+    C = dev(np.full((M, N), np.nan, F))       # every element must be written
     n = cuda.device_array(0, F)
-    KC.gemm(dev(a), ta, dev(b), tb, C, KC.EPI_NONE, n, 0, 0.0, empty2(), empty2(), empty2())
+    KC.gemm(dev(a), ta, dev(b), tb, C, KC.EPI_NONE, n, 0, 0.0, empty2(), empty2(), empty2(),
+            tile=tile)
     assert rel_err(C.copy_to_host(), K.matmul(a, b, trans_a=ta, trans_b=tb)) <= TOL
+
+
+def test_recorded_launches_replay_on_new_data():
+    """A recorded plan keeps its buffers: refilling them in place and replaying gives the
+    new product; set_scalar moves the gather offset."""
+    a, w = dev(RNG.standard_normal((5, 7)).astype(F)), dev(RNG.standard_normal((6, 7)).astype(F))
+    C, n = cuda.device_array((5, 6), F), cuda.device_array(0, F)
+    plan = []
+    KC.gemm(a, False, w, True, C, KC.EPI_NONE, n, 0, 0.0, empty2(), empty2(), empty2(),
+            plan=plan)
+    assert len(plan) == 1
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        assert plan[0]._fast is not None, "the driver fast path should be active on a GPU"
+    for _ in range(2):
+        a_host = RNG.standard_normal((5, 7)).astype(F)
+        a.copy_to_device(a_host)
+        KC.run_plan(plan)
+        assert rel_err(C.copy_to_host(), a_host @ w.copy_to_host().T) <= TOL
+    src = RNG.standard_normal((10, 3)).astype(F)
+    idx = np.array([9, 2, 4, 0, 7, 1], np.int64)
+    dst = cuda.device_array((2, 3), F)
+    g = []
+    KC.gather_rows(dev(src), dev(idx), dst, plan=g)
+    for start in (0, 4, 2):
+        g[0].set_scalar(2, start)
+        g[0]()
+        assert np.array_equal(dst.copy_to_host(), src[idx[start:start + 2]])
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "sigmoid"])
@@ -159,6 +190,13 @@ def test_device_model_matches_cpu_model():
     assert h_cpu["accuracy"] == h_gpu["accuracy"]
     assert rel_err(gpu_m.host_params(), cpu_m.params) <= 1e-4
     assert np.array_equal(gpu_m.predict(X), cpu_m.predict(X))
+    # SGD (its launch is recorded and replayed) with a learning rate that changes
+    for m in (cpu_m, gpu_m):
+        opt = fastbp.SGD(m, 0.05, momentum=0.9)
+        fastbp.fit(m, X, y, optimizer=opt, batch_size=8, epochs=1, seed=2, verbose=0)
+        opt.lr = 0.01
+        fastbp.fit(m, X, y, optimizer=opt, batch_size=8, epochs=1, seed=3, verbose=0)
+    assert rel_err(gpu_m.host_params(), cpu_m.params) <= 1e-4
 
 
 def test_estimator_on_device():

@@ -7,6 +7,7 @@ with the host.
 """
 from .activations import activation_backward, activation_forward
 from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, column_sum, gemm
+from .launch import Prepared, launch, run_plan
 from .losses import (
     accumulate,
     accumulate_squares,
@@ -22,9 +23,28 @@ from .losses import (
 from .optim import adam_update, add_scaled, fill, sgd_update
 
 __all__ = [
-    "gemm", "column_sum", "EPI_NONE", "EPI_BIAS_ACT", "EPI_ACT_GRAD",
-    "activation_forward", "activation_backward", "cross_entropy_labels",
-    "cross_entropy_targets", "mse", "binary_cross_entropy", "softmax_rows", "accumulate",
-    "count_correct_labels", "count_correct_multilabel", "gather_rows", "sgd_update",
-    "adam_update", "fill", "add_scaled", "accumulate_squares",
+    "EPI_ACT_GRAD",
+    "EPI_BIAS_ACT",
+    "EPI_NONE",
+    "Prepared",
+    "accumulate",
+    "accumulate_squares",
+    "activation_backward",
+    "activation_forward",
+    "adam_update",
+    "add_scaled",
+    "binary_cross_entropy",
+    "column_sum",
+    "count_correct_labels",
+    "count_correct_multilabel",
+    "cross_entropy_labels",
+    "cross_entropy_targets",
+    "fill",
+    "gather_rows",
+    "gemm",
+    "launch",
+    "mse",
+    "run_plan",
+    "sgd_update",
+    "softmax_rows",
 ]

@@ -5,90 +5,197 @@
 Same contract as fastbp.kernels.cpu.gemm.gemm (epilogues EPI_NONE, EPI_BIAS_ACT,
 EPI_ACT_GRAD), without rowsum: the bias gradient is ``column_sum``.
 
-Shared-memory tiling with register blocking: a block of 16 x 16 threads computes a
-64 x 64 tile of C, each thread a 4 x 4 sub-tile (rows ty + 16 r, columns tx + 16 c, so
-that neighbouring threads touch neighbouring columns: coalesced stores).  K advances in
-steps of 16: every thread loads 4 elements of the op(A) tile and 4 of the op(B) tile into
-shared memory (zero outside the matrix), all threads synchronise, accumulate, synchronise
-again.  No thread returns early: out-of-range threads still take part in the loads and the
-barriers, and only the final stores are guarded.
+Register-blocked SGEMM.  A block of 16 x 16 threads computes a BM x BN tile of C; each
+thread owns TM x TN elements of it, in runs of 4 consecutive rows and 4 consecutive
+columns (rows ty*4 + r, plus BM/2 + ty*4 + r when TM = 8; columns likewise), so that the
+operands it reads from shared memory each step are 16-byte loads.  K advances BK = 8 at a
+time: the op(A) and op(B) slices live in two shared-memory buffers, and while one is
+multiplied the next slice is loaded from global memory into registers and then stored
+into the other buffer, so each slice costs one barrier.  Shared rows are padded by 4
+floats: the transposed stores of a warp then fall in distinct banks.  Loads outside the
+matrix read as zero and only the final stores are guarded, so no thread leaves before a
+barrier.
+
+Two tile shapes, compiled from one template (_make_kernel): 128 x 128 (8 x 8 per thread)
+when that grid has at least one block per multiprocessor, else 64 x 64 (4 x 4), which
+keeps more of the GPU busy on the MLP shapes.  On an H100 (tools/cuda_gemm_lab.py,
+2026-11-23, TFLOP/s, cuBLAS with TF32 off in brackets): 4096^3 27.0 (51.3),
+1024x784 @ (512x784)^T 13.0 (30.5); the first kernel (64 x 64 tiles, 4 x 4 strided per
+thread, one shared buffer, K loop not unrolled) gave 11.5 and 8.1.  Capping registers at
+128 for two blocks per multiprocessor spilled and was slower (22 on 4096^3).
 """
 from numba import cuda, float32
 
 from .activations import act, act_grad
+from .launch import launch
 
 EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
-BM = 64
-BN = 64
-BK = 16
+BK = 8
 THREADS = 16   # per side of the thread block
-TM = 4         # rows of C per thread
-TN = 4         # columns of C per thread
 
 
-@cuda.jit
-def _gemm_kernel(A, trans_a, B, trans_b, C, M, N, K, epilogue, bias, code, slope, Aout,
-                 Zsrc, Asrc):
-    sA = cuda.shared.array((BK, BM), float32)   # sA[k, i] = op(A)[row0 + i, k0 + k]
-    sB = cuda.shared.array((BK, BN), float32)   # sB[k, j] = op(B)[k0 + k, col0 + j]
-    acc = cuda.local.array((TM, TN), float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * THREADS + tx
-    row0 = cuda.blockIdx.y * BM
-    col0 = cuda.blockIdx.x * BN
-    for r in range(TM):
+def _make_kernel(BM, BN):
+    """The GEMM kernel for a BM x BN tile (BM, BN in {64, 128}) with 16 x 16 threads."""
+    TM, TN = BM // THREADS, BN // THREADS        # elements of C per thread, 4 or 8
+    RUN_A, RUN_B = BM // (TM // 4), BN // (TN // 4)   # distance between a thread's runs
+    NT = THREADS * THREADS
+    LA, LB = BM * BK // NT, BN * BK // NT        # elements of each slice a thread loads
+    SA_W, SB_W = BM + 4, BN + 4                  # padded shared rows
+
+    @cuda.jit(device=True, inline=True)
+    def slice_fma(sA, sB, buf, kk, tx, ty, acc, fa, fb):
+        """acc += op(A)[my rows, k] op(B)[k, my columns] for k = k0 + kk (an outer product)"""
+        for r in range(TM):
+            fa[r] = sA[buf, kk, (r // 4) * RUN_A + ty * 4 + (r % 4)]
         for c in range(TN):
-            acc[r, c] = 0.0
-    for k0 in range(0, K, BK):
-        # each of the 256 threads loads 4 of the 16 x 64 elements of each tile
-        for e in range(4):
-            idx = tid + e * THREADS * THREADS     # 0 .. 1023
-            kk = idx // BM
-            ii = idx - kk * BM
+            fb[c] = sB[buf, kk, (c // 4) * RUN_B + tx * 4 + (c % 4)]
+        for r in range(TM):
+            for c in range(TN):
+                acc[r, c] += fa[r] * fb[c]
+
+    @cuda.jit(device=True, inline=True)
+    def load_slice(A, trans_a, B, trans_b, M, N, K, row0, col0, k0, tid, ra, rb):
+        """This thread's share of the op(A) and op(B) K-slices at k0, into registers;
+        zero outside the matrices.  Element e is (kk, ii) of op(A), (kk, jj) of op(B),
+        numbered so that neighbouring threads read neighbouring addresses."""
+        for e in range(LA):
+            idx = tid + e * NT
+            if trans_a:                     # A is (K, M): contiguous along i
+                kk = idx // BM
+                ii = idx - kk * BM
+            else:                           # A is (M, K): contiguous along k
+                ii = idx // BK
+                kk = idx - ii * BK
             gi = row0 + ii
             gk = k0 + kk
             v = float32(0.0)
             if gi < M and gk < K:
                 v = A[gk, gi] if trans_a else A[gi, gk]
-            sA[kk, ii] = v
-            gj = col0 + ii
+            ra[e] = v
+        for e in range(LB):
+            idx = tid + e * NT
+            if trans_b:                     # B is (N, K): contiguous along k
+                jj = idx // BK
+                kk = idx - jj * BK
+            else:                           # B is (K, N): contiguous along j
+                kk = idx // BN
+                jj = idx - kk * BN
+            gj = col0 + jj
+            gk = k0 + kk
             w = float32(0.0)
             if gj < N and gk < K:
                 w = B[gj, gk] if trans_b else B[gk, gj]
-            sB[kk, ii] = w
+            rb[e] = w
+
+    @cuda.jit(device=True, inline=True)
+    def store_slice(sA, sB, buf, trans_a, trans_b, tid, ra, rb):
+        """The registers of load_slice into shared buffer buf, transposed to [k, i]."""
+        for e in range(LA):
+            idx = tid + e * NT
+            if trans_a:
+                kk = idx // BM
+                ii = idx - kk * BM
+            else:
+                ii = idx // BK
+                kk = idx - ii * BK
+            sA[buf, kk, ii] = ra[e]
+        for e in range(LB):
+            idx = tid + e * NT
+            if trans_b:
+                jj = idx // BK
+                kk = idx - jj * BK
+            else:
+                kk = idx // BN
+                jj = idx - kk * BN
+            sB[buf, kk, jj] = rb[e]
+
+    @cuda.jit
+    def kernel(A, trans_a, B, trans_b, C, M, N, K, epilogue, bias, code, slope, Aout,
+               Zsrc, Asrc):
+        sA = cuda.shared.array((2, BK, SA_W), float32)   # sA[buf, k, i] = op(A)[row0+i, k0+k]
+        sB = cuda.shared.array((2, BK, SB_W), float32)   # sB[buf, k, j] = op(B)[k0+k, col0+j]
+        acc = cuda.local.array((TM, TN), float32)
+        ra = cuda.local.array(LA, float32)               # next slice, in registers
+        rb = cuda.local.array(LB, float32)
+        fa = cuda.local.array(TM, float32)
+        fb = cuda.local.array(TN, float32)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * THREADS + tx
+        row0 = cuda.blockIdx.y * BM
+        col0 = cuda.blockIdx.x * BN
+        for r in range(TM):
+            for c in range(TN):
+                acc[r, c] = 0.0
+        load_slice(A, trans_a, B, trans_b, M, N, K, row0, col0, 0, tid, ra, rb)
+        store_slice(sA, sB, 0, trans_a, trans_b, tid, ra, rb)
         cuda.syncthreads()
-        for kk in range(BK):
-            for r in range(TM):
-                a = sA[kk, ty + THREADS * r]
-                for c in range(TN):
-                    acc[r, c] += a * sB[kk, tx + THREADS * c]
-        cuda.syncthreads()
-    for r in range(TM):
-        i = row0 + ty + THREADS * r
-        for c in range(TN):
-            j = col0 + tx + THREADS * c
-            if i < M and j < N:
-                v = acc[r, c]
-                if epilogue == EPI_BIAS_ACT:
-                    v += bias[j]
-                    C[i, j] = v
-                    Aout[i, j] = act(v, code, slope)
-                elif epilogue == EPI_ACT_GRAD:
-                    C[i, j] = v * act_grad(Zsrc[i, j], Asrc[i, j], code, slope)
-                else:
-                    C[i, j] = v
+        buf = 0
+        for k0 in range(0, K, BK):
+            more = k0 + BK < K
+            if more:      # the next slice's global loads are in flight during the FMAs
+                load_slice(A, trans_a, B, trans_b, M, N, K, row0, col0, k0 + BK, tid, ra, rb)
+            # written out for BK = 8: constant k offsets, and LLVM does not unroll a loop
+            # this size by itself (unrolled: 27 against 19 TFLOP/s on 4096^3, H100)
+            slice_fma(sA, sB, buf, 0, tx, ty, acc, fa, fb)
+            slice_fma(sA, sB, buf, 1, tx, ty, acc, fa, fb)
+            slice_fma(sA, sB, buf, 2, tx, ty, acc, fa, fb)
+            slice_fma(sA, sB, buf, 3, tx, ty, acc, fa, fb)
+            slice_fma(sA, sB, buf, 4, tx, ty, acc, fa, fb)
+            slice_fma(sA, sB, buf, 5, tx, ty, acc, fa, fb)
+            slice_fma(sA, sB, buf, 6, tx, ty, acc, fa, fb)
+            slice_fma(sA, sB, buf, 7, tx, ty, acc, fa, fb)
+            if more:      # the other buffer was last read before the previous barrier
+                store_slice(sA, sB, 1 - buf, trans_a, trans_b, tid, ra, rb)
+            cuda.syncthreads()
+            buf = 1 - buf
+        for r in range(TM):
+            i = row0 + (r // 4) * RUN_A + ty * 4 + (r % 4)
+            for c in range(TN):
+                j = col0 + (c // 4) * RUN_B + tx * 4 + (c % 4)
+                if i < M and j < N:
+                    v = acc[r, c]
+                    if epilogue == EPI_BIAS_ACT:
+                        v += bias[j]
+                        C[i, j] = v
+                        Aout[i, j] = act(v, code, slope)
+                    elif epilogue == EPI_ACT_GRAD:
+                        C[i, j] = v * act_grad(Zsrc[i, j], Asrc[i, j], code, slope)
+                    else:
+                        C[i, j] = v
+
+    return kernel
+
+
+_gemm_64 = _make_kernel(64, 64)
+_gemm_128 = _make_kernel(128, 128)
+_SM_COUNT = []
+
+
+def _sm_count():
+    if not _SM_COUNT:
+        try:
+            _SM_COUNT.append(int(cuda.get_current_device().MULTIPROCESSOR_COUNT))
+        except Exception:  # noqa: BLE001 - the simulator has no attributes
+            _SM_COUNT.append(1 << 30)
+    return _SM_COUNT[0]
 
 
 def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
-         stream=0):
-    """Launch the tiled GEMM: device arrays, shapes validated by the caller."""
+         stream=0, plan=None, tile=None):
+    """Launch the GEMM on device arrays (shapes validated by the caller); with a list as
+    ``plan``, record the launch there instead (see launch.py).  ``tile`` (64 or 128)
+    overrides the choice by size."""
     M, N = C.shape
     K = A.shape[0] if trans_a else A.shape[1]
-    grid = ((N + BN - 1) // BN, (M + BM - 1) // BM)
-    _gemm_kernel[grid, (THREADS, THREADS), stream](A, trans_a, B, trans_b, C, M, N, K,
-                                                   epilogue, bias, code, slope, Aout, Zsrc,
-                                                   Asrc)
+    if tile is None:
+        tiles_128 = ((M + 127) // 128) * ((N + 127) // 128)
+        tile = 128 if tiles_128 >= _sm_count() else 64
+    kernel = _gemm_128 if tile == 128 else _gemm_64
+    grid = ((N + tile - 1) // tile, (M + tile - 1) // tile)
+    launch(kernel, grid, (THREADS, THREADS),
+           (A, trans_a, B, trans_b, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc,
+            Asrc), stream, plan)
 
 
 @cuda.jit
@@ -101,7 +208,7 @@ def _column_sum_kernel(D, out):
         out[j] = s
 
 
-def column_sum(D, out, stream=0):
+def column_sum(D, out, stream=0, plan=None):
     """out (N,) = sum over rows of D (M, N): the bias gradient."""
     n = D.shape[1]
-    _column_sum_kernel[(n + 127) // 128, 128, stream](D, out)
+    launch(_column_sum_kernel, (n + 127) // 128, 128, (D, out), stream, plan)

@@ -10,6 +10,7 @@ import math
 from numba import cuda, float64
 
 from .activations import act
+from .launch import launch
 
 ROWS = 128
 REDUCE_THREADS = 256
@@ -91,23 +92,23 @@ def _bce(Z, T, G, row_loss):
         row_loss[i] = acc / n
 
 
-def cross_entropy_labels(Z, y, G, row_loss, stream=0):
+def cross_entropy_labels(Z, y, G, row_loss, stream=0, plan=None):
     """Z (b, C), y (b,) int64, G (b, C) out, row_loss (b,) out: per-row losses (the mean
     loss is their sum / b)."""
-    _ce_labels[_rows_grid(Z.shape[0]) + (stream,)](Z, y, G, row_loss)
+    launch(_ce_labels, *_rows_grid(Z.shape[0]), (Z, y, G, row_loss), stream, plan)
 
 
-def cross_entropy_targets(Z, T, G, row_loss, stream=0):
-    _ce_targets[_rows_grid(Z.shape[0]) + (stream,)](Z, T, G, row_loss)
+def cross_entropy_targets(Z, T, G, row_loss, stream=0, plan=None):
+    launch(_ce_targets, *_rows_grid(Z.shape[0]), (Z, T, G, row_loss), stream, plan)
 
 
-def mse(Z, T, G, row_loss, stream=0):
+def mse(Z, T, G, row_loss, stream=0, plan=None):
     """Row losses are the row means, so the batch loss is again sum / b."""
-    _mse[_rows_grid(Z.shape[0]) + (stream,)](Z, T, G, row_loss)
+    launch(_mse, *_rows_grid(Z.shape[0]), (Z, T, G, row_loss), stream, plan)
 
 
-def binary_cross_entropy(Z, T, G, row_loss, stream=0):
-    _bce[_rows_grid(Z.shape[0]) + (stream,)](Z, T, G, row_loss)
+def binary_cross_entropy(Z, T, G, row_loss, stream=0, plan=None):
+    launch(_bce, *_rows_grid(Z.shape[0]), (Z, T, G, row_loss), stream, plan)
 
 
 @cuda.jit
@@ -119,8 +120,8 @@ def _softmax(Z, P):
             P[i, c] = math.exp(float64(Z[i, c]) - m) / s
 
 
-def softmax_rows(Z, P, stream=0):
-    _softmax[_rows_grid(Z.shape[0]) + (stream,)](Z, P)
+def softmax_rows(Z, P, stream=0, plan=None):
+    launch(_softmax, *_rows_grid(Z.shape[0]), (Z, P), stream, plan)
 
 
 @cuda.jit
@@ -145,9 +146,9 @@ def _accumulate(values, scale, out, square):
         out[0] += scale * part[0]
 
 
-def accumulate(values, scale, out, stream=0):
+def accumulate(values, scale, out, stream=0, plan=None):
     """out[0] += scale * sum(values) on the device (deterministic order)."""
-    _accumulate[1, REDUCE_THREADS, stream](values, scale, out, False)
+    launch(_accumulate, 1, REDUCE_THREADS, (values, scale, out, False), stream, plan)
 
 
 @cuda.jit
@@ -174,28 +175,29 @@ def _count_multilabel(Z, T, out):
             cuda.atomic.add(out, 0, 1)
 
 
-def count_correct_labels(Z, y, out, stream=0):
+def count_correct_labels(Z, y, out, stream=0, plan=None):
     """out[0] (int64) += rows whose argmax equals the label."""
-    _count_labels[_rows_grid(Z.shape[0]) + (stream,)](Z, y, out)
+    launch(_count_labels, *_rows_grid(Z.shape[0]), (Z, y, out), stream, plan)
 
 
-def count_correct_multilabel(Z, T, out, stream=0):
-    _count_multilabel[_rows_grid(Z.shape[0]) + (stream,)](Z, T, out)
+def count_correct_multilabel(Z, T, out, stream=0, plan=None):
+    launch(_count_multilabel, *_rows_grid(Z.shape[0]), (Z, T, out), stream, plan)
 
 
 @cuda.jit
-def _gather(src, idx, dst):
+def _gather(src, idx, start, dst):
     r, j = cuda.grid(2)
     if r < dst.shape[0] and j < dst.shape[1]:
-        dst[r, j] = src[idx[r], j]
+        dst[r, j] = src[idx[start + r], j]
 
 
-def gather_rows(src, idx, dst, stream=0):
-    """dst[r, :] = src[idx[r], :] for 2-D device arrays: a batch taken on the device."""
+def gather_rows(src, idx, dst, stream=0, plan=None, start=0):
+    """dst[r, :] = src[idx[start + r], :] for 2-D device arrays: a batch taken on the
+    device (``start`` is argument 2 of the launch, for Prepared.set_scalar)."""
     grid = ((dst.shape[0] + 15) // 16, (dst.shape[1] + 15) // 16)
-    _gather[grid, (16, 16), stream](src, idx, dst)
+    launch(_gather, grid, (16, 16), (src, idx, start, dst), stream, plan)
 
 
-def accumulate_squares(values, scale, out, stream=0):
+def accumulate_squares(values, scale, out, stream=0, plan=None):
     """out[0] += scale * sum(values ** 2): the L2 penalty, summed on the device."""
-    _accumulate[1, REDUCE_THREADS, stream](values, scale, out, True)
+    launch(_accumulate, 1, REDUCE_THREADS, (values, scale, out, True), stream, plan)

@@ -4,6 +4,8 @@ import math
 
 from numba import cuda
 
+from .launch import launch
+
 THREADS = 256
 
 
@@ -42,17 +44,19 @@ def _adam(p, g, m, v, beta1, beta2, eps, weight_decay, decoupled, step_size, sqr
         p[i] = p[i] - step_size * (m[i] / (math.sqrt(v[i]) / sqrt_bias2 + eps))
 
 
-def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov, stream=0):
-    _sgd[_grid(p.shape[0]) + (stream,)](p, g, v, lr, momentum, weight_decay, nesterov)
+def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov, stream=0, plan=None):
+    launch(_sgd, *_grid(p.shape[0]), (p, g, v, lr, momentum, weight_decay, nesterov),
+           stream, plan)
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step, stream=0):
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step, stream=0,
+                plan=None):
     """step counts from 1; the bias corrections are scalars computed here on the host."""
     step_size = lr / (1.0 - beta1 ** step)
     sqrt_bias2 = math.sqrt(1.0 - beta2 ** step)
-    _adam[_grid(p.shape[0]) + (stream,)](p, g, m, v, beta1, beta2, eps, weight_decay,
-                                         decoupled, step_size, sqrt_bias2,
-                                         1.0 - lr * weight_decay)
+    launch(_adam, *_grid(p.shape[0]), (p, g, m, v, beta1, beta2, eps, weight_decay,
+                                       decoupled, step_size, sqrt_bias2,
+                                       1.0 - lr * weight_decay), stream, plan)
 
 
 @cuda.jit
@@ -62,9 +66,9 @@ def _fill(x, value):
         x[i] = value
 
 
-def fill(x, value, stream=0):
+def fill(x, value, stream=0, plan=None):
     """x[:] = value for a 1-D device array."""
-    _fill[_grid(x.shape[0]) + (stream,)](x, value)
+    launch(_fill, *_grid(x.shape[0]), (x, value), stream, plan)
 
 
 @cuda.jit
@@ -74,6 +78,6 @@ def _add_scaled(y, x, alpha):
         y[i] += alpha * x[i]
 
 
-def add_scaled(y, x, alpha, stream=0):
+def add_scaled(y, x, alpha, stream=0, plan=None):
     """y += alpha * x for 1-D device arrays (the L2 gradient dW += l2 * W)."""
-    _add_scaled[_grid(y.shape[0]) + (stream,)](y, x, alpha)
+    launch(_add_scaled, *_grid(y.shape[0]), (y, x, alpha), stream, plan)
