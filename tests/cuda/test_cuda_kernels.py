@@ -10,13 +10,13 @@ import os
 
 import numpy as np
 import pytest
+from conftest import ACTIVATIONS, rel_err
 from numba import cuda
 
 import fastbp
 from fastbp import kernels as K
 from fastbp.kernels import cuda as KC
 from fastbp.kernels.cpu import losses as L
-from conftest import ACTIVATIONS, rel_err
 
 F = np.float32
 TOL = 2e-5
