@@ -48,7 +48,7 @@ def act_grad(z, a, code, slope):
     return 1.0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def activation_forward(Z, A, code, slope):
     """A = f(Z) for 2-D (rows, cols) arrays; one thread per element (2-D grid)."""
     i, j = cuda.grid(2)
@@ -56,7 +56,7 @@ def activation_forward(Z, A, code, slope):
         A[i, j] = act(Z[i, j], code, slope)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def activation_backward(G, Z, A, code, slope):
     """G *= f'(Z) in place; one thread per element (2-D grid)."""
     i, j = cuda.grid(2)

@@ -109,7 +109,7 @@ def _make_kernel(BM, BN):
                 jj = idx - kk * BN
             sB[buf, kk, jj] = rb[e]
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def kernel(A, trans_a, B, trans_b, C, M, N, K, epilogue, bias, code, slope, Aout,
                Zsrc, Asrc):
         sA = cuda.shared.array((2, BK, SA_W), float32)   # sA[buf, k, i] = op(A)[row0+i, k0+k]
@@ -198,7 +198,7 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
             Asrc), stream, plan)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _column_sum_kernel(D, out):
     j = cuda.grid(1)
     if j < D.shape[1]:

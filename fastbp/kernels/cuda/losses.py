@@ -33,7 +33,7 @@ def _row_max_sum(Z, i):
     return m, s
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _ce_labels(Z, y, G, row_loss):
     i = cuda.grid(1)
     b = Z.shape[0]
@@ -47,7 +47,7 @@ def _ce_labels(Z, y, G, row_loss):
             G[i, c] = (p - (1.0 if c == label else 0.0)) / b
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _ce_targets(Z, T, G, row_loss):
     i = cuda.grid(1)
     b = Z.shape[0]
@@ -65,7 +65,7 @@ def _ce_targets(Z, T, G, row_loss):
             G[i, c] = (p * tsum - T[i, c]) / b
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _mse(Z, T, G, row_loss):
     i = cuda.grid(1)
     b, n = Z.shape
@@ -78,7 +78,7 @@ def _mse(Z, T, G, row_loss):
         row_loss[i] = acc / n
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bce(Z, T, G, row_loss):
     i = cuda.grid(1)
     b, n = Z.shape
@@ -111,7 +111,7 @@ def binary_cross_entropy(Z, T, G, row_loss, stream=0, plan=None):
     launch(_bce, *_rows_grid(Z.shape[0]), (Z, T, G, row_loss), stream, plan)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _softmax(Z, P):
     i = cuda.grid(1)
     if i < Z.shape[0]:
@@ -124,7 +124,7 @@ def softmax_rows(Z, P, stream=0, plan=None):
     launch(_softmax, *_rows_grid(Z.shape[0]), (Z, P), stream, plan)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _accumulate(values, scale, out, square):
     """out[0] += scale * sum(values (squared if square)): one block, strided partial sums,
     tree reduction in a fixed order."""
@@ -151,7 +151,7 @@ def accumulate(values, scale, out, stream=0, plan=None):
     launch(_accumulate, 1, REDUCE_THREADS, (values, scale, out, False), stream, plan)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _count_labels(Z, y, out):
     i = cuda.grid(1)
     if i < Z.shape[0]:
@@ -163,7 +163,7 @@ def _count_labels(Z, y, out):
             cuda.atomic.add(out, 0, 1)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _count_multilabel(Z, T, out):
     i = cuda.grid(1)
     if i < Z.shape[0]:
@@ -184,7 +184,7 @@ def count_correct_multilabel(Z, T, out, stream=0, plan=None):
     launch(_count_multilabel, *_rows_grid(Z.shape[0]), (Z, T, out), stream, plan)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _gather(src, idx, start, dst):
     r, j = cuda.grid(2)
     if r < dst.shape[0] and j < dst.shape[1]:

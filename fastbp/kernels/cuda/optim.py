@@ -13,7 +13,7 @@ def _grid(n):
     return (n + THREADS - 1) // THREADS, THREADS
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sgd(p, g, v, lr, momentum, weight_decay, nesterov):
     i = cuda.grid(1)
     if i < p.shape[0]:
@@ -29,7 +29,7 @@ def _sgd(p, g, v, lr, momentum, weight_decay, nesterov):
         p[i] = p[i] - lr * d
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _adam(p, g, m, v, beta1, beta2, eps, weight_decay, decoupled, step_size, sqrt_bias2,
           decay):
     i = cuda.grid(1)
@@ -59,7 +59,7 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step
                                        1.0 - lr * weight_decay), stream, plan)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _fill(x, value):
     i = cuda.grid(1)
     if i < x.shape[0]:
@@ -71,7 +71,7 @@ def fill(x, value, stream=0, plan=None):
     launch(_fill, *_grid(x.shape[0]), (x, value), stream, plan)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _add_scaled(y, x, alpha):
     i = cuda.grid(1)
     if i < y.shape[0]:
