@@ -89,7 +89,12 @@ def _make_kernel(BM, BN):
 
     @cuda.jit(device=True, inline=True)
     def store_slice(sA, sB, buf, trans_a, trans_b, tid, ra, rb):
-        """The registers of load_slice into shared buffer buf, transposed to [k, i]."""
+        """The registers of load_slice into shared buffer buf, transposed to [k, i].
+
+        The (kk, ii) numbering is spelled out here and in load_slice on purpose: moving it
+        into a device function returning a tuple took the 128 x 128 kernel from 222 to 242
+        registers with 256 bytes of local memory, and the NN layout from 13 to 7 TFLOP/s
+        (H100, 2026-11-23)."""
         for e in range(LA):
             idx = tid + e * NT
             if trans_a:
