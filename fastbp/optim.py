@@ -84,6 +84,7 @@ class SGD(Optimizer):
         if self.nesterov and self.momentum <= 0:
             raise ValueError("nesterov=True needs momentum > 0")
         self.velocity = _zeros_like_params(model)
+        self._plan = (None, None)    # (hyper-parameters, recorded device launch)
 
     def step(self):
         self.step_count += 1
@@ -94,7 +95,7 @@ class SGD(Optimizer):
             return
         # the launch is recorded once and replayed while the hyper-parameters stay put
         key = (id(self.model.params), *args[3:])
-        if getattr(self, "_plan", (None,))[0] != key:
+        if self._plan[0] != key:
             plan = []
             _cuda_kernels().sgd_update(*args, plan=plan)
             self._plan = (key, plan)

@@ -60,18 +60,9 @@ SHAPES = [  # label, M, K, N, trans_a, trans_b
 
 
 def median_time(fn, reps, batches=5):
-    fn()
-    cuda.synchronize()
-    times = []
-    for _ in range(batches):
-        s, t = cuda.event(), cuda.event()
-        s.record()
-        for _ in range(reps):
-            fn()
-        t.record()
-        t.synchronize()
-        times.append(cuda.event_elapsed_time(s, t) / 1e3 / reps)
-    return float(np.median(times)), float(np.min(times)), float(np.max(times))
+    """Median over batches of fastbp bench's CUDA-event timing (seconds per call)."""
+    from fastbp.bench_cuda import _event_time
+    return float(np.median([_event_time(fn, reps) for _ in range(batches)]))
 
 
 def check(launch, rng):
@@ -145,11 +136,11 @@ def main():
         ta_t, tb_t = torch.as_tensor(da, device="cuda"), torch.as_tensor(db_, device="cuda")
         opa, opb = (ta_t.T if ta else ta_t), (tb_t.T if tb else tb_t)
         out = torch.empty((M, N), device="cuda")
-        tc = median_time(lambda: torch.matmul(opa, opb, out=out), reps)[0]
+        tc = median_time(lambda: torch.matmul(opa, opb, out=out), reps)
         line = [label, flops / tc / 1e12]
         for name, fn in cands.items():
             t = median_time(lambda: fn(da, ta, db_, tb, C), reps)
-            line.append(flops / t[0] / 1e12)
+            line.append(flops / t / 1e12)
         rows.append(line)
     names = list(cands)
     print("\n| shape | cuBLAS | " + " | ".join(names) + " |  (TFLOP/s, median)")

@@ -24,6 +24,8 @@ keeps more of the GPU busy on the MLP shapes.  On an H100 (tools/cuda_gemm_lab.p
 thread, one shared buffer, K loop not unrolled) gave 11.5 and 8.1.  Capping registers at
 128 for two blocks per multiprocessor spilled and was slower (22 on 4096^3).
 """
+import functools
+
 from numba import cuda, float32
 
 from .activations import act, act_grad
@@ -174,16 +176,14 @@ def _make_kernel(BM, BN):
 
 _gemm_64 = _make_kernel(64, 64)
 _gemm_128 = _make_kernel(128, 128)
-_SM_COUNT = []
 
 
+@functools.cache
 def _sm_count():
-    if not _SM_COUNT:
-        try:
-            _SM_COUNT.append(int(cuda.get_current_device().MULTIPROCESSOR_COUNT))
-        except Exception:  # noqa: BLE001 - the simulator has no attributes
-            _SM_COUNT.append(1 << 30)
-    return _SM_COUNT[0]
+    try:
+        return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    except Exception:  # noqa: BLE001 - the simulator has no attributes
+        return 1 << 30
 
 
 def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc,

@@ -2,8 +2,8 @@
 
 Every launch helper in this package ends in ``launch(kernel, grid, block, args, stream,
 plan)``.  With ``plan=None`` that is Numba's ordinary ``kernel[grid, block, stream](*args)``.
-With a list as ``plan`` nothing runs: a ``Prepared`` launch is appended instead, and
-``run_plan(plan)`` replays the list.
+With a list as ``plan`` nothing runs: a ``Prepared`` launch (on the same stream) is
+appended instead, and ``run_plan(plan)`` replays the list.
 
 Why: a training step launches the same dozen kernels on the same device buffers every
 step, and Numba's launch path types, checks and converts every argument on every call.
@@ -25,11 +25,11 @@ def launch(kernel, grid, block, args, stream=0, plan=None):
     if plan is None:
         kernel[grid, block, stream](*args)
     else:
-        plan.append(Prepared(kernel, grid, block, args))
+        plan.append(Prepared(kernel, grid, block, args, stream))
 
 
 def run_plan(plan):
-    """Launch every Prepared entry of ``plan`` in order (asynchronous, default stream)."""
+    """Launch every Prepared entry of ``plan`` in order (asynchronous, each on its stream)."""
     for p in plan:
         p()
 
@@ -46,10 +46,9 @@ class Prepared:
     that moves every step, say) without converting the others again.
     """
 
-    def __init__(self, kernel, grid, block, args):
-        self.kernel, self.grid, self.block = kernel, grid, block
+    def __init__(self, kernel, grid, block, args, stream=0):
+        self.kernel, self.grid, self.block, self.stream = kernel, grid, block, stream
         self.args = list(args)          # holds the device arrays: their pointers stay valid
-        self._fast = None
         try:
             self._fast = self._convert()
         except Exception:  # noqa: BLE001 - simulator or other internals: plain launches
@@ -64,7 +63,7 @@ class Prepared:
         converted, keep, spans = [], [], []
         for ty, value in zip(compiled.argument_types, self.args):
             start = len(converted)
-            compiled._prepare_args(ty, value, 0, keep, converted)
+            compiled._prepare_args(ty, value, self.stream, keep, converted)
             spans.append((start, len(converted)))
         if keep:          # host arrays copied for the launch: not a fixed-argument launch
             raise TypeError("Prepared needs device arrays")
@@ -74,7 +73,7 @@ class Prepared:
         except TypeError:
             config = LaunchConfig(grid=_as3(self.grid), block=_as3(self.block))
         func = compiled._codelibrary.get_cufunc().kernel
-        stream = driver._to_core_stream(0)
+        stream = driver._to_core_stream(self.stream)
         self._spans = spans
         self._launch = core_launch
         return [stream, config, func] + converted
@@ -94,4 +93,4 @@ class Prepared:
         if self._fast is not None:
             self._launch(*self._fast)
         else:
-            self.kernel[self.grid, self.block](*self.args)
+            self.kernel[self.grid, self.block, self.stream](*self.args)
