@@ -22,8 +22,11 @@ columns, k-major and zero-padded; the packing absorbs every transpose, so one mi
 serves all layouts.  Each MR x NR tile of C is then accumulated by the register-blocked
 micro-kernel (microkernel.py: 8 SIMD accumulators that LLVM's SLP vectoriser builds from
 scalars) over K in blocks of KC, and the epilogue runs on each column panel.  Column
-panels are split across threads; products below PARALLEL_MIN_WORK run on one thread,
-since a parallel region costs more than they do.  Packing buffers are caller-owned
+panels are split across threads, and the thread that owns a panel packs its part of B
+just before using it (one parallel region per product); A is packed up front on the
+calling thread.  Products below PARALLEL_MIN_WORK run on one thread, since a parallel
+region costs more than they do.  Edge tiles go through a small scratch tile, so the
+micro-kernel only ever stores full tiles (half its compile time).  Packing buffers are caller-owned
 workspace (``pack_sizes``), so nothing is allocated per call.
 
 Measured here (AMD EPYC, AVX2, one core, K=256 panels): the 4x16 tile runs at 60-85
@@ -49,8 +52,9 @@ PARALLEL_MIN_WORK = 1 << 18  # M*N*K below which one thread beats a parallel reg
 
 
 def pack_sizes(M, N, K):
-    """Elements of the A and B packing buffers a product of this shape needs."""
-    return ((M + MR - 1) // MR) * MR * K, ((N + NR - 1) // NR) * NR * K
+    """Elements of the A and B packing buffers a product of this shape needs (the B buffer
+    also holds an MR x NR scratch tile per column panel, for edge tiles)."""
+    return ((M + MR - 1) // MR) * MR * K, ((N + NR - 1) // NR) * NR * (K + MR)
 
 
 def pack_buffer(n, dtype):
@@ -116,24 +120,6 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
                 P[k, c] = cols[k, c]
 
 
-@njit(parallel=True, cache=True)
-def _pack_parallel(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum):
-    n_ip = Ap.shape[0]
-    for t in prange(n_ip + Bp.shape[0]):
-        if t < n_ip:
-            _pack_a_panel(A, trans_a, Ap, t, M, K, rowsum)
-        else:
-            _pack_b_panel(B, trans_b, Bp, t - n_ip, N, K)
-
-
-@njit(cache=True)
-def _pack_serial(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum):
-    for t in range(Ap.shape[0]):
-        _pack_a_panel(A, trans_a, Ap, t, M, K, rowsum)
-    for t in range(Bp.shape[0]):
-        _pack_b_panel(B, trans_b, Bp, t, N, K)
-
-
 # ----------------------------------------------------------------------------- epilogue
 @njit(cache=True)
 def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
@@ -150,8 +136,13 @@ def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
 
 # ----------------------------------------------------------------------------- tiles
 @njit(cache=True)
-def _column_panel(jp, Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
-    """All tiles of column panel jp: C[:, jp*NR : jp*NR+NR], then its epilogue."""
+def _column_panel(jp, B, trans_b, Ap, Bp, S, C, M, N, epilogue, bias, code, slope, Aout,
+                  Zsrc, Asrc):
+    """Pack B panel jp, then all tiles of column panel jp: C[:, jp*NR : jp*NR+NR], then its
+    epilogue.  The thread that owns a column panel packs it, so B's packing needs no
+    parallel region of its own and the panel is still in cache when the tiles read it.
+    S: this panel's (MR, NR) scratch tile for edge tiles."""
+    _pack_b_panel(B, trans_b, Bp, jp, N, Ap.shape[1])
     n_ip = Ap.shape[0]
     K = Ap.shape[1]
     # K in blocks of about KC so that the slice of the B panel in use (KC x NR) stays in
@@ -160,27 +151,37 @@ def _column_panel(jp, Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, 
     kc = (K + n_kb - 1) // n_kb
     j0 = jp * NR
     nr = min(NR, N - j0)
+    T = S[0:MR, 0:NR]      # the view type C's tiles have (one compiled micro-kernel)
+    fresh = np.bool_(False)  # a runtime False: a literal would compile a second micro-kernel
     for pc in range(0, K, kc):
         pe = min(pc + kc, K)
         Bk = Bp[jp, pc:pe]
+        acc = pc > 0
         for ip in range(n_ip):
             i0 = ip * MR
-            micro_kernel(Ap[ip, pc:pe], Bk, C, i0, j0, min(MR, M - i0), nr, pc > 0)
+            mr = min(MR, M - i0)
+            if mr == MR and nr == NR:
+                micro_kernel(Ap[ip, pc:pe], Bk, C[i0:i0 + MR, j0:j0 + NR], acc)
+            else:          # edge tile: compute into S, then store its valid corner
+                micro_kernel(Ap[ip, pc:pe], Bk, T, fresh)
+                E = C[i0:i0 + mr, j0:j0 + nr]
+                for r in range(mr):
+                    for c in range(nr):
+                        if acc:
+                            E[r, c] += T[r, c]
+                        else:
+                            E[r, c] = T[r, c]
     _epilogue(C, 0, M, j0, j0 + nr, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
 @njit(parallel=True, cache=True)
-def _tiles_parallel(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+def _tiles_parallel(B, trans_b, Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout,
+                    Zsrc, Asrc):
     for jp in prange(Bp.shape[0]):   # each thread owns a contiguous range of column panels
-        # int64 as in _tiles_serial (prange's index is unsigned): one compiled _column_panel
-        _column_panel(np.int64(jp), Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout,
-                      Zsrc, Asrc)
-
-
-@njit(cache=True)
-def _tiles_serial(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
-    for jp in range(Bp.shape[0]):
-        _column_panel(jp, Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+        # int64 as in gemm's serial loop (prange's index is unsigned): one compiled _column_panel
+        j = np.int64(jp)
+        _column_panel(j, B, trans_b, Ap, Bp, Sp[j], C, M, N, epilogue, bias, code, slope,
+                      Aout, Zsrc, Asrc)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -200,12 +201,18 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     n_jp = (N + NR - 1) // NR
     Ap = apack[:n_ip * K * MR].reshape((n_ip, K, MR))
     Bp = bpack[:n_jp * K * NR].reshape((n_jp, K, NR))
+    Sp = bpack[n_jp * K * NR:n_jp * (K + MR) * NR].reshape((n_jp, MR, NR))
+    # A is packed on this thread: every column panel reads all of it, and a parallel region
+    # of its own cost more than the packing (15-60 us of the MLP shapes' 0.6-2 ms).
+    for ip in range(n_ip):
+        _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum)
     if M * N * K >= PARALLEL_MIN_WORK and n_jp > 1:
-        _pack_parallel(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum)
-        _tiles_parallel(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
-    else:
-        _pack_serial(A, trans_a, B, trans_b, Ap, Bp, M, N, K, rowsum)
-        _tiles_serial(Ap, Bp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+        _tiles_parallel(B, trans_b, Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout,
+                        Zsrc, Asrc)
+    else:   # the same column panels on this thread (no serial twin to compile)
+        for jp in range(n_jp):
+            _column_panel(jp, B, trans_b, Ap, Bp, Sp[jp], C, M, N, epilogue, bias, code,
+                          slope, Aout, Zsrc, Asrc)
 
 
 @njit(parallel=True, cache=True)
