@@ -151,8 +151,8 @@ def _column_panel(jp, B, trans_b, Ap, Bp, S, C, M, N, epilogue, bias, code, slop
     kc = (K + n_kb - 1) // n_kb
     j0 = jp * NR
     nr = min(NR, N - j0)
-    T = S[0:MR, 0:NR]      # the view type C's tiles have (one compiled micro-kernel)
     fresh = np.bool_(False)  # a runtime False: a literal would compile a second micro-kernel
+    zero = np.int64(0)
     for pc in range(0, K, kc):
         pe = min(pc + kc, K)
         Bk = Bp[jp, pc:pe]
@@ -161,16 +161,16 @@ def _column_panel(jp, B, trans_b, Ap, Bp, S, C, M, N, epilogue, bias, code, slop
             i0 = ip * MR
             mr = min(MR, M - i0)
             if mr == MR and nr == NR:
-                micro_kernel(Ap[ip, pc:pe], Bk, C[i0:i0 + MR, j0:j0 + NR], acc)
+                micro_kernel(Ap[ip, pc:pe], Bk, C, i0, j0, acc)
             else:          # edge tile: compute into S, then store its valid corner
-                micro_kernel(Ap[ip, pc:pe], Bk, T, fresh)
+                micro_kernel(Ap[ip, pc:pe], Bk, S, zero, zero, fresh)
                 E = C[i0:i0 + mr, j0:j0 + nr]
                 for r in range(mr):
                     for c in range(nr):
                         if acc:
-                            E[r, c] += T[r, c]
+                            E[r, c] += S[r, c]
                         else:
-                            E[r, c] = T[r, c]
+                            E[r, c] = S[r, c]
     _epilogue(C, 0, M, j0, j0 + nr, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
