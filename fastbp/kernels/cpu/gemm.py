@@ -174,18 +174,8 @@ def _column_panel(jp, B, trans_b, Ap, Bp, S, C, M, N, epilogue, bias, code, slop
     _epilogue(C, 0, M, j0, j0 + nr, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
-@njit(parallel=True, cache=True)
-def _tiles_parallel(B, trans_b, Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout,
-                    Zsrc, Asrc):
-    for jp in prange(Bp.shape[0]):   # each thread owns a contiguous range of column panels
-        # int64 as in gemm's serial loop (prange's index is unsigned): one compiled _column_panel
-        j = np.int64(jp)
-        _column_panel(j, B, trans_b, Ap, Bp, Sp[j], C, M, N, epilogue, bias, code, slope,
-                      Aout, Zsrc, Asrc)
-
-
 # ----------------------------------------------------------------------------- entry point
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc, rowsum,
          apack, bpack):
     """C (M, N) = op(A) @ op(B) with a fused epilogue; see the module docstring.
@@ -206,10 +196,14 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     # of its own cost more than the packing (15-60 us of the MLP shapes' 0.6-2 ms).
     for ip in range(n_ip):
         _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum)
+    # The parallel loop sits in this function rather than in one of its own: every compiled
+    # level re-optimises all the code it links (the micro-kernel included), ~2.5 s each.
     if M * N * K >= PARALLEL_MIN_WORK and n_jp > 1:
-        _tiles_parallel(B, trans_b, Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope, Aout,
-                        Zsrc, Asrc)
-    else:   # the same column panels on this thread (no serial twin to compile)
+        for p in prange(n_jp):   # each thread owns a contiguous range of column panels
+            jp = np.int64(p)     # prange's index is unsigned: one compiled _column_panel
+            _column_panel(jp, B, trans_b, Ap, Bp, Sp[jp], C, M, N, epilogue, bias, code,
+                          slope, Aout, Zsrc, Asrc)
+    else:   # the same column panels on this thread
         for jp in range(n_jp):
             _column_panel(jp, B, trans_b, Ap, Bp, Sp[jp], C, M, N, epilogue, bias, code,
                           slope, Aout, Zsrc, Asrc)
