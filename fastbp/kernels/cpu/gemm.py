@@ -209,6 +209,17 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
                           slope, Aout, Zsrc, Asrc)
 
 
+@njit(cache=True)
+def matmul_into(A, trans_a, B, trans_b, C, apack, bpack):
+    """C = op(A) @ op(B) with no epilogue: ``gemm`` behind a short signature.  Numba's
+    dispatcher types every argument of a call from Python; for gemm's 15 that cost 2.5 us
+    a call, half the time of a 32x100x40 product (this entry: 1.1 us)."""
+    none = apack[:0]
+    empty = none.reshape((0, 0))
+    gemm(A, trans_a, B, trans_b, C, EPI_NONE, none, 0, 0.0, empty, empty, empty, none,
+         apack, bpack)
+
+
 @njit(parallel=True, cache=True)
 def column_sum(D, out):
     """out (N,) = sum over rows of D (M, N): the bias gradient db = sum_i Delta[i, :]."""
