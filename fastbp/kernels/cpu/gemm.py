@@ -26,8 +26,8 @@ panels are split across threads, and the thread that owns a panel packs its part
 just before using it (one parallel region per product); A is packed up front on the
 calling thread.  Products below PARALLEL_MIN_WORK run on one thread, since a parallel
 region costs more than they do.  Edge tiles go through a small scratch tile, so the
-micro-kernel only ever stores full tiles (half its compile time).  Packing buffers are caller-owned
-workspace (``pack_sizes``), so nothing is allocated per call.
+micro-kernel only ever stores full tiles (half its compile time).  Packing buffers are
+caller-owned workspace (``pack_sizes``), so nothing is allocated per call.
 
 Measured here (AMD EPYC, AVX2, one core, K=256 panels): the 4x16 tile runs at 60-85
 GFLOP/s of a ~96 peak; 6x16, 5x16 and 3x16 tiles are not vectorised by LLVM (3-8 GFLOP/s)
@@ -192,8 +192,9 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     Ap = apack[:n_ip * K * MR].reshape((n_ip, K, MR))
     Bp = bpack[:n_jp * K * NR].reshape((n_jp, K, NR))
     Sp = bpack[n_jp * K * NR:n_jp * (K + MR) * NR].reshape((n_jp, MR, NR))
-    # A is packed on this thread: every column panel reads all of it, and a parallel region
-    # of its own cost more than the packing (15-60 us of the MLP shapes' 0.6-2 ms).
+    # A is packed on this thread before the column panels start (each reads all of it):
+    # 15-60 us of the MLP shapes' 0.6-2 ms.  Packing it in a parallel region of its own
+    # measured no faster here and cost 2.4 s more compile.
     for ip in range(n_ip):
         _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum)
     # The parallel loop sits in this function rather than in one of its own: every compiled
