@@ -69,7 +69,7 @@ def pack_buffer(n, dtype):
 
 
 # ----------------------------------------------------------------------------- packing
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum):
     """Ap[ip] (K, MR) = rows ip*MR.. of op(A), zero-padded; rowsum of those rows if wanted.
 
@@ -100,7 +100,7 @@ def _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum):
             rs[r] = s
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pack_b_panel(B, trans_b, Bp, jp, N, K):
     """Bp[jp] (K, NR) = columns jp*NR.. of op(B), zero-padded."""
     j0 = jp * NR
@@ -121,7 +121,7 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
 
 
 # ----------------------------------------------------------------------------- epilogue
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
     if epilogue == EPI_BIAS_ACT:
         b = bias[j0:j1]
@@ -135,7 +135,7 @@ def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
 
 
 # ----------------------------------------------------------------------------- tiles
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _column_panel(jp, B, trans_b, Ap, Bp, S, C, M, N, epilogue, bias, code, slope, Aout,
                   Zsrc, Asrc):
     """Pack B panel jp, then all tiles of column panel jp: C[:, jp*NR : jp*NR+NR], then its

@@ -17,7 +17,7 @@ MR = 4
 NR = 16
 
 
-@njit(cache=True, fastmath={"contract"}, nogil=True)
+@njit(cache=True, fastmath={"contract"}, nogil=True, _nrt=False)
 def micro_kernel(Ap, Bp, C, i0, j0, accumulate):
     zero = Ap[0, 0] - Ap[0, 0]  # a zero of the storage dtype (panels hold finite values)
     c0_0 = c0_1 = c0_2 = c0_3 = c0_4 = c0_5 = c0_6 = c0_7 = c0_8 = c0_9 = c0_10 = c0_11 = c0_12 = c0_13 = c0_14 = c0_15 = zero
