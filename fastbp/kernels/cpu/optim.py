@@ -21,7 +21,7 @@ from numba import njit, prange
 BLOCK = 4096
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, _nrt=False)
 def _sgd_block(p, g, v, lr, mu, wd, momentum, weight_decay, nesterov):
     # p, g, v are one block's slices: indices start at 0, which lets LLVM drop Numba's
     # negative-index handling and vectorise the loops.
@@ -60,6 +60,10 @@ def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov):
     T = p.dtype.type
     n = p.shape[0]
     nblk = (n + BLOCK - 1) // BLOCK
+    if nblk < 4:   # one thread: a parallel region costs more than this
+        _sgd_block(p, g, v, T(lr), T(momentum), T(weight_decay), momentum, weight_decay,
+                   nesterov)
+        return
     for blk in prange(nblk):
         i0 = blk * BLOCK
         i1 = min(i0 + BLOCK, n)
@@ -67,7 +71,7 @@ def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov):
                    momentum, weight_decay, nesterov)
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, _nrt=False)
 def _adam_block(p, g, m, v, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, eps, wd, decay,
                 decoupled, l2):
     if decoupled:
@@ -103,6 +107,11 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step
     l2 = not decoupled and weight_decay != 0.0
     n = p.shape[0]
     nblk = (n + BLOCK - 1) // BLOCK
+    if nblk < 4:   # one thread: a parallel region costs more than this
+        _adam_block(p, g, m, v, T(lr / bias1), T(math.sqrt(bias2)), T(beta1), T(beta2),
+                    T(1.0 - beta1), T(1.0 - beta2), T(eps), T(weight_decay),
+                    T(1.0 - lr * weight_decay), decoupled, l2)
+        return
     for blk in prange(nblk):
         i0 = blk * BLOCK
         i1 = min(i0 + BLOCK, n)
