@@ -78,14 +78,27 @@ def _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum):
     i0 = ip * MR
     mr = min(MR, M - i0)
     P = Ap[ip]
-    if mr < MR:
+    if mr == MR:
+        # Full panels through a flat view with constant offsets: LLVM vectorises these
+        # (1.5-2.3x faster than the 2-D loops below on the MLP shapes).
+        f = P.reshape(K * MR)
+        if trans_a:
+            for k in range(K):
+                for r in range(MR):
+                    f[MR * k + r] = A[k, i0 + r]
+        else:
+            rows = A[i0:i0 + MR]
+            for k in range(K):
+                for r in range(MR):
+                    f[MR * k + r] = rows[r, k]
+    elif trans_a:                    # op(A)[i, k] = A[k, i]: MR contiguous values per k
         P[:, :] = 0.0
-    if trans_a:                      # op(A)[i, k] = A[k, i]: MR contiguous values per k
         cols = A[:, i0:i0 + mr]
         for k in range(K):
             for r in range(mr):
                 P[k, r] = cols[k, r]
     else:                            # op(A)[i, k] = A[i, k]: MR row streams
+        P[:, :] = 0.0
         rows = A[i0:i0 + mr]
         for r in range(mr):
             row = rows[r]
@@ -129,11 +142,11 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
             for c in range(nr):
                 P[k, c] = rows[c, k]
     elif nr == NR:                   # op(B)[k, j] = B[k, j]: NR contiguous values per k
-        for k in range(K):           # (a constant trip count: vector copies;
-            src = B[k, j0:j0 + NR]   # 1.8x faster than the general loop below)
-            dst = P[k]
+        f = P.reshape(K * NR)        # (a flat view and a constant trip count: vector
+        cols = B[:, j0:j0 + NR]      # copies, 1.8x faster than the general loop below)
+        for k in range(K):
             for c in range(NR):
-                dst[c] = src[c]
+                f[NR * k + c] = cols[k, c]
     else:
         cols = B[:, j0:j0 + nr]
         for k in range(K):
