@@ -21,13 +21,17 @@ How (BLIS-style): op(A) is packed into panels of MR rows and op(B) into panels o
 columns, k-major and zero-padded; the packing absorbs every transpose, so one micro-kernel
 serves all layouts.  Each MR x NR tile of C is then accumulated by the register-blocked
 micro-kernel (microkernel.py: 8 SIMD accumulators that LLVM's SLP vectoriser builds from
-scalars) over K in blocks of KC, and the epilogue runs on each column panel.  Column
-panels are split across threads, and the thread that owns a panel packs its part of B
-just before using it (one parallel region per product); A is packed up front on the
+scalars) over K in blocks of KC, with A in blocks of MC rows so that its slice stays in
+L2 (see _column_chunk), and the epilogue runs on each block of C.  Column panels are
+grouped into chunks split across threads, and the thread that owns a chunk packs its
+part of B before using it (one parallel region per product); A is packed up front on the
 calling thread.  Products below PARALLEL_MIN_WORK run on one thread, since a parallel
 region costs more than they do.  Edge tiles go through a small scratch tile, so the
 micro-kernel only ever stores full tiles (half its compile time).  Packing buffers are
-caller-owned workspace (``pack_sizes``), so nothing is allocated per call.
+caller-owned workspace (``pack_sizes``), so nothing is allocated per call.  The inner
+functions are compiled without Numba's reference counting (``_nrt=False``): every array
+view taken in a called function otherwise costs two atomic operations, and those were
+40% of a small product with an epilogue.
 
 Measured here (AMD EPYC, AVX2, one core, K=256 panels): the 4x16 tile runs at 60-85
 GFLOP/s of a ~96 peak; 6x16, 5x16 and 3x16 tiles are not vectorised by LLVM (3-8 GFLOP/s)
@@ -49,6 +53,8 @@ EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
 
 KC = 384                     # K block: a KC x NR slice of B is 24 KiB (float32), within L1 (measured: 128: 0.52x numpy, 256: 0.6-0.78x, 384: 0.62-0.72x)
 PARALLEL_MIN_WORK = 1 << 18  # M*N*K below which one thread beats a parallel region
+MC = 128                     # rows of A per block: an MC x KC slice of packed A is <= 192 KiB, within L2
+CHUNK_PANELS = 4             # column panels (of NR columns) per unit of parallel work
 
 
 def pack_sizes(M, N, K):
@@ -169,43 +175,65 @@ def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
 
 
 # ----------------------------------------------------------------------------- tiles
+@njit(cache=True)
+def n_column_chunks(n_jp):
+    """Column chunks of a product with n_jp column panels: about CHUNK_PANELS panels
+    each, an even number of them (two threads get equal shares), at most n_jp."""
+    n_ch = (n_jp + CHUNK_PANELS - 1) // CHUNK_PANELS
+    n_ch += n_ch % 2
+    return max(1, min(n_ch, n_jp))
+
+
 @njit(cache=True, _nrt=False)
-def _column_panel(jp, B, trans_b, Ap, Bp, S, C, M, N, epilogue, bias, code, slope, Aout,
-                  Zsrc, Asrc):
-    """Pack B panel jp, then all tiles of column panel jp: C[:, jp*NR : jp*NR+NR], then its
-    epilogue.  The thread that owns a column panel packs it, so B's packing needs no
-    parallel region of its own and the panel is still in cache when the tiles read it.
-    S: this panel's (MR, NR) scratch tile for edge tiles."""
-    _pack_b_panel(B, trans_b, Bp, jp, N, Ap.shape[1])
+def _column_chunk(jp0, jp1, B, trans_b, Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope,
+                  Aout, Zsrc, Asrc):
+    """Column panels jp0..jp1-1 of C: pack their B panels, then every tile, then the
+    epilogue.  The thread that owns a chunk packs it, so B's packing needs no parallel
+    region of its own.
+
+    Loop order (BLIS's, at this scale): for each block of MC rows of A, for each K block of
+    about KC, for each panel of the chunk, for each A panel of the block: the micro-kernel.
+    The slice of a B panel in use (KC x NR, 24 KiB) stays in L1 while the A panels of the
+    block pass it, and the block's A slice (MC x KC, <= 192 KiB) stays in L2 while the
+    chunk's panels pass it.  Before this, every column panel streamed all of A from L3:
+    fine for a batch of 128 rows, but at 1024 or 256 x 2048 rows two threads ran no faster
+    than one (68-75 GFLOP/s either way).  Sp: (n_jp, MR, NR) scratch tiles for edge tiles."""
+    for jp in range(jp0, jp1):
+        _pack_b_panel(B, trans_b, Bp, jp, N, Ap.shape[1])
     n_ip = Ap.shape[0]
     K = Ap.shape[1]
-    # K in blocks of about KC so that the slice of the B panel in use (KC x NR) stays in
-    # L1 while every A panel streams past it; balanced so that no block is a sliver.
+    # K in blocks of about KC, balanced so that no block is a sliver.
     n_kb = (K + KC - 1) // KC
     kc = (K + n_kb - 1) // n_kb
-    j0 = jp * NR
-    nr = min(NR, N - j0)
     fresh = np.bool_(False)  # a runtime False: a literal would compile a second micro-kernel
     zero = np.int64(0)
-    for pc in range(0, K, kc):
-        pe = min(pc + kc, K)
-        Bk = Bp[jp, pc:pe]
-        acc = pc > 0
-        for ip in range(n_ip):
-            i0 = ip * MR
-            mr = min(MR, M - i0)
-            if mr == MR and nr == NR:
-                micro_kernel(Ap[ip, pc:pe], Bk, C, i0, j0, acc)
-            else:          # edge tile: compute into S, then store its valid corner
-                micro_kernel(Ap[ip, pc:pe], Bk, S, zero, zero, fresh)
-                E = C[i0:i0 + mr, j0:j0 + nr]
-                for r in range(mr):
-                    for c in range(nr):
-                        if acc:
-                            E[r, c] += S[r, c]
-                        else:
-                            E[r, c] = S[r, c]
-    _epilogue(C, 0, M, j0, j0 + nr, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+    per_block = MC // MR
+    for ib in range(0, n_ip, per_block):
+        ie = min(ib + per_block, n_ip)
+        for pc in range(0, K, kc):
+            pe = min(pc + kc, K)
+            acc = pc > 0
+            for jp in range(jp0, jp1):
+                Bk = Bp[jp, pc:pe]
+                j0 = jp * NR
+                nr = min(NR, N - j0)
+                S = Sp[jp]
+                for ip in range(ib, ie):
+                    i0 = ip * MR
+                    mr = min(MR, M - i0)
+                    if mr == MR and nr == NR:
+                        micro_kernel(Ap[ip, pc:pe], Bk, C, i0, j0, acc)
+                    else:      # edge tile: compute into S, then store its valid corner
+                        micro_kernel(Ap[ip, pc:pe], Bk, S, zero, zero, fresh)
+                        E = C[i0:i0 + mr, j0:j0 + nr]
+                        for r in range(mr):
+                            for c in range(nr):
+                                if acc:
+                                    E[r, c] += S[r, c]
+                                else:
+                                    E[r, c] = S[r, c]
+        _epilogue(C, ib * MR, min(ie * MR, M), jp0 * NR, min(jp1 * NR, N), epilogue, bias,
+                  code, slope, Aout, Zsrc, Asrc)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -226,22 +254,23 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     Ap = apack[:n_ip * K * MR].reshape((n_ip, K, MR))
     Bp = bpack[:n_jp * K * NR].reshape((n_jp, K, NR))
     Sp = bpack[n_jp * K * NR:n_jp * (K + MR) * NR].reshape((n_jp, MR, NR))
-    # A is packed on this thread before the column panels start (each reads all of it):
-    # 15-60 us of the MLP shapes' 0.6-2 ms.  Packing it in a parallel region of its own
+    # A is packed on this thread before the column chunks start (each reads all of it):
+    # 10-100 us of the MLP shapes' 0.6-30 ms.  Packing it in a parallel region of its own
     # measured no faster here and cost 2.4 s more compile.
     for ip in range(n_ip):
         _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum)
+    n_ch = n_column_chunks(n_jp)
     # The parallel loop sits in this function rather than in one of its own: every compiled
     # level re-optimises all the code it links (the micro-kernel included), ~2.5 s each.
-    if M * N * K >= PARALLEL_MIN_WORK and n_jp > 1:
-        for p in prange(n_jp):   # each thread owns a contiguous range of column panels
-            jp = np.int64(p)     # prange's index is unsigned: one compiled _column_panel
-            _column_panel(jp, B, trans_b, Ap, Bp, Sp[jp], C, M, N, epilogue, bias, code,
-                          slope, Aout, Zsrc, Asrc)
-    else:   # the same column panels on this thread
-        for jp in range(n_jp):
-            _column_panel(jp, B, trans_b, Ap, Bp, Sp[jp], C, M, N, epilogue, bias, code,
-                          slope, Aout, Zsrc, Asrc)
+    if M * N * K >= PARALLEL_MIN_WORK and n_ch > 1:
+        for t in prange(n_ch):   # each thread owns a contiguous range of chunks
+            ch = np.int64(t)     # prange's index is unsigned: one compiled _column_chunk
+            _column_chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, B, trans_b, Ap, Bp,
+                          Sp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+    else:   # the same chunks on this thread
+        for ch in range(n_ch):
+            _column_chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, B, trans_b, Ap, Bp,
+                          Sp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
 @njit(cache=True)
