@@ -176,7 +176,7 @@ def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
 
 # ----------------------------------------------------------------------------- tiles
 @njit(cache=True)
-def n_column_chunks(n_jp):
+def _n_column_chunks(n_jp):
     """Column chunks of a product with n_jp column panels: about CHUNK_PANELS panels
     each, an even number of them (two threads get equal shares), at most n_jp."""
     n_ch = (n_jp + CHUNK_PANELS - 1) // CHUNK_PANELS
@@ -259,7 +259,7 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     # measured no faster here and cost 2.4 s more compile.
     for ip in range(n_ip):
         _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum)
-    n_ch = n_column_chunks(n_jp)
+    n_ch = _n_column_chunks(n_jp)
     # The parallel loop sits in this function rather than in one of its own: every compiled
     # level re-optimises all the code it links (the micro-kernel included), ~2.5 s each.
     if M * N * K >= PARALLEL_MIN_WORK and n_ch > 1:
