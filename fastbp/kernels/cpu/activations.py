@@ -66,8 +66,9 @@ def activation_forward_rows(Z, A, i0, i1, j0, j1, code, slope):
 
     One branch on the code per block, then plain loops over contiguous row slices whose
     index starts at 0 (LLVM drops Numba's negative-index handling and vectorises them).
-    The GEMM calls this on every 16-column panel: a branch and a call per row, as this was
-    written before, cost 6 us of a 13 us 32x100x40 product."""
+    The GEMM calls these on blocks of C as its epilogue.  Measured against the earlier
+    shape (a branch and a call per row), both without reference counting: a 32x100x10
+    product with the ReLU-gradient epilogue took 7.8-9.7 us that way, 3.8-5.3 us this way."""
     if code == IDENTITY:
         for i in range(i0, i1):
             z, a = Z[i, j0:j1], A[i, j0:j1]
