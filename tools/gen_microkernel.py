@@ -34,7 +34,7 @@ def generate(mr=MR, nr=NR):
     w(f"NR = {nr}")
     w("")
     w("")
-    w('@njit(cache=True, fastmath={"contract"}, nogil=True)')
+    w('@njit(cache=True, fastmath={"contract"}, nogil=True, _nrt=False)')
     w("def micro_kernel(Ap, Bp, C, i0, j0, accumulate):")
     w("    zero = Ap[0, 0] - Ap[0, 0]  # a zero of the storage dtype (panels hold finite values)")
     for r in range(mr):
