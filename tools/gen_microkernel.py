@@ -27,6 +27,8 @@ def generate(mr=MR, nr=NR):
     w("as long as the FMAs of a K=32 tile).")
     w("accumulate=False overwrites the tile, True adds to it (later K blocks).  Only full tiles:")
     w("edge-tile stores spelled out element by element doubled its compile time (6.9 -> 2.2-2.6 s).")
+    w("")
+    w(f"copy_mr and copy_nr copy one k-row ({mr} or {nr} values) of a panel for the packing routines.")
     w('"""')
     w("from numba import njit")
     w("")
@@ -56,6 +58,19 @@ def generate(mr=MR, nr=NR):
     for r in range(mr):
         for c in range(nr):
             w(f"        t{r}[{c}] = {acc[r][c]}")
+    for name, n, what in (("copy_mr", mr, "an A panel"), ("copy_nr", nr, "a B panel")):
+        w("")
+        w("")
+        w("@njit(cache=True, _nrt=False)")
+        w(f"def {name}(src, dst):")
+        w(f'    """dst[0:{n}] = src[0:{n}]: one k-row of {what} when packing.  Every load comes')
+        w("    before the first store: LLVM cannot prove that src and dst do not overlap, and")
+        w("    with loads and stores interleaved its SLP vectoriser leaves the copy scalar.")
+        w('    """')
+        for c in range(n):
+            w(f"    v{c} = src[{c}]")
+        for c in range(n):
+            w(f"    dst[{c}] = v{c}")
     return "\n".join(L) + "\n"
 
 

@@ -14,8 +14,8 @@ runs a fused epilogue on each tile of C while it is still in cache:
     EPI_ACT_GRAD  C = acc * f'(Zsrc)  (f' from Asrc where exact)
 
 ``rowsum`` (length M, or 0 for none) receives sum_k op(A)[i, k]; for the weight gradient
-op(A) = Delta^T, so this is the bias gradient db = sum over the batch of Delta, taken from
-values the product reads anyway.
+op(A) = Delta^T, so this is the bias gradient db = sum over the batch of Delta, summed
+while A is in cache from packing it.
 
 How (BLIS-style): op(A) is packed into panels of MR rows and op(B) into panels of NR
 columns, k-major and zero-padded; the packing absorbs every transpose, so one micro-kernel
@@ -47,7 +47,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import activation_backward_rows, activation_forward_rows
-from .microkernel import MR, NR, micro_kernel
+from .microkernel import MR, NR, copy_mr, copy_nr, micro_kernel
 
 EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
 
@@ -76,47 +76,66 @@ def pack_buffer(n, dtype):
 
 # ----------------------------------------------------------------------------- packing
 @njit(cache=True, _nrt=False)
-def _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum):
-    """Ap[ip] (K, MR) = rows ip*MR.. of op(A), zero-padded; rowsum of those rows if wanted.
+def _pack_a_panel(A, trans_a, Ap, ip, M, K):
+    """Ap[ip] (K, MR) = rows ip*MR.. of op(A), zero-padded.
 
     The loops index views that start at 0 (A's rows or columns of this panel), so LLVM can
     drop Numba's negative-index handling and vectorise them."""
     i0 = ip * MR
     mr = min(MR, M - i0)
     P = Ap[ip]
-    if mr == MR:
-        # Full panels through a flat view with constant offsets: LLVM vectorises these
-        # (1.5-2.3x faster than the 2-D loops below on the MLP shapes).
-        f = P.reshape(K * MR)
-        if trans_a:
+    if trans_a:                      # op(A)[i, k] = A[k, i]: MR contiguous values per k
+        if mr == MR:
+            # copy_mr loads a row before storing it: vector moves (25 panels of a 32x100
+            # Delta: 1.5 -> 0.9 us; the loop of single copies was scalar)
+            f = P.reshape(K * MR)
             for k in range(K):
-                for r in range(MR):
-                    f[MR * k + r] = A[k, i0 + r]
+                copy_mr(A[k, i0:i0 + MR], f[MR * k:MR * k + MR])
         else:
-            rows = A[i0:i0 + MR]
             for k in range(K):
-                for r in range(MR):
-                    f[MR * k + r] = rows[r, k]
-    elif trans_a:                    # op(A)[i, k] = A[k, i]: MR contiguous values per k
-        P[:, :] = 0.0
-        cols = A[:, i0:i0 + mr]
+                src, dst = A[k, i0:i0 + mr], P[k]
+                for r in range(mr):
+                    dst[r] = src[r]
+                for r in range(mr, MR):
+                    dst[r] = 0.0
+    elif mr == MR:                   # op(A)[i, k] = A[i, k]: MR row streams
+        # A flat view with constant offsets: LLVM vectorises this (1.5-2.3x faster than
+        # the 2-D loop below on the MLP shapes).
+        f = P.reshape(K * MR)
+        rows = A[i0:i0 + MR]
         for k in range(K):
-            for r in range(mr):
-                P[k, r] = cols[k, r]
-    else:                            # op(A)[i, k] = A[i, k]: MR row streams
+            for r in range(MR):
+                f[MR * k + r] = rows[r, k]
+    else:
         P[:, :] = 0.0
         rows = A[i0:i0 + mr]
         for r in range(mr):
             row = rows[r]
             for k in range(K):
                 P[k, r] = row[k]
-    if rowsum.shape[0] > 0:
-        rs = rowsum[i0:i0 + mr]
-        for r in range(mr):
-            s = 0.0
-            for k in range(K):
-                s += P[k, r]
-            rs[r] = s
+
+
+@njit(cache=True, _nrt=False)
+def _op_row_sums(A, trans_a, out):
+    """out (M,) = sum over k of op(A)[i, k], summed in order of k in A's dtype.
+
+    For the weight gradient op(A) = Delta^T, so this is the bias gradient db = sum over
+    the batch of Delta: a column sum of Delta, taken a row at a time so that it vectorises
+    across columns.  (Summed per packed panel, one dependent chain per row, it was half
+    the packing time of a 32-row Delta.)"""
+    if trans_a:
+        out[:] = 0.0
+        for k in range(A.shape[0]):
+            row = A[k]
+            for i in range(out.shape[0]):
+                out[i] += row[i]
+    else:
+        for i in range(A.shape[0]):
+            row = A[i]
+            s = out[i] - out[i]      # a zero of out's dtype
+            for k in range(row.shape[0]):
+                s += row[k]
+            out[i] = s
 
 
 @njit(cache=True, _nrt=False)
@@ -125,8 +144,6 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
     j0 = jp * NR
     nr = min(NR, N - j0)
     P = Bp[jp]
-    if nr < NR:
-        P[:, :] = 0.0
     if trans_b and nr == NR:         # op(B)[k, j] = B[j, k]: NR row streams of B
         # A cache line (16 values of k) of each row at a time: rows K*4 bytes apart share
         # L1 sets (K = 2048: all 16), and reading down k one element at a time re-fetched
@@ -142,22 +159,26 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
         for k in range(K16, K):
             for c in range(NR):
                 P[k, c] = rows[c, k]
-    elif trans_b:
+    elif trans_b:                    # edge panel: nr rows of B, then zeros
         rows = B[j0:j0 + nr]
         for k in range(K):
+            dst = P[k]
             for c in range(nr):
-                P[k, c] = rows[c, k]
+                dst[c] = rows[c, k]
+            for c in range(nr, NR):
+                dst[c] = 0.0
     elif nr == NR:                   # op(B)[k, j] = B[k, j]: NR contiguous values per k
-        f = P.reshape(K * NR)        # (a flat view and a constant trip count: vector
-        cols = B[:, j0:j0 + NR]      # copies, 1.8x faster than the general loop below)
+        # copy_nr: vector moves (100x100 W: 0.64 -> 0.23 us a panel)
+        f = P.reshape(K * NR)
         for k in range(K):
-            for c in range(NR):
-                f[NR * k + c] = cols[k, c]
+            copy_nr(B[k, j0:j0 + NR], f[NR * k:NR * k + NR])
     else:
-        cols = B[:, j0:j0 + nr]
         for k in range(K):
+            src, dst = B[k, j0:j0 + nr], P[k]
             for c in range(nr):
-                P[k, c] = cols[k, c]
+                dst[c] = src[c]
+            for c in range(nr, NR):
+                dst[c] = 0.0
 
 
 # ----------------------------------------------------------------------------- epilogue
@@ -258,7 +279,9 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     # 10-100 us of the MLP shapes' 0.6-30 ms.  Packing it in a parallel region of its own
     # measured no faster here and cost 2.4 s more compile.
     for ip in range(n_ip):
-        _pack_a_panel(A, trans_a, Ap, ip, M, K, rowsum)
+        _pack_a_panel(A, trans_a, Ap, ip, M, K)
+    if rowsum.shape[0] > 0:
+        _op_row_sums(A, trans_a, rowsum)
     n_ch = _n_column_chunks(n_jp)
     # The parallel loop sits in this function rather than in one of its own: every compiled
     # level re-optimises all the code it links (the micro-kernel included), ~2.5 s each.
