@@ -92,12 +92,11 @@ def _pack_a_panel(A, trans_a, Ap, ip, M, K):
             for k in range(K):
                 copy_mr(A[k, i0:i0 + MR], f[MR * k:MR * k + MR])
         else:
+            P[:, :] = 0.0
+            cols = A[:, i0:i0 + mr]
             for k in range(K):
-                src, dst = A[k, i0:i0 + mr], P[k]
                 for r in range(mr):
-                    dst[r] = src[r]
-                for r in range(mr, MR):
-                    dst[r] = 0.0
+                    P[k, r] = cols[k, r]
     elif mr == MR:                   # op(A)[i, k] = A[i, k]: MR row streams
         # A flat view with constant offsets: LLVM vectorises this (1.5-2.3x faster than
         # the 2-D loop below on the MLP shapes).
@@ -159,26 +158,23 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
         for k in range(K16, K):
             for c in range(NR):
                 P[k, c] = rows[c, k]
-    elif trans_b:                    # edge panel: nr rows of B, then zeros
+    elif trans_b:                    # edge panels: zeros, then the nr rows of B
+        P[:, :] = 0.0
         rows = B[j0:j0 + nr]
         for k in range(K):
-            dst = P[k]
             for c in range(nr):
-                dst[c] = rows[c, k]
-            for c in range(nr, NR):
-                dst[c] = 0.0
+                P[k, c] = rows[c, k]
     elif nr == NR:                   # op(B)[k, j] = B[k, j]: NR contiguous values per k
         # copy_nr: vector moves (100x100 W: 0.64 -> 0.23 us a panel)
         f = P.reshape(K * NR)
         for k in range(K):
             copy_nr(B[k, j0:j0 + NR], f[NR * k:NR * k + NR])
     else:
+        P[:, :] = 0.0
+        cols = B[:, j0:j0 + nr]
         for k in range(K):
-            src, dst = B[k, j0:j0 + nr], P[k]
             for c in range(nr):
-                dst[c] = src[c]
-            for c in range(nr, NR):
-                dst[c] = 0.0
+                P[k, c] = cols[k, c]
 
 
 # ----------------------------------------------------------------------------- epilogue
