@@ -94,6 +94,29 @@ def test_linear_backward_matches_seed_003_formulas(shape, dtype, rng):
     assert rel_err(K.bias_grad(d), d64.sum(axis=0)) <= tol(dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 17, 5), (33, 100, 10), (130, 40, 100)])
+def test_gemm_row_sums_of_op_a(shape, trans_a, dtype, rng):
+    """gemm's rowsum output is sum_k op(A)[i, k] for both layouts of A, whatever the
+    uninitialised buffer held before (here NaN)."""
+    from fastbp.kernels.cpu import gemm as G
+    M, K_, N = shape
+    a = rng.standard_normal((M, K_)).astype(dtype)
+    b = rng.standard_normal((K_, N)).astype(dtype)
+    A = np.ascontiguousarray(a.T if trans_a else a)
+    c = np.empty((M, N), dtype)
+    rowsum = np.full(M, np.nan, dtype)
+    none = np.empty(0, dtype)
+    empty = np.empty((0, 0), dtype)
+    na, nb = G.pack_sizes(M, N, K_)
+    G.gemm(A, trans_a, b, False, c, G.EPI_NONE, none, 0, 0.0, empty, empty, empty, rowsum,
+           G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype))
+    a64 = a.astype(np.float64)
+    assert rel_err(c, a64 @ b.astype(np.float64)) <= tol(dtype)
+    assert rel_err(rowsum, a64.sum(axis=1)) <= tol(dtype)
+
+
 def test_seed_003_worked_example():
     """Seed 003's layer z = aW + b with a: (1, 3), W: (3, 2) and its batch-of-2 version.
 

@@ -131,7 +131,8 @@ def _op_row_sums(A, trans_a, out):
     else:
         for i in range(A.shape[0]):
             row = A[i]
-            s = out[i] - out[i]      # a zero of out's dtype
+            out[i] = 0.0
+            s = out[i]               # a zero of out's dtype (out starts uninitialised)
             for k in range(row.shape[0]):
                 s += row[k]
             out[i] = s
