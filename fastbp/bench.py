@@ -103,22 +103,24 @@ def _samples(sizes, batch, quick):
     return int(max(batch * 20, min(200_000, target)) // batch * batch)
 
 
-def bench_fastbp(sizes, batch, X, y, matmul="own", rounds=3):
+def fastbp_epochs(sizes, batch, X, y, matmul="own"):
+    """Set up and warm up fastbp on this shape; returns epoch(r) -> samples/s of one
+    shuffled epoch (seed r)."""
     import fastbp
     model = fastbp.MLP(sizes, seed=0, matmul=matmul)
     opt = fastbp.SGD(model, lr=0.01, momentum=0.9)
     fastbp.fit(model, X[:batch * 4], y[:batch * 4], optimizer=opt, batch_size=batch,
                epochs=1, verbose=0)   # compile and warm up
-    best = 0.0
-    _settle()
-    for r in range(rounds):
+
+    def epoch(r):
         h = fastbp.fit(model, X, y, optimizer=opt, batch_size=batch, epochs=1, seed=r,
                        verbose=0)
-        best = max(best, X.shape[0] / h["time"][0])
-    return best
+        return X.shape[0] / h["time"][0]
+    return epoch
 
 
-def bench_torch(sizes, batch, X, y, rounds=3):
+def torch_epochs(sizes, batch, X, y):
+    """The same network, optimizer and loss in PyTorch (CPU); returns epoch(r) -> samples/s."""
     import torch
     torch.set_num_threads(int(os.environ.get("FASTBP_BENCH_THREADS", os.cpu_count())))
     torch.manual_seed(0)
@@ -133,7 +135,7 @@ def bench_torch(sizes, batch, X, y, rounds=3):
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     n = X.shape[0]
 
-    def epoch(seed, rows=n):
+    def run_epoch(seed, rows):
         g = torch.Generator().manual_seed(seed)
         perm = torch.randperm(rows, generator=g)
         for i in range(0, rows, batch):
@@ -143,32 +145,53 @@ def bench_torch(sizes, batch, X, y, rounds=3):
             loss.backward()
             opt.step()
 
-    _settle()
-    epoch(0, rows=batch * 4)  # warm up
-    best = 0.0
-    for r in range(rounds):
+    run_epoch(0, batch * 4)  # warm up
+
+    def epoch(r):
         t = time.perf_counter()
-        epoch(r)
-        best = max(best, n / (time.perf_counter() - t))
-    return best
+        run_epoch(r, n)
+        return n / (time.perf_counter() - t)
+    return epoch
 
 
-def bench_sklearn(sizes, batch, X, y, rounds=2):
+def sklearn_epochs(sizes, batch, X, y):
+    """scikit-learn's MLPClassifier (SGD, momentum) on a slice of the rows (it is slow);
+    returns epoch(r) -> samples/s of one partial_fit over the slice."""
     import warnings
     from sklearn.neural_network import MLPClassifier
     clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), solver="sgd",
                         learning_rate_init=0.01, momentum=0.9, batch_size=batch,
                         random_state=0)
-    classes = np.arange(sizes[-1])
-    n = min(X.shape[0], max(batch * 10, X.shape[0] // 4))  # scikit-learn is slow: a slice
-    best = 0.0
+    n = min(X.shape[0], max(batch * 10, X.shape[0] // 4))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clf.partial_fit(X[:batch * 2], y[:batch * 2], classes=classes)
-        for _ in range(rounds):
+        clf.partial_fit(X[:batch * 2], y[:batch * 2], classes=np.arange(sizes[-1]))
+
+    def epoch(r):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             t = time.perf_counter()
             clf.partial_fit(X[:n], y[:n])
-            best = max(best, n / (time.perf_counter() - t))
+            return n / (time.perf_counter() - t)
+    return epoch
+
+
+def bench_training(sizes, batch, X, y, rounds=3):
+    """Samples/s of every trainer on one shape, best of `rounds`.  The trainers take turns
+    epoch by epoch (fastbp, fastbp with BLAS, PyTorch, scikit-learn, then again), so that
+    drift in the machine's speed during the run reaches all of them alike; measured one
+    trainer after the other, the ratios on these VMs moved by 25% between runs."""
+    trainers = {"fastbp": fastbp_epochs(sizes, batch, X, y),
+                "blas": fastbp_epochs(sizes, batch, X, y, matmul="blas")}
+    if _have("torch"):
+        trainers["torch"] = torch_epochs(sizes, batch, X, y)
+    if _have("sklearn"):
+        trainers["sklearn"] = sklearn_epochs(sizes, batch, X, y)
+    best = {name: 0.0 for name in trainers}
+    for r in range(rounds):
+        for name, epoch in trainers.items():
+            _settle()
+            best[name] = max(best[name], epoch(r))
     return best
 
 
@@ -197,11 +220,9 @@ def run(quick=False):
     train_rows = []
     for sizes, batch in TRAIN_SHAPES:
         X, y = _data(sizes, _samples(sizes, batch, quick))
-        row = {"shape": "-".join(map(str, sizes)) + f" b{batch}"}
-        row["fastbp"] = bench_fastbp(sizes, batch, X, y)
-        row["blas"] = bench_fastbp(sizes, batch, X, y, matmul="blas")
-        row["torch"] = bench_torch(sizes, batch, X, y) if _have("torch") else None
-        row["sklearn"] = bench_sklearn(sizes, batch, X, y) if _have("sklearn") else None
+        row = {"shape": "-".join(map(str, sizes)) + f" b{batch}", "torch": None,
+               "sklearn": None}
+        row.update(bench_training(sizes, batch, X, y))
         train_rows.append(row)
     return gemm_rows, train_rows, header
 
