@@ -176,9 +176,9 @@ def sklearn_epochs(sizes, batch, X, y):
     return epoch
 
 
-def bench_training(sizes, batch, X, y, rounds=3):
-    """Samples/s of every trainer on one shape, best of `rounds`.  The trainers take turns
-    epoch by epoch (fastbp, fastbp with BLAS, PyTorch, scikit-learn, then again), so that
+def bench_training(sizes, batch, X, y, rounds=5):
+    """Samples/s of every trainer on one shape, best of `rounds` epochs.  The trainers take
+    turns epoch by epoch (fastbp, fastbp with BLAS, PyTorch, scikit-learn, then again), so that
     drift in the machine's speed during the run reaches all of them alike; measured one
     trainer after the other, the ratios on these VMs moved by 25% between runs."""
     trainers = {"fastbp": fastbp_epochs(sizes, batch, X, y),
@@ -222,7 +222,7 @@ def run(quick=False):
         X, y = _data(sizes, _samples(sizes, batch, quick))
         row = {"shape": "-".join(map(str, sizes)) + f" b{batch}", "torch": None,
                "sklearn": None}
-        row.update(bench_training(sizes, batch, X, y))
+        row.update(bench_training(sizes, batch, X, y, rounds=3 if quick else 5))
         train_rows.append(row)
     return gemm_rows, train_rows, header
 
