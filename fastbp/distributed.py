@@ -8,6 +8,7 @@ the same optimizer step.  Parameters are broadcast from rank 0 at the start.  A 
 raises aborts the communicator so that the other ranks do not wait forever.
 """
 import sys
+import time
 
 import numpy as np
 
@@ -53,4 +54,8 @@ class DataParallel:
     def abort(self, exc):
         print(f"fastbp: MPI rank {self.rank} of {self.size} failed: {type(exc).__name__}: "
               f"{exc}; aborting all ranks", file=sys.stderr, flush=True)
+        # The launcher forwards each rank's stderr through a pipe and stops reading it when
+        # a rank aborts: without a pause the message (and MPICH's own) was lost now and then
+        # (seen once in CI, a loaded machine).  The other ranks wait in a collective anyway.
+        time.sleep(0.5)
         self.comm.Abort(1)
