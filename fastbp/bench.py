@@ -179,8 +179,8 @@ def sklearn_epochs(sizes, batch, X, y):
 def bench_training(sizes, batch, X, y, rounds=5):
     """Samples/s of every trainer on one shape, best of `rounds` epochs.  The trainers take
     turns epoch by epoch (fastbp, fastbp with BLAS, PyTorch, scikit-learn, then again), so that
-    drift in the machine's speed during the run reaches all of them alike; measured one
-    trainer after the other, the ratios on these VMs moved by 25% between runs."""
+    drift in the machine's speed during the run reaches all of them alike.  It does not make
+    runs agree: on these VMs the ratios still moved by 25-40% from one run to the next."""
     trainers = {"fastbp": fastbp_epochs(sizes, batch, X, y),
                 "blas": fastbp_epochs(sizes, batch, X, y, matmul="blas")}
     if _have("torch"):
