@@ -30,7 +30,13 @@ ROWS_PER_BLOCK = 64
 
 
 @njit(cache=True, inline="always")
-def _row_logsumexp(Z, i):
+def _row_exp(Z, i, E):
+    """E[i, c] = exp(Z[i, c] - m) for row i, m = max_c Z[i, c]; returns (m, sum_c exp(...)).
+
+    The exponentials are computed in float64 and summed before rounding; E keeps them in
+    its storage dtype, so the gradient pass scales them instead of calling exp again (exp
+    was half the time of a 32 x 10 cross-entropy).  E (b, C) is the caller's output array,
+    overwritten afterwards, never Z itself."""
     n = Z.shape[1]
     m = Z[i, 0]
     for c in range(1, n):
@@ -38,7 +44,9 @@ def _row_logsumexp(Z, i):
             m = Z[i, c]
     s = 0.0
     for c in range(n):
-        s += math.exp(np.float64(Z[i, c]) - m)
+        e = math.exp(np.float64(Z[i, c]) - m)
+        s += e
+        E[i, c] = e
     return m, s
 
 
@@ -51,14 +59,14 @@ def cross_entropy_labels(Z, y, G, row_loss):
     for blk in range(nblk):
         for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
             acc = 0.0
-            m, s = _row_logsumexp(Z, i)
+            m, s = _row_exp(Z, i, G)
             lse = m + math.log(s)
             label = y[i]
             acc += lse - Z[i, label]
             inv_s = 1.0 / s
             for c in range(n):
                 # (p - onehot) / b in float64, rounded to the storage type once
-                p = math.exp(np.float64(Z[i, c]) - m) * inv_s
+                p = np.float64(G[i, c]) * inv_s
                 if c == label:
                     p -= 1.0
                 G[i, c] = p * inv_b
@@ -78,7 +86,7 @@ def cross_entropy_targets(Z, T, G, row_loss):
     for blk in range(nblk):
         for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
             acc = 0.0
-            m, s = _row_logsumexp(Z, i)
+            m, s = _row_exp(Z, i, G)
             lse = m + math.log(s)
             tsum = 0.0
             for c in range(n):
@@ -87,7 +95,7 @@ def cross_entropy_targets(Z, T, G, row_loss):
                 acc += t * (lse - Z[i, c])
             inv_s = 1.0 / s
             for c in range(n):
-                p = math.exp(np.float64(Z[i, c]) - m) * inv_s
+                p = np.float64(G[i, c]) * inv_s
                 G[i, c] = (p * tsum - T[i, c]) * inv_b
             row_loss[i] = acc
     total = 0.0
@@ -142,10 +150,10 @@ def softmax_rows(Z, P):
     """P (b, C) = softmax(Z) row by row, computed with the row maximum subtracted."""
     b, n = Z.shape
     for i in range(b):
-        m, s = _row_logsumexp(Z, i)
+        m, s = _row_exp(Z, i, P)
         inv_s = 1.0 / s
         for c in range(n):
-            P[i, c] = math.exp(np.float64(Z[i, c]) - m) * inv_s
+            P[i, c] = np.float64(P[i, c]) * inv_s
 
 
 @njit(cache=True)
