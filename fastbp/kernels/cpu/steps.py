@@ -8,7 +8,7 @@ a chunk of consecutive steps runs inside one compiled call:
         gather rows of X, y                     (same copies as np.take)
         forward, fused loss, backward           (the kernels MLP.loss_and_grad calls)
         optional L2 on the weights
-        optimizer update over the flat buffer  (sgd_update / adam_update)
+        optimizer update over the flat buffer  (optimizer_update)
 
 The kernels are the same ones, called in the same order with the same arguments, so a
 chunk gives bit-identical results to the step-by-step Python path.  Per-layer arrays are
@@ -27,10 +27,9 @@ from .losses import (
     cross_entropy_targets,
     mse,
 )
-from .optim import adam_update, sgd_update
+from .optim import OPT_ADAM, OPT_SGD, optimizer_update  # noqa: F401 (OPT_* for the trainer)
 
 LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE, LOSS_BCE = 0, 1, 2, 3
-OPT_SGD, OPT_ADAM = 0, 1
 
 
 @njit(cache=True)
@@ -150,11 +149,8 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                 nw = sizes[l + 1] * sizes[l]
                 loss += add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
         # update
-        if opt_code == OPT_SGD:
-            sgd_update(params, grads, state1, lr, momentum, weight_decay, nesterov)
-        else:
-            adam_update(params, grads, state1, state2, lr, beta1, beta2, eps, weight_decay,
-                        decoupled, step0 + s + 1)
+        optimizer_update(opt_code, params, grads, state1, state2, lr, momentum, weight_decay,
+                         nesterov, beta1, beta2, eps, decoupled, step0 + s + 1)
         out[0] += loss * m
         if count_acc:
             if loss_code == LOSS_CE_LABELS:
