@@ -117,6 +117,32 @@ def test_gemm_row_sums_of_op_a(shape, trans_a, dtype, rng):
     assert rel_err(rowsum, a64.sum(axis=1)) <= tol(dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K_", [1, 7, 8, 15, 16, 24, 31, 40, 1000])
+def test_gemm_transposed_b_panels_exact(K_, dtype, rng):
+    """The forward's W^T panels (8x8 register transposes, then a scalar tail of K % 8)
+    hold exactly op(B)'s values in k-major order, and the zero-padded edge panel too."""
+    from fastbp.kernels.cpu import gemm as G
+    from fastbp.kernels.cpu.microkernel import NR
+    N = 2 * NR + 5                         # two full panels and an edge panel
+    b = rng.standard_normal((N, K_)).astype(dtype)
+    bp = np.full(((N + NR - 1) // NR) * K_ * NR, np.nan, dtype)
+    Bp = bp.reshape((-1, K_, NR))
+    for jp in range(Bp.shape[0]):
+        G._pack_b_panel(b, True, Bp, jp, N, K_)
+    padded = np.zeros((Bp.shape[0] * NR, K_), dtype)
+    padded[:N] = b
+    expected = padded.reshape(Bp.shape[0], NR, K_).transpose(0, 2, 1)
+    np.testing.assert_array_equal(Bp, expected)
+    # and through a strided view (rows further apart than K)
+    wide = np.zeros((N, K_ + 9), dtype)
+    wide[:, 3:3 + K_] = b
+    Bp[:] = np.nan
+    for jp in range(Bp.shape[0]):
+        G._pack_b_panel(wide[:, 3:3 + K_], True, Bp, jp, N, K_)
+    np.testing.assert_array_equal(Bp, expected)
+
+
 def test_seed_003_worked_example():
     """Seed 003's layer z = aW + b with a: (1, 3), W: (3, 2) and its batch-of-2 version.
 
