@@ -16,6 +16,7 @@ Adam (L2 weight decay) / AdamW (decoupled, p = p * (1 - lr * wd) first):
 """
 import math
 
+import numpy as np
 from numba import njit, prange
 
 BLOCK = 4096
@@ -127,12 +128,14 @@ def optimizer_update(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nestero
 @njit(cache=True)
 def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov):
     """p, g, v: (P,) flat parameter, gradient and momentum buffers. Updates p and v in place."""
-    optimizer_update(OPT_SGD, p, g, v, v, lr, momentum, weight_decay, nesterov, 0.0, 0.0, 0.0,
-                     False, 1)
+    # runtime values, not constants: a constant argument is typed as a literal, and Numba
+    # would compile another copy of the parallel loop for each wrapper
+    optimizer_update(np.int64(OPT_SGD), p, g, v, v, lr, momentum, weight_decay, nesterov,
+                     0.0, 0.0, 0.0, np.bool_(False), np.int64(1))
 
 
 @njit(cache=True)
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
     """p, g, m, v: (P,) flat buffers; step is 1 on the first call. Updates p, m, v in place."""
-    optimizer_update(OPT_ADAM, p, g, m, v, lr, 0.0, weight_decay, False, beta1, beta2, eps,
-                     decoupled, step)
+    optimizer_update(np.int64(OPT_ADAM), p, g, m, v, lr, 0.0, weight_decay, np.bool_(False),
+                     beta1, beta2, eps, decoupled, step)
