@@ -183,7 +183,8 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
         for k in range(K8, K):
             for c in range(NR):
                 P[k, c] = rows[c, k]
-    elif trans_b:                    # edge panels: zeros, then the nr rows of B
+    elif trans_b:                    # edge panels (or rows with a column stride): zeros,
+        # then the nr rows of B, element by element
         P[:, :] = 0.0
         rows = B[j0:j0 + nr]
         for k in range(K):
