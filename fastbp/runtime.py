@@ -8,12 +8,12 @@ its kernel calls with a lock (see `kernel_lock`).  Setting NUMBA_THREADING_LAYER
 overrides this.  Note that GNU OpenMP is not fork-safe: use the 'spawn' or 'forkserver'
 start methods (joblib/loky, used by scikit-learn's n_jobs, already does).
 
-Vectorisation: the GEMM micro-kernel keeps its tile of C in scalar variables that LLVM's
-SLP vectoriser packs into SIMD registers.  Numba leaves that pass off by default
-(numba.core.config.SLP_VECTORIZE = 0), so fastbp turns it on at import, before any of its
-kernels compile.  The setting is process-wide: other Numba code compiled afterwards gets
-the pass too (it only ever adds vectorisation).  Without it the micro-kernel runs ~20x
-slower.
+Vectorisation: the packing copies of the GEMM (copy_mr, copy_nr) and some epilogue loops
+are written as runs of scalar loads and stores that LLVM's SLP vectoriser packs into SIMD
+moves.  Numba leaves that pass off by default (numba.core.config.SLP_VECTORIZE = 0), so
+fastbp turns it on at import, before any of its kernels compile.  The setting is
+process-wide: other Numba code compiled afterwards gets the pass too (it only ever adds
+vectorisation).  The micro-kernel itself is explicit vector IR and does not need it.
 """
 import contextlib
 import importlib

@@ -143,6 +143,26 @@ def test_gemm_transposed_b_panels_exact(K_, dtype, rng):
     np.testing.assert_array_equal(Bp, expected)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kc", [1, 3, 17, 384])
+def test_micro_kernel_tile(kc, dtype, rng):
+    """The vector-IR micro-kernel: one MR x NR tile at an offset inside a larger C, written
+    (accumulate=False) and then added to (True), against float64 NumPy; the rest of C is
+    untouched."""
+    from fastbp.kernels.cpu.microkernel import MR, NR, micro_kernel
+    ap = rng.standard_normal((kc, MR)).astype(dtype)
+    bp = rng.standard_normal((kc, NR)).astype(dtype)
+    c = np.full((MR + 5, NR + 7), 7.0, dtype)
+    micro_kernel(ap, bp, c, 2, 3, False)
+    ref = ap.astype(np.float64).T @ bp.astype(np.float64)
+    assert rel_err(c[2:2 + MR, 3:3 + NR], ref) <= tol(dtype)
+    micro_kernel(ap, bp, c, 2, 3, True)
+    assert rel_err(c[2:2 + MR, 3:3 + NR], 2 * ref) <= tol(dtype)
+    outside = np.ones(c.shape, bool)
+    outside[2:2 + MR, 3:3 + NR] = False
+    assert np.all(c[outside] == 7.0)
+
+
 def test_seed_003_worked_example():
     """Seed 003's layer z = aW + b with a: (1, 3), W: (3, 2) and its batch-of-2 version.
 

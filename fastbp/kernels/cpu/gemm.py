@@ -20,8 +20,8 @@ while A is in cache from packing it.
 How (BLIS-style): op(A) is packed into panels of MR rows and op(B) into panels of NR
 columns, k-major and zero-padded; the packing absorbs every transpose, so one micro-kernel
 serves all layouts.  Each MR x NR tile of C is then accumulated by the register-blocked
-micro-kernel (microkernel.py: 8 SIMD accumulators that LLVM's SLP vectoriser builds from
-scalars) over K in blocks of KC, with A in blocks of MC rows so that its slice stays in
+micro-kernel (microkernel.py: a 6 x 16 tile in 12 AVX2 accumulators, written as LLVM
+vector IR) over K in blocks of KC, with A in blocks of MC rows so that its slice stays in
 L2 (see _column_chunk), and the epilogue runs on each block of C.  Column panels are
 grouped into chunks split across threads, and the thread that owns a chunk packs its
 part of B before using it (one parallel region per product); A is packed up front on the
@@ -33,11 +33,14 @@ functions are compiled without Numba's reference counting (``_nrt=False``): ever
 view taken in a called function otherwise costs two atomic operations, and those were
 40% of a small product with an epilogue.
 
-Measured here (AMD EPYC, AVX2, one core, K=256 panels): the 4x16 tile runs at 60-85
-GFLOP/s of a ~96 peak; 6x16, 5x16 and 3x16 tiles are not vectorised by LLVM (3-8 GFLOP/s)
-and 8x16 and 2x32 reach ~50.  An unpacked row-streaming kernel for small products ran
-5-6x slower than packing plus the micro-kernel, even at N = 10 where a third of the tile
-is padding, so there is one path.
+Measured here (AMD EPYC, AVX2, one core): the 6 x 16 tile runs at 74-87 GFLOP/s of a ~96
+peak on K = 32-384 panels (float64: 30-42 of 48).  It replaced a 4 x 16 tile of scalars
+vectorised by LLVM's SLP pass (60-85 GFLOP/s; float64 not vectorised): in-process A/B of
+the compiled training step, 2 threads, parameters bit-identical, 784-512-512-10 1.30x,
+40-100-100-10 1.07x, 784-2048-2048-10 1.05x.  KC = 256/320 and MC = 96/192 measured
+2-8% slower than 384/128 with it.  An unpacked row-streaming kernel for small products
+ran 5-6x slower than packing plus the micro-kernel, even at N = 10 where a third of the
+tile is padding, so there is one path.
 
 Every element of C is summed over k in the same order whatever the thread count and the
 tile it lands in, so results are bit-identical run to run and independent of the batch
@@ -54,7 +57,7 @@ EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
 
 KC = 384                     # K block: a KC x NR slice of B is 24 KiB (float32), within L1 (measured: 128: 0.52x numpy, 256: 0.6-0.78x, 384: 0.62-0.72x)
 PARALLEL_MIN_WORK = 1 << 18  # M*N*K below which one thread beats a parallel region
-MC = 128                     # rows of A per block: an MC x KC slice of packed A is <= 192 KiB, within L2
+MC = 128                     # rows of A per block (21 panels of MR = 6): an MC x KC slice of packed A is <= 192 KiB, within L2
 CHUNK_PANELS = 4             # column panels (of NR columns) per unit of parallel work
 
 
