@@ -271,6 +271,7 @@ class _Compiled:
         self.serial = flops < SERIAL_STEP_FLOPS
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
+        self.kernels = S.kernel_pointers(dt)
 
     @staticmethod
     def eligible(model, optimizer, dp):
@@ -307,7 +308,8 @@ class _Compiled:
                                model.act_code, model.slope, self.loss_code, model.params,
                                model.grads, self.zbuf, self.abuf, self.gbuf, self.row_loss,
                                self.apack, self.bpack, self.xbuf, self.ylab_buf, self.ytgt_buf,
-                               self.l2, self.count_acc, *args, self.out)
+                               self.l2, self.count_acc, *args, self.out,
+                               *self.kernels)
 
 
 def _epoch_compiled(model, optimizer, X, run, bs, comp, bar, good_params, history,
