@@ -19,8 +19,8 @@ instead of being called by name.  A call by name links the callee's compiled cod
 everything it links in turn (micro-kernel, packing, epilogues, parallel regions), into
 this function, and Numba re-optimises and re-emits all linked code for every function
 that links it.  Called through a pointer, that code is compiled once, with the kernel.
-Measured (cold cache, `fastbp train --epochs 1`, A/B/A/B): run_steps' share of the
-compile 5.9-7.4 s -> 3.6-4.5 s; the call costs ~8 us per chunk of steps.
+Measured (cold cache, `fastbp train --epochs 1`, A/B/A/B): run_steps' own compile
+4.8 -> 3.0-3.3 s; the call costs ~8 us per chunk of steps.
 """
 import numpy as np
 from numba import njit, types
@@ -108,7 +108,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
             code = identity if l == L - 1 else act_code
             A = Z if (code == 0) else abuf[off:off + m * fan_out].reshape((m, fan_out))
             gemm_fn(a_prev, no, W, yes, Z, epi_bias_act, b, code, slope, A, empty2, empty2,
-                 none, apack, bpack)
+                    none, apack, bpack)
             a_prev = A
             off += m * fan_out
         # loss and dL/dZ_L
@@ -145,13 +145,13 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                 off_prev = off - m * fan_in
                 a_prev = zbuf[off_prev:off].reshape((m, fan_in)) if act_code == 0 else \
                     abuf[off_prev:off].reshape((m, fan_in))
-            gemm_fn(G, yes, a_prev, no, dW, epi_none, none, identity, 0.0, empty2, empty2, empty2,
-                 db, apack, bpack)
+            gemm_fn(G, yes, a_prev, no, dW, epi_none, none, identity, 0.0, empty2, empty2,
+                    empty2, db, apack, bpack)
             if l > 0:
                 Zp = zbuf[off_prev:off].reshape((m, fan_in))
                 Gp = gbuf[off_prev:off].reshape((m, fan_in))
                 gemm_fn(G, no, W, no, Gp, epi_act_grad, none, act_code, slope, empty2, Zp,
-                     a_prev, none, apack, bpack)
+                        a_prev, none, apack, bpack)
             off = off_prev
         if l2 != 0.0:
             for l in range(L):
@@ -160,7 +160,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                 loss += add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
         # update
         update_fn(opt_code, params, grads, state1, state2, lr, momentum, weight_decay,
-                         nesterov, beta1, beta2, eps, decoupled, step0 + s + 1)
+                  nesterov, beta1, beta2, eps, decoupled, step0 + s + 1)
         out[0] += loss * m
         if count_acc:
             if loss_code == LOSS_CE_LABELS:
