@@ -206,7 +206,7 @@ class MLP:
             code = 0 if l == last else self.act_code
             self._gemm(A_prev, False, self.weights[l], True, ws.Z[l], _gemm.EPI_BIAS_ACT,
                        self.biases[l], code, self.slope, ws.A[l], self._empty2, self._empty2,
-                       self._none, ws.apack, ws.bpack)
+                       self._none, ws.apack, ws.bpack, True)
             A_prev = ws.A[l]
         return ws.Z[last]
 
@@ -226,13 +226,13 @@ class MLP:
             # dW_l = G_l^T A_{l-1}, and db_l = column sums of G_l from the same pass
             self._gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], _gemm.EPI_NONE,
                        self._none, 0, 0.0, self._empty2, self._empty2, self._empty2,
-                       self.bias_grads[l], ws.apack, ws.bpack)
+                       self.bias_grads[l], ws.apack, ws.bpack, True)
             if l > 0:
                 # G_{l-1} = (G_l W_l) * f'(Z_{l-1})
                 self._gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1],
                            _gemm.EPI_ACT_GRAD, self._none, self.act_code, self.slope,
                            self._empty2, ws.Z[l - 1], ws.A[l - 1], self._none, ws.apack,
-                           ws.bpack)
+                           ws.bpack, True)
 
     def loss_and_grad(self, X, y, l2=0.0):
         """Mean loss on (X, y) as a float; fills self.grads (overwriting, not accumulating).

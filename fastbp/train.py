@@ -5,6 +5,7 @@ are gathered by index into two preallocated buffers (full batches and the last p
 one), so the data set is never copied or reordered in memory and the last partial batch is
 trained, not dropped.  Data flows one way: fit -> model.loss_and_grad -> kernels.
 """
+import itertools
 import math
 import time
 
@@ -229,6 +230,45 @@ def _load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histo
 
 
 SERIAL_STEP_FLOPS = 3e7
+SPLIT_MIN_ROWS = 16     # rows per thread below which a split step is not worth it
+
+
+def split_threads(sizes, bs):
+    """Threads to split a small step over by rows (1: do not split).  Splitting needs a
+    threading layer that allows the kernels' own parallel loops to be entered from inside
+    a parallel region (omp or tbb; workqueue aborts on that)."""
+    import numba
+
+    from .runtime import threadsafe
+    if not threadsafe():
+        return 1
+    return max(1, min(numba.get_num_threads(), bs // SPLIT_MIN_ROWS, len(sizes) - 1))
+
+
+def _layer_owners(sizes, n_split):
+    """(L,) int64: which of n_split threads computes each layer's weight gradient and
+    update; the largest layers first, each to the least loaded thread."""
+    work = [a * b for a, b in itertools.pairwise(sizes)]
+    load = [0] * n_split
+    owner = np.zeros(len(work), np.int64)
+    for l in sorted(range(len(work)), key=lambda q: -work[q]):
+        t = load.index(min(load))
+        owner[l] = t
+        load[t] += work[l]
+    return owner
+
+
+def _split_pack_buffers(model, bs, n_split):
+    """GEMM packing workspace for run_steps: n_split equal parts, each large enough for any
+    product of the step and a whole number of cache lines long."""
+    from .kernels.cpu.gemm import pack_buffer
+    ws = model._workspace(bs)
+    if n_split == 1:
+        return ws.apack, ws.bpack
+    line = 64 // model.dtype.itemsize
+    na = -(-ws.apack.shape[0] // line) * line
+    nb = -(-ws.bpack.shape[0] // line) * line
+    return pack_buffer(n_split * na, model.dtype), pack_buffer(n_split * nb, model.dtype)
 
 
 class _Compiled:
@@ -247,8 +287,6 @@ class _Compiled:
         self.abuf = np.empty(bs * width, dt)
         self.gbuf = np.empty(bs * width, dt)
         self.row_loss = np.empty(bs)
-        ws = model._workspace(bs)
-        self.apack, self.bpack = ws.apack, ws.bpack
         self.xbuf = np.empty(bs * X.shape[1], dt)
         if y.ndim == 1:
             self.loss_code = S.LOSS_CE_LABELS
@@ -265,10 +303,14 @@ class _Compiled:
         flops = 6.0 * bs * sum(a * b for a, b in zip(model.sizes[:-1], model.sizes[1:]))
         # steps per call: about 2e8 flops (a few ms), and never across a checkpoint
         self.chunk = int(max(1, min(4096, 2e8 // max(flops, 1))))
-        # A step this small runs faster on one thread than with parallel regions that must
-        # wake the other threads (measured: 40-100-100-10 batch 32, 1.25-1.7x).  Numba's
-        # thread count is per calling thread, so this does not affect other threads.
+        # A step this small runs faster on one thread than with a parallel region per product
+        # (measured: 40-100-100-10 batch 32, 1.25-1.7x).  With threads to spare it is split
+        # by rows instead (run_steps' n_split): two parallel regions per step in all.
         self.serial = flops < SERIAL_STEP_FLOPS
+        self.n_split = split_threads(model.sizes, bs) if self.serial else 1
+        self.layer_owner = _layer_owners(model.sizes, self.n_split)
+        self.layer_loss = np.zeros(len(model.sizes) - 1)
+        self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
         self.kernels = S.kernel_pointers(dt)
@@ -291,15 +333,7 @@ class _Compiled:
             args = (self.S.OPT_ADAM, opt.exp_avg, opt.exp_avg_sq, opt.lr, 0.0,
                     opt.weight_decay, False, opt.beta1, opt.beta2, opt.eps, opt.decoupled,
                     opt.step_count)
-        if self.serial:
-            import numba
-            threads = numba.get_num_threads()
-            numba.set_num_threads(1)
-        try:
-            pos = self._run_steps(X, order, pos, n_steps, bs, model, args)
-        finally:
-            if self.serial:
-                numba.set_num_threads(threads)
+        pos = self._run_steps(X, order, pos, n_steps, bs, model, args)
         opt.step_count += n_steps
         return pos
 
@@ -308,7 +342,8 @@ class _Compiled:
                                model.act_code, model.slope, self.loss_code, model.params,
                                model.grads, self.zbuf, self.abuf, self.gbuf, self.row_loss,
                                self.apack, self.bpack, self.xbuf, self.ylab_buf, self.ytgt_buf,
-                               self.l2, self.count_acc, *args, self.out,
+                               self.l2, self.count_acc, *args, self.out, not self.serial,
+                               self.n_split, self.layer_owner, self.layer_loss,
                                *self.kernels)
 
 

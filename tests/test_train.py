@@ -2,6 +2,7 @@
 divergence and interruption."""
 import math
 
+import numba
 import numpy as np
 import pytest
 
@@ -186,3 +187,45 @@ def test_compiled_steps_equal_python_steps(loss, sizes):
     for compiled, python in zip(results[:2], results[2:]):
         assert np.array_equal(compiled[0], python[0])
         assert compiled[1] == python[1] and compiled[2] == python[2]
+
+
+@pytest.mark.parametrize("loss,sizes,l2,act", [("cross_entropy", [12, 16, 9, 4], 1e-3, "gelu"),
+                                               ("mse", [12, 9, 3], 0.0, "tanh"),
+                                               ("binary_cross_entropy", [12, 8, 3], 1e-3,
+                                                "relu")])
+def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act):
+    """A small step split over two threads (rows for the forward and data gradients,
+    layers for the weight gradients and updates) gives the same bits as the Python path,
+    down to a last batch of one row (a part with no rows)."""
+    from fastbp import train as T
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((69, 12)).astype(np.float32)   # batches of 17: last one 1 row
+    if loss == "cross_entropy":
+        y = rng.integers(0, sizes[-1], size=69)
+    else:
+        y = (rng.random((69, sizes[-1])) > 0.5).astype(np.float32)
+    monkeypatch.setattr(T, "split_threads", lambda sizes, bs: 2)
+    results = []
+    for python_path in (False, True):
+        for make in (lambda m: fastbp.SGD(m, 0.05, momentum=0.9),
+                     lambda m: fastbp.Adam(m, 1e-2)):
+            m = fastbp.MLP(sizes, activation=act, loss=loss, seed=0)
+            opt = make(m)
+            if python_path:
+                opt.step = opt.step
+            h = fastbp.fit(m, X, y, optimizer=opt, batch_size=17, epochs=2, seed=1,
+                           verbose=0, l2=l2)
+            results.append((m.params.copy(), h["loss"]))
+    for split, python in zip(results[:2], results[2:]):
+        assert np.array_equal(split[0], python[0])
+        assert split[1] == python[1]
+
+
+def test_split_threads_choice():
+    from fastbp import train as T
+    from fastbp.runtime import threadsafe
+    owners = T._layer_owners([40, 100, 100, 10], 2)
+    assert list(owners) == [1, 0, 1]     # the 100 x 100 layer alone, the other two together
+    if threadsafe() and numba.get_num_threads() >= 2:
+        assert T.split_threads([40, 100, 100, 10], 32) == 2
+    assert T.split_threads([40, 100, 100, 10], 8) == 1     # too few rows per thread

@@ -274,14 +274,16 @@ def _column_chunk(jp0, jp1, B, trans_b, Ap, Bp, Sp, C, M, N, epilogue, bias, cod
 
 
 # ----------------------------------------------------------------------------- entry point
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, _nrt=False)
 def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc, rowsum,
-         apack, bpack):
+         apack, bpack, parallel):
     """C (M, N) = op(A) @ op(B) with a fused epilogue; see the module docstring.
 
     A: (M, K), or (K, M) when trans_a.  B: (K, N), or (N, K) when trans_b.  C: (M, N).
     bias: (N,).  Aout, Zsrc, Asrc: (M, N) or unused per ``epilogue``.  rowsum: (M,) or (0,).
     apack, bpack: 1-D workspace of at least pack_sizes(M, N, K) elements.
+    parallel: False to stay on the calling thread whatever the size (inside a parallel
+    region: a nested one, even of one thread, cost 2-3x a whole small-network step).
     All C-contiguous and of one dtype; the caller validates shapes.
     """
     M, N = C.shape
@@ -301,7 +303,7 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     n_ch = _n_column_chunks(n_jp)
     # The parallel loop sits in this function rather than in one of its own: every compiled
     # level re-optimises all the code it links (the micro-kernel included), ~2.5 s each.
-    if M * N * K >= PARALLEL_MIN_WORK and n_ch > 1:
+    if parallel and M * N * K >= PARALLEL_MIN_WORK and n_ch > 1:
         for t in prange(n_ch):   # each thread owns a contiguous range of chunks
             ch = np.int64(t)     # prange's index is unsigned: one compiled _column_chunk
             _column_chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, B, trans_b, Ap, Bp,
@@ -320,7 +322,7 @@ def matmul_into(A, trans_a, B, trans_b, C, apack, bpack):
     none = apack[:0]
     empty = none.reshape((0, 0))
     gemm(A, trans_a, B, trans_b, C, EPI_NONE, none, 0, 0.0, empty, empty, empty, none,
-         apack, bpack)
+         apack, bpack, True)
 
 
 @njit(parallel=True, cache=True)
@@ -341,11 +343,11 @@ def column_sum(D, out):
 # ----------------------------------------------------------------------------- BLAS variant
 @njit(cache=True)
 def gemm_blas(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
-              rowsum, apack, bpack):
+              rowsum, apack, bpack, parallel):
     """The same contract as ``gemm``, with the product done by BLAS (np.dot inside @njit).
 
     The opt-in ``matmul="blas"`` reference: it shows what fusion and our own GEMM are
-    worth against the library product.  apack/bpack are unused.
+    worth against the library product.  apack, bpack and parallel are unused.
     """
     M, N = C.shape
     # One call per layout: a conditional expression would unify the C- and F-ordered

@@ -3,7 +3,10 @@
 Each kernel makes one pass per row, writes dL/dZ into G (same shape as Z) and returns the
 loss as a float64 (accumulated in float64 whatever the storage dtype, so that a large
 batch does not drift).  Each row's loss goes to ``row_loss`` (b,) float64, caller-owned
-workspace, and the rows are then added in order, so the kernel allocates nothing.
+workspace, and the rows are then added in order, so the kernel allocates nothing.  The
+``*_rows`` kernels do the per-row part for any block of a batch's rows, with the batch's
+scale passed in, so a batch can be shared among threads (steps.run_steps) and still give
+the same bits as the whole-batch kernel.
 
 The losses run on one thread: they touch b x C values, nothing next to the products, and a
 parallel region (with its Numba compile, several seconds per kernel) would cost more than
@@ -25,8 +28,6 @@ import numpy as np
 from numba import njit
 
 from .activations import sigmoid_scalar
-
-ROWS_PER_BLOCK = 64
 
 
 @njit(cache=True, inline="always")
@@ -50,99 +51,115 @@ def _row_exp(Z, i, E):
     return m, s
 
 
+@njit(cache=True, _nrt=False)
+def cross_entropy_labels_rows(Z, y, G, row_loss, scale):
+    """Rows of a batch: Z (r, C) logits, y (r,) int64 labels in [0, C), G (r, C) out,
+    row_loss (r,) out.  G = (softmax(Z) - onehot(y)) * scale, row_loss[i] = lse_i - z_{i,y_i};
+    scale is 1 / (rows of the whole batch), so that a batch can be done in parts."""
+    b, n = Z.shape
+    for i in range(b):
+        m, s = _row_exp(Z, i, G)
+        lse = m + math.log(s)
+        label = y[i]
+        inv_s = 1.0 / s
+        for c in range(n):
+            # (p - onehot) * scale in float64, rounded to the storage type once
+            p = np.float64(G[i, c]) * inv_s
+            if c == label:
+                p -= 1.0
+            G[i, c] = p * scale
+        row_loss[i] = lse - Z[i, label]
+
+
+@njit(cache=True, _nrt=False)
+def cross_entropy_targets_rows(Z, T, G, row_loss, scale):
+    """Rows of a batch: Z (r, C) logits, T (r, C) probability / one-hot targets, G (r, C)
+    out, row_loss (r,) out; scale as in cross_entropy_labels_rows."""
+    b, n = Z.shape
+    for i in range(b):
+        acc = 0.0
+        m, s = _row_exp(Z, i, G)
+        lse = m + math.log(s)
+        tsum = 0.0
+        for c in range(n):
+            t = np.float64(T[i, c])
+            tsum += t
+            acc += t * (lse - Z[i, c])
+        inv_s = 1.0 / s
+        for c in range(n):
+            p = np.float64(G[i, c]) * inv_s
+            G[i, c] = (p * tsum - T[i, c]) * scale
+        row_loss[i] = acc
+
+
+@njit(cache=True, _nrt=False)
+def mse_rows(Z, T, G, row_loss, scale):
+    """Rows of a batch: Z (r, n) predictions, T (r, n) targets, G (r, n) out, row_loss (r,)
+    out (sum of squared errors of the row); scale is 1 / (elements of the whole batch)."""
+    b, n = Z.shape
+    for i in range(b):
+        acc = 0.0
+        for c in range(n):
+            d = np.float64(Z[i, c]) - np.float64(T[i, c])
+            acc += d * d
+            G[i, c] = 2.0 * d * scale
+        row_loss[i] = acc
+
+
+@njit(cache=True, _nrt=False)
+def binary_cross_entropy_rows(Z, T, G, row_loss, scale):
+    """Rows of a batch: Z (r, n) logits, T (r, n) targets in [0, 1], G (r, n) out,
+    row_loss (r,) out; scale is 1 / (elements of the whole batch)."""
+    b, n = Z.shape
+    for i in range(b):
+        acc = 0.0
+        for c in range(n):
+            z = np.float64(Z[i, c])
+            t = np.float64(T[i, c])
+            acc += max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
+            G[i, c] = (sigmoid_scalar(z) - t) * scale
+        row_loss[i] = acc
+
+
+@njit(cache=True)
+def mean_row_loss(row_loss, scale):
+    """The batch loss from the row losses: their sum, in row order, times scale."""
+    total = 0.0
+    for i in range(row_loss.shape[0]):
+        total += row_loss[i]
+    return total * scale
+
+
 @njit(cache=True)
 def cross_entropy_labels(Z, y, G, row_loss):
     """Z (b, C) logits, y (b,) int64 labels in [0, C), G (b, C) out, row_loss (b,). Returns mean loss."""
-    b, n = Z.shape
-    nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-    inv_b = 1.0 / b
-    for blk in range(nblk):
-        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
-            acc = 0.0
-            m, s = _row_exp(Z, i, G)
-            lse = m + math.log(s)
-            label = y[i]
-            acc += lse - Z[i, label]
-            inv_s = 1.0 / s
-            for c in range(n):
-                # (p - onehot) / b in float64, rounded to the storage type once
-                p = np.float64(G[i, c]) * inv_s
-                if c == label:
-                    p -= 1.0
-                G[i, c] = p * inv_b
-            row_loss[i] = acc
-    total = 0.0
-    for i in range(b):
-        total += row_loss[i]
-    return total * inv_b
+    scale = 1.0 / Z.shape[0]
+    cross_entropy_labels_rows(Z, y, G, row_loss, scale)
+    return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 
 @njit(cache=True)
 def cross_entropy_targets(Z, T, G, row_loss):
     """Z (b, C) logits, T (b, C) probability / one-hot targets, G (b, C) out. Returns mean loss."""
-    b, n = Z.shape
-    nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-    inv_b = 1.0 / b
-    for blk in range(nblk):
-        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
-            acc = 0.0
-            m, s = _row_exp(Z, i, G)
-            lse = m + math.log(s)
-            tsum = 0.0
-            for c in range(n):
-                t = np.float64(T[i, c])
-                tsum += t
-                acc += t * (lse - Z[i, c])
-            inv_s = 1.0 / s
-            for c in range(n):
-                p = np.float64(G[i, c]) * inv_s
-                G[i, c] = (p * tsum - T[i, c]) * inv_b
-            row_loss[i] = acc
-    total = 0.0
-    for i in range(b):
-        total += row_loss[i]
-    return total * inv_b
+    scale = 1.0 / Z.shape[0]
+    cross_entropy_targets_rows(Z, T, G, row_loss, scale)
+    return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 
 @njit(cache=True)
 def mse(Z, T, G, row_loss):
     """Z (b, n) predictions, T (b, n) targets, G (b, n) out. Returns the mean squared error."""
-    b, n = Z.shape
-    nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-    inv = 1.0 / (b * n)
-    for blk in range(nblk):
-        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
-            acc = 0.0
-            for c in range(n):
-                d = np.float64(Z[i, c]) - np.float64(T[i, c])
-                acc += d * d
-                G[i, c] = 2.0 * d * inv
-            row_loss[i] = acc
-    total = 0.0
-    for i in range(b):
-        total += row_loss[i]
-    return total * inv
+    scale = 1.0 / (Z.shape[0] * Z.shape[1])
+    mse_rows(Z, T, G, row_loss, scale)
+    return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 
 @njit(cache=True)
 def binary_cross_entropy(Z, T, G, row_loss):
     """Z (b, n) logits, T (b, n) targets in [0, 1], G (b, n) out. Returns the mean loss."""
-    b, n = Z.shape
-    nblk = (b + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-    inv = 1.0 / (b * n)
-    for blk in range(nblk):
-        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, b)):
-            acc = 0.0
-            for c in range(n):
-                z = np.float64(Z[i, c])
-                t = np.float64(T[i, c])
-                acc += max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
-                G[i, c] = (sigmoid_scalar(z) - t) * inv
-            row_loss[i] = acc
-    total = 0.0
-    for i in range(b):
-        total += row_loss[i]
-    return total * inv
+    scale = 1.0 / (Z.shape[0] * Z.shape[1])
+    binary_cross_entropy_rows(Z, T, G, row_loss, scale)
+    return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 
 @njit(cache=True)
@@ -187,7 +204,7 @@ def count_correct_multilabel(Z, T):
     return correct
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, _nrt=False)
 def add_l2(W, dW, l2):
     """dW += l2 * W over a flat weight view and return 0.5 * l2 * sum(W^2) (float64)."""
     s = 0.0

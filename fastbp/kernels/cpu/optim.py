@@ -87,14 +87,14 @@ def _update_block(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nesterov, 
                     decay, decoupled, l2)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, _nrt=False)
 def optimizer_update(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nesterov, beta1,
-                     beta2, eps, decoupled, step):
+                     beta2, eps, decoupled, step, parallel):
     """One update of the flat buffers p, g (P,) in place, by either optimizer.
 
     OPT_SGD: s1 is the momentum buffer (s2, beta1, beta2, eps, decoupled, step unused).
     OPT_ADAM: s1, s2 are exp_avg and exp_avg_sq; step is 1 on the first call (momentum,
-    nesterov unused).
+    nesterov unused).  parallel: False to stay on the calling thread (inside a parallel region).
 
     One parallel loop serves both optimizers: each parallel region costs ~1.9 s of compile
     wherever it is linked, and the compiled training step links whichever update it may run.
@@ -112,7 +112,7 @@ def optimizer_update(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nestero
     T_eps, decay = T(eps), T(1.0 - lr * weight_decay)
     n = p.shape[0]
     nblk = (n + BLOCK - 1) // BLOCK
-    if nblk < 4:   # one thread: a parallel region costs more than this
+    if nblk < 4 or not parallel:   # one thread: a parallel region costs more than this
         _update_block(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nesterov, T_lr,
                       T_mu, T_wd, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, T_eps, decay,
                       decoupled, l2)
@@ -131,11 +131,11 @@ def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov):
     # runtime values, not constants: a constant argument is typed as a literal, and Numba
     # would compile another copy of the parallel loop for each wrapper
     optimizer_update(np.int64(OPT_SGD), p, g, v, v, lr, momentum, weight_decay, nesterov,
-                     0.0, 0.0, 0.0, np.bool_(False), np.int64(1))
+                     0.0, 0.0, 0.0, np.bool_(False), np.int64(1), np.bool_(True))
 
 
 @njit(cache=True)
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
     """p, g, m, v: (P,) flat buffers; step is 1 on the first call. Updates p, m, v in place."""
     optimizer_update(np.int64(OPT_ADAM), p, g, m, v, lr, 0.0, weight_decay, np.bool_(False),
-                     beta1, beta2, eps, decoupled, step)
+                     beta1, beta2, eps, decoupled, step, np.bool_(True))

@@ -14,6 +14,14 @@ The kernels are the same ones, called in the same order with the same arguments,
 chunk gives bit-identical results to the step-by-step Python path.  Per-layer arrays are
 views carved out of flat buffers by offset (no lists of arrays cross the boundary).
 
+A step too small for parallel products (each product's parallel region costs more than it
+saves) is either run on one thread or, with threads to spare, split: the batch's rows are
+shared among the threads for gather, forward, loss and data gradients (rows are
+independent there), then the layers' weight gradients and updates are shared out by layer.
+Two parallel regions per step instead of one per product, and the same bits (see
+run_steps).  Measured (in-process A/B, 40-100-100-10 batch 32, 2 threads, SGD): split
+against one thread 1.14-1.25x (median of 21 alternations; see the note for the run).
+
 The GEMM and the optimizer update are passed in as compiled functions (``kernel_pointers``)
 instead of being called by name.  A call by name links the callee's compiled code, and
 everything it links in turn (micro-kernel, packing, epilogues, parallel regions), into
@@ -23,18 +31,19 @@ Measured (cold cache, `fastbp train --epochs 1`, A/B/A/B): run_steps' own compil
 4.8 -> 3.0-3.3 s; the call costs ~8 us per chunk of steps.
 """
 import numpy as np
-from numba import njit, types
+from numba import njit, prange, types
 from numba.experimental.function_type import _get_wrapper_address
 
 from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, gemm
 from .losses import (
     add_l2,
-    binary_cross_entropy,
+    binary_cross_entropy_rows,
     count_correct_labels,
     count_correct_multilabel,
-    cross_entropy_labels,
-    cross_entropy_targets,
-    mse,
+    cross_entropy_labels_rows,
+    cross_entropy_targets_rows,
+    mean_row_loss,
+    mse_rows,
 )
 from .optim import OPT_ADAM, OPT_SGD, optimizer_update  # noqa: F401 (OPT_* for the trainer)
 
@@ -51,11 +60,182 @@ def layer_offset(sizes, l):
 
 
 @njit(cache=True)
+def activation_offset(sizes, l, m):
+    """Start of layer l's (m, out) block in the flat activation buffers (zbuf, abuf, gbuf)."""
+    off = 0
+    for q in range(l):
+        off += m * sizes[q + 1]
+    return off
+
+
+@njit(cache=True, inline="always")
+def _rows(buf, off, m, width, r0, r1):
+    """Rows r0:r1 of the (m, width) matrix stored from buf[off]."""
+    return buf[off + r0 * width:off + r1 * width].reshape((r1 - r0, width))
+
+
+@njit(cache=True)
+def loss_scale(loss_code, m, n_out):
+    """1 / the count the loss averages over: rows (cross-entropy) or elements (mse, bce)."""
+    if loss_code == LOSS_CE_LABELS or loss_code == LOSS_CE_TARGETS:
+        return 1.0 / m
+    return 1.0 / (m * n_out)
+
+
+@njit(cache=True, _nrt=False)
+def _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
+                       apack, bpack, parallel, gemm_fn):
+    """dW_l = G_l^T A_{l-1} (out, in) and db_l = column sums of G_l, over all m rows."""
+    fan_in = sizes[l]
+    fan_out = sizes[l + 1]
+    w_off = layer_offset(sizes, l)
+    dW = grads[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
+    db = grads[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)]
+    off = activation_offset(sizes, l, m)
+    G = _rows(gbuf, off, m, fan_out, 0, m)
+    if l == 0:
+        a_prev = _rows(xbuf, 0, m, fan_in, 0, m)
+    else:
+        a_prev = _rows(abuf if act_code != 0 else zbuf, off - m * fan_in, m, fan_in, 0, m)
+    none = params[:0]
+    empty2 = params[:0].reshape((0, 0))
+    gemm_fn(G, np.bool_(True), a_prev, np.bool_(False), dW, np.int64(EPI_NONE), none,
+            np.int64(0), 0.0, empty2, empty2, empty2, db, apack, bpack, parallel)
+
+
+@njit(cache=True, _nrt=False)
+def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, slope,
+                loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
+                ylab_buf, ytgt_buf, weight_grads, parallel, gemm_fn):
+    """Part `part` of n_parts of a batch of m rows (rows r0:r1, r0 = part * m // n_parts,
+    of the batch, i.e. rows order[pos + r0:pos + r1] of X and the targets): gather them,
+    forward, the loss's row terms and dL/dZ_L (scaled for all m rows), and backward through
+    every layer's data gradient, packing into part `part` of apack and bpack.  With
+    weight_grads (n_parts = 1), each layer's dW and db as well, right after its G;
+    otherwise the caller does those (they need all rows).
+
+    Compiled without reference counting, like everything a split step's threads run: every
+    array view or argument otherwise costs an atomic operation on the parent buffer's count,
+    and two threads doing that on the same buffers made a split step slower than one thread."""
+    L = sizes.shape[0] - 1
+    d = X.shape[1]
+    r0 = part * m // n_parts
+    r1 = (part + 1) * m // n_parts
+    mr = r1 - r0
+    na = apack.shape[0] // n_parts
+    nb = bpack.shape[0] // n_parts
+    apack = apack[part * na:(part + 1) * na]
+    bpack = bpack[part * nb:(part + 1) * nb]
+    none = params[:0]
+    empty2 = params[:0].reshape((0, 0))
+    # GEMM flags as runtime values, not constants: a constant argument is typed as a literal,
+    # and Numba would compile (and LLVM optimise) another copy of the GEMM for every layout.
+    no, yes = np.bool_(False), np.bool_(True)
+    epi_bias_act, epi_act_grad = np.int64(EPI_BIAS_ACT), np.int64(EPI_ACT_GRAD)
+    identity = np.int64(0)
+    xb = _rows(xbuf, 0, m, d, r0, r1)
+    for r in range(mr):
+        src = order[pos + r0 + r]
+        for j in range(d):
+            xb[r, j] = X[src, j]
+    n_out = sizes[L]
+    if loss_code == LOSS_CE_LABELS:
+        for r in range(r0, r1):
+            ylab_buf[r] = ylab[order[pos + r]]
+    else:
+        k = ytgt.shape[1]
+        for r in range(r0, r1):
+            src = order[pos + r]
+            for j in range(k):
+                ytgt_buf[r * k + j] = ytgt[src, j]
+    # forward
+    off = 0
+    a_prev = xb
+    for l in range(L):
+        fan_in = sizes[l]
+        fan_out = sizes[l + 1]
+        w_off = layer_offset(sizes, l)
+        W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
+        b = params[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)]
+        Z = _rows(zbuf, off, m, fan_out, r0, r1)
+        code = identity if l == L - 1 else act_code
+        A = Z if (code == 0) else _rows(abuf, off, m, fan_out, r0, r1)
+        gemm_fn(a_prev, no, W, yes, Z, epi_bias_act, b, code, slope, A, empty2, empty2,
+                none, apack, bpack, parallel)
+        a_prev = A
+        off += m * fan_out
+    # loss rows and dL/dZ_L
+    off_last = off - m * n_out
+    ZL = _rows(zbuf, off_last, m, n_out, r0, r1)
+    GL = _rows(gbuf, off_last, m, n_out, r0, r1)
+    rl = row_loss[r0:r1]
+    scale = loss_scale(loss_code, m, n_out)
+    if loss_code == LOSS_CE_LABELS:
+        cross_entropy_labels_rows(ZL, ylab_buf[r0:r1], GL, rl, scale)
+    else:
+        yb = _rows(ytgt_buf, 0, m, ytgt.shape[1], r0, r1)
+        if loss_code == LOSS_CE_TARGETS:
+            cross_entropy_targets_rows(ZL, yb, GL, rl, scale)
+        elif loss_code == LOSS_MSE:
+            mse_rows(ZL, yb, GL, rl, scale)
+        else:
+            binary_cross_entropy_rows(ZL, yb, GL, rl, scale)
+    # backward
+    off = off_last
+    for l in range(L - 1, -1, -1):
+        fan_in = sizes[l]
+        fan_out = sizes[l + 1]
+        if weight_grads:
+            _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
+                               apack, bpack, parallel, gemm_fn)
+        if l > 0:
+            w_off = layer_offset(sizes, l)
+            W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
+            G = _rows(gbuf, off, m, fan_out, r0, r1)
+            off_prev = off - m * fan_in
+            Zp = _rows(zbuf, off_prev, m, fan_in, r0, r1)
+            Ap = _rows(abuf, off_prev, m, fan_in, r0, r1) if act_code != 0 else Zp
+            Gp = _rows(gbuf, off_prev, m, fan_in, r0, r1)
+            gemm_fn(G, no, W, no, Gp, epi_act_grad, none, act_code, slope, empty2, Zp, Ap,
+                    none, apack, bpack, parallel)
+            off = off_prev
+
+
+@njit(cache=True, _nrt=False)
+def _owned_layers_update(th, n_split, layer_owner, m, sizes, act_code, params, grads, zbuf,
+                         abuf, gbuf, xbuf, apack, bpack, l2, layer_loss, opt_code, state1,
+                         state2, lr, momentum, weight_decay, nesterov, beta1, beta2, eps,
+                         decoupled, step, gemm_fn, update_fn):
+    """Thread th's share of a split step's second half: for each layer l it owns
+    (layer_owner[l] == th), dW_l and db_l over all m rows, the L2 term (its loss into
+    layer_loss[l]) and the optimizer update of that layer's [W, b] range, all on this thread
+    (parallel=False) with part th of the packing workspace."""
+    no = np.bool_(False)
+    na = apack.shape[0] // n_split
+    nb = bpack.shape[0] // n_split
+    for l in range(sizes.shape[0] - 1):
+        if layer_owner[l] != th:
+            continue
+        _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
+                           apack[th * na:(th + 1) * na], bpack[th * nb:(th + 1) * nb], no,
+                           gemm_fn)
+        w_off = layer_offset(sizes, l)
+        nw = sizes[l + 1] * sizes[l]
+        w_end = w_off + nw + sizes[l + 1]
+        if l2 != 0.0:
+            layer_loss[l] = add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
+        update_fn(opt_code, params[w_off:w_end], grads[w_off:w_end], state1[w_off:w_end],
+                  state2[w_off:w_end], lr, momentum, weight_decay, nesterov, beta1, beta2,
+                  eps, decoupled, step, no)
+
+
+@njit(cache=True, parallel=True)
 def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, loss_code,
               params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf, ylab_buf,
               ytgt_buf, l2, count_acc,
               opt_code, state1, state2, lr, momentum, weight_decay, nesterov, beta1, beta2,
-              eps, decoupled, step0, out, gemm_fn, update_fn):
+              eps, decoupled, step0, out, parallel, n_split, layer_owner, layer_loss,
+              gemm_fn, update_fn, rows_fn, layers_fn):
     """Train n_steps batches of bs rows, taking rows order[pos:...] of X (n, d) and of the
     targets: ylab (n,) int64 labels for LOSS_CE_LABELS, else ytgt (n, k) (the other one is
     an empty placeholder).
@@ -64,105 +244,64 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     each (abuf unused where A is Z).  xbuf (bs*d), ylab_buf (bs), ytgt_buf (bs*k): gather
     buffers.
     out (float64, 2): out[0] += sum of batch loss * rows, out[1] += correct predictions.
-    gemm_fn, update_fn: gemm.gemm and optim.optimizer_update as ``kernel_pointers`` gives them.
+    parallel: whether the kernels may run parallel regions (False: the whole step on the
+    calling thread).
+    n_split: 1, or the number of threads a step is split over (see below); apack and bpack
+    hold n_split equal workspaces, each a multiple of 64 bytes.  layer_owner (L,) int64: the
+    thread (< n_split) that computes layer l's weight gradient and update.  layer_loss (L,)
+    float64: workspace for the L2 terms.
+    gemm_fn, update_fn, rows_fn, layers_fn: gemm.gemm, optim.optimizer_update, _batch_rows
+    and _owned_layers_update as ``kernel_pointers`` gives them.
     Returns the position after the last row trained.
+
+    Split steps (n_split > 1, for networks too small for parallel products to pay): the
+    batch's rows are shared among n_split threads, each running gather, forward, loss and
+    the data gradients on its rows (rows are independent there), then each thread computes
+    the weight gradients of the layers it owns over all rows and updates those layers.  Every
+    value is computed by the same kernel calls with the same summation order as one thread
+    would, so results are bit-identical to n_split = 1.
     """
     L = sizes.shape[0] - 1
     n = X.shape[0]
-    d = X.shape[1]
-    none = params[:0]
-    empty2 = params[:0].reshape((0, 0))
-    # GEMM flags as runtime values, not constants: a constant argument is typed as a literal,
-    # and Numba would compile (and LLVM optimise) another copy of the GEMM for every layout.
+    n_out = sizes[L]
+    # runtime values: a literal argument would compile another copy of each callee
     no, yes = np.bool_(False), np.bool_(True)
-    epi_bias_act, epi_none, epi_act_grad = \
-        np.int64(EPI_BIAS_ACT), np.int64(EPI_NONE), np.int64(EPI_ACT_GRAD)
-    identity = np.int64(0)
+    zero, one = np.int64(0), np.int64(1)
     for s in range(n_steps):
         stop = min(pos + bs, n)
         m = stop - pos
-        xb = xbuf[:m * d].reshape((m, d))
-        for r in range(m):
-            src = order[pos + r]
-            for j in range(d):
-                xb[r, j] = X[src, j]
-        if loss_code == LOSS_CE_LABELS:
-            for r in range(m):
-                ylab_buf[r] = ylab[order[pos + r]]
+        if n_split > 1:
+            for t in prange(n_split):   # kernels called with parallel=False in here
+                th = np.int64(t)          # prange's index is unsigned
+                rows_fn(X, ylab, ytgt, order, pos, m, th, n_split, sizes, act_code, slope,
+                        loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack,
+                        xbuf, ylab_buf, ytgt_buf, no, no, gemm_fn)
         else:
-            k = ytgt.shape[1]
-            for r in range(m):
-                src = order[pos + r]
-                for j in range(k):
-                    ytgt_buf[r * k + j] = ytgt[src, j]
-        # forward
-        off = 0
-        a_prev = xb
-        for l in range(L):
-            fan_in = sizes[l]
-            fan_out = sizes[l + 1]
-            w_off = layer_offset(sizes, l)
-            W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
-            b = params[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)]
-            Z = zbuf[off:off + m * fan_out].reshape((m, fan_out))
-            code = identity if l == L - 1 else act_code
-            A = Z if (code == 0) else abuf[off:off + m * fan_out].reshape((m, fan_out))
-            gemm_fn(a_prev, no, W, yes, Z, epi_bias_act, b, code, slope, A, empty2, empty2,
-                    none, apack, bpack)
-            a_prev = A
-            off += m * fan_out
-        # loss and dL/dZ_L
-        n_out = sizes[L]
-        off_last = off - m * n_out
-        ZL = zbuf[off_last:off].reshape((m, n_out))
-        GL = gbuf[off_last:off].reshape((m, n_out))
-        rl = row_loss[:m]
-        if loss_code == LOSS_CE_LABELS:
-            loss = cross_entropy_labels(ZL, ylab_buf[:m], GL, rl)
+            rows_fn(X, ylab, ytgt, order, pos, m, zero, one, sizes, act_code, slope,
+                    loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
+                    ylab_buf, ytgt_buf, yes, parallel, gemm_fn)
+        loss = mean_row_loss(row_loss[:m], loss_scale(loss_code, m, n_out))
+        if n_split > 1:
+            for t in prange(n_split):
+                th = np.int64(t)
+                layers_fn(th, n_split, layer_owner, m, sizes, act_code, params, grads, zbuf,
+                          abuf, gbuf, xbuf, apack, bpack, l2, layer_loss, opt_code, state1,
+                          state2, lr, momentum, weight_decay, nesterov, beta1, beta2, eps,
+                          decoupled, step0 + s + 1, gemm_fn, update_fn)
+            if l2 != 0.0:
+                for l in range(L):
+                    loss += layer_loss[l]
         else:
-            k = ytgt.shape[1]
-            yb = ytgt_buf[:m * k].reshape((m, k))
-            if loss_code == LOSS_CE_TARGETS:
-                loss = cross_entropy_targets(ZL, yb, GL, rl)
-            elif loss_code == LOSS_MSE:
-                loss = mse(ZL, yb, GL, rl)
-            else:
-                loss = binary_cross_entropy(ZL, yb, GL, rl)
-        # backward
-        off = off_last
-        for l in range(L - 1, -1, -1):
-            fan_in = sizes[l]
-            fan_out = sizes[l + 1]
-            w_off = layer_offset(sizes, l)
-            W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
-            dW = grads[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
-            db = grads[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)]
-            G = gbuf[off:off + m * fan_out].reshape((m, fan_out))
-            if l == 0:
-                a_prev = xb
-                off_prev = 0
-            else:
-                off_prev = off - m * fan_in
-                a_prev = zbuf[off_prev:off].reshape((m, fan_in)) if act_code == 0 else \
-                    abuf[off_prev:off].reshape((m, fan_in))
-            gemm_fn(G, yes, a_prev, no, dW, epi_none, none, identity, 0.0, empty2, empty2,
-                    empty2, db, apack, bpack)
-            if l > 0:
-                Zp = zbuf[off_prev:off].reshape((m, fan_in))
-                Gp = gbuf[off_prev:off].reshape((m, fan_in))
-                gemm_fn(G, no, W, no, Gp, epi_act_grad, none, act_code, slope, empty2, Zp,
-                        a_prev, none, apack, bpack)
-            off = off_prev
-        if l2 != 0.0:
-            for l in range(L):
-                w_off = layer_offset(sizes, l)
-                nw = sizes[l + 1] * sizes[l]
-                loss += add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
-        # update
-        update_fn(opt_code, params, grads, state1, state2, lr, momentum, weight_decay,
-                  nesterov, beta1, beta2, eps, decoupled, step0 + s + 1)
+            if l2 != 0.0:
+                for l in range(L):
+                    w_off = layer_offset(sizes, l)
+                    nw = sizes[l + 1] * sizes[l]
+                    loss += add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
+            update_fn(opt_code, params, grads, state1, state2, lr, momentum, weight_decay,
+                      nesterov, beta1, beta2, eps, decoupled, step0 + s + 1, parallel)
         out[0] += loss * m
         if count_acc:
+            ZL = _rows(zbuf, activation_offset(sizes, L - 1, m), m, n_out, 0, m)
             if loss_code == LOSS_CE_LABELS:
                 out[1] += count_correct_labels(ZL, ylab_buf[:m])
             elif loss_code == LOSS_BCE:
@@ -193,17 +332,36 @@ _KERNELS = {}
 
 
 def kernel_pointers(dtype):
-    """(gemm, optimizer_update) as CompiledKernels for run_steps with float arrays of dtype
-    (float32 or float64): the argument types run_steps calls them with."""
+    """(gemm, optimizer_update, _batch_rows, _owned_layers_update) as CompiledKernels for
+    run_steps with float arrays of dtype (float32 or float64): the argument types run_steps
+    calls them with.  The last two go by pointer too because run_steps calls them from
+    three places (two parallel regions and the one-thread path), each of which would
+    otherwise link and re-optimise them (measured: run_steps' compile 3.4 -> 8.7 s)."""
     dtype = np.dtype(dtype)
     if dtype not in _KERNELS:
         f = types.float32 if dtype == np.float32 else types.float64
         vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
         b, i, d = types.boolean, types.int64, types.float64
-        #                 A    ta B    tb C    epi bias code slope Aout Zsrc Asrc rowsum apack bpack
-        gemm_sig = types.none(mat, b, mat, b, mat, i, vec, i, d, mat, mat, mat, vec, vec, vec)
-        #                   opt p    g    s1   s2   lr momentum wd nesterov beta1 beta2 eps decoupled step
-        update_sig = types.none(i, vec, vec, vec, vec, d, d, d, b, d, d, d, b, i)
+        #                 A    ta B    tb C    epi bias code slope Aout Zsrc Asrc rowsum apack bpack parallel
+        gemm_sig = types.none(mat, b, mat, b, mat, i, vec, i, d, mat, mat, mat, vec, vec, vec, b)
+        #                   opt p    g    s1   s2   lr momentum wd nesterov beta1 beta2 eps decoupled step parallel
+        update_sig = types.none(i, vec, vec, vec, vec, d, d, d, b, d, d, d, b, i, b)
+        gemm_t, update_t = types.FunctionType(gemm_sig), types.FunctionType(update_sig)
+        vi, vd = types.Array(i, 1, "C"), types.Array(d, 1, "C")
+        #                   X    ylab ytgt order pos m  part n_parts sizes act slope loss
+        rows_sig = types.none(mat, vi, mat, vi, i, i, i, i, vi, i, d, i,
+                              # params grads zbuf abuf gbuf row_loss apack bpack xbuf
+                              vec, vec, vec, vec, vec, vd, vec, vec, vec,
+                              # ylab_buf ytgt_buf weight_grads parallel gemm_fn
+                              vi, vec, b, b, gemm_t)
+        #                     th n_split owner m sizes act params grads zbuf abuf gbuf xbuf
+        layers_sig = types.none(i, i, vi, i, vi, i, vec, vec, vec, vec, vec, vec,
+                                # apack bpack l2 layer_loss opt s1 s2 lr mom wd nesterov
+                                vec, vec, d, vd, i, vec, vec, d, d, d, b,
+                                # beta1 beta2 eps decoupled step gemm_fn update_fn
+                                d, d, d, b, i, gemm_t, update_t)
         _KERNELS[dtype] = (CompiledKernel(gemm, gemm_sig),
-                           CompiledKernel(optimizer_update, update_sig))
+                           CompiledKernel(optimizer_update, update_sig),
+                           CompiledKernel(_batch_rows, rows_sig),
+                           CompiledKernel(_owned_layers_update, layers_sig))
     return _KERNELS[dtype]
