@@ -275,6 +275,8 @@ class _Compiled:
     """Flat workspace and fixed arguments for fastbp.kernels.cpu.steps.run_steps."""
 
     def __init__(self, model, optimizer, X, y, bs, l2, has_acc, checkpoint_every):
+        import numba
+
         from .kernels.cpu import steps as S
         from .optim import SGD
         from .runtime import ensure_threads
@@ -313,7 +315,8 @@ class _Compiled:
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
-        self.kernels = S.kernel_pointers(dt)
+        self.kernels = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
+                                         numba.typeof(self.ytgt))
 
     @staticmethod
     def eligible(model, optimizer, dp):

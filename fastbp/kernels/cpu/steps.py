@@ -331,37 +331,45 @@ class CompiledKernel:
 _KERNELS = {}
 
 
-def kernel_pointers(dtype):
+def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
     """(gemm, optimizer_update, _batch_rows, _owned_layers_update) as CompiledKernels for
     run_steps with float arrays of dtype (float32 or float64): the argument types run_steps
-    calls them with.  The last two go by pointer too because run_steps calls them from
-    three places (two parallel regions and the one-thread path), each of which would
-    otherwise link and re-optimise them (measured: run_steps' compile 3.4 -> 8.7 s)."""
+    calls them with.  X_type, ylab_type, ytgt_type: the Numba types of the data arguments
+    (``numba.typeof``: read-only data such as a memory map has its own); by default
+    writable C-contiguous arrays of dtype (int64 labels).
+
+    The last two go by pointer too because run_steps calls them from three places (two
+    parallel regions and the one-thread path), each of which would otherwise link and
+    re-optimise them (measured: run_steps' compile 3.4 -> 8.7 s)."""
     dtype = np.dtype(dtype)
-    if dtype not in _KERNELS:
-        f = types.float32 if dtype == np.float32 else types.float64
-        vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
-        b, i, d = types.boolean, types.int64, types.float64
+    f = types.float32 if dtype == np.float32 else types.float64
+    vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
+    b, i, d = types.boolean, types.int64, types.float64
+    vi, vd = types.Array(i, 1, "C"), types.Array(d, 1, "C")
+    X_type = X_type or mat
+    ylab_type = ylab_type or vi
+    ytgt_type = ytgt_type or mat
+    key = (dtype, X_type, ylab_type, ytgt_type)
+    if key not in _KERNELS:
         #                 A    ta B    tb C    epi bias code slope Aout Zsrc Asrc rowsum apack bpack parallel
         gemm_sig = types.none(mat, b, mat, b, mat, i, vec, i, d, mat, mat, mat, vec, vec, vec, b)
         #                   opt p    g    s1   s2   lr momentum wd nesterov beta1 beta2 eps decoupled step parallel
         update_sig = types.none(i, vec, vec, vec, vec, d, d, d, b, d, d, d, b, i, b)
         gemm_t, update_t = types.FunctionType(gemm_sig), types.FunctionType(update_sig)
-        vi, vd = types.Array(i, 1, "C"), types.Array(d, 1, "C")
-        #                   X    ylab ytgt order pos m  part n_parts sizes act slope loss
-        rows_sig = types.none(mat, vi, mat, vi, i, i, i, i, vi, i, d, i,
-                              # params grads zbuf abuf gbuf row_loss apack bpack xbuf
-                              vec, vec, vec, vec, vec, vd, vec, vec, vec,
-                              # ylab_buf ytgt_buf weight_grads parallel gemm_fn
-                              vi, vec, b, b, gemm_t)
+        #                     X       ylab       ytgt       order pos m part n_parts sizes act
+        rows_sig = types.none(X_type, ylab_type, ytgt_type, vi, i, i, i, i, vi, i,
+                              # slope loss params grads zbuf abuf gbuf row_loss apack bpack
+                              d, i, vec, vec, vec, vec, vec, vd, vec, vec,
+                              # xbuf ylab_buf ytgt_buf weight_grads parallel gemm_fn
+                              vec, vi, vec, b, b, gemm_t)
         #                     th n_split owner m sizes act params grads zbuf abuf gbuf xbuf
         layers_sig = types.none(i, i, vi, i, vi, i, vec, vec, vec, vec, vec, vec,
                                 # apack bpack l2 layer_loss opt s1 s2 lr mom wd nesterov
                                 vec, vec, d, vd, i, vec, vec, d, d, d, b,
                                 # beta1 beta2 eps decoupled step gemm_fn update_fn
                                 d, d, d, b, i, gemm_t, update_t)
-        _KERNELS[dtype] = (CompiledKernel(gemm, gemm_sig),
-                           CompiledKernel(optimizer_update, update_sig),
-                           CompiledKernel(_batch_rows, rows_sig),
-                           CompiledKernel(_owned_layers_update, layers_sig))
-    return _KERNELS[dtype]
+        _KERNELS[key] = (CompiledKernel(gemm, gemm_sig),
+                         CompiledKernel(optimizer_update, update_sig),
+                         CompiledKernel(_batch_rows, rows_sig),
+                         CompiledKernel(_owned_layers_update, layers_sig))
+    return _KERNELS[key]
