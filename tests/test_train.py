@@ -229,3 +229,4 @@ def test_split_threads_choice():
     if threadsafe() and numba.get_num_threads() >= 2:
         assert T.split_threads([40, 100, 100, 10], 32) == 2
     assert T.split_threads([40, 100, 100, 10], 8) == 1     # too few rows per thread
+    assert T.split_threads([784, 100, 10], 32) == 1        # one layer holds the weights

@@ -19,8 +19,11 @@ saves) is either run on one thread or, with threads to spare, split: the batch's
 shared among the threads for gather, forward, loss and data gradients (rows are
 independent there), then the layers' weight gradients and updates are shared out by layer.
 Two parallel regions per step instead of one per product, and the same bits (see
-run_steps).  Measured (in-process A/B, 40-100-100-10 batch 32, 2 threads, SGD): split
-against one thread 1.14-1.25x (median of 21 alternations; see the note for the run).
+run_steps).  Measured (2 threads, SGD, in-process A/B against one thread, medians per
+process): 40-100-100-10 and 64-128-64-10 batch 32 1.0-1.26x (the spread is the machine's:
+some processes see no gain), 100-200-200-200-10 batch 64 1.24-1.39x; when one layer holds
+nearly all weights it loses (784-100-10: 0.89-0.96x), so the trainer does not split those
+(train.split_threads).
 
 The GEMM and the optimizer update are passed in as compiled functions (``kernel_pointers``)
 instead of being called by name.  A call by name links the callee's compiled code, and
