@@ -28,10 +28,11 @@ part of B before using it (one parallel region per product); A is packed up fron
 calling thread.  Products below PARALLEL_MIN_WORK run on one thread, since a parallel
 region costs more than they do.  Edge tiles go through a small scratch tile, so the
 micro-kernel only ever stores full tiles (half its compile time).  Packing buffers are
-caller-owned workspace (``pack_sizes``), so nothing is allocated per call.  The inner
-functions are compiled without Numba's reference counting (``_nrt=False``): every array
-view taken in a called function otherwise costs two atomic operations, and those were
-40% of a small product with an epilogue.
+caller-owned workspace (``pack_sizes``), so nothing is allocated per call.  gemm and its
+inner functions are compiled without Numba's reference counting (``_nrt=False``): every
+array view or argument otherwise costs two atomic operations on its buffer's count, and
+those were 40% of a small product with an epilogue (and worse when two threads of a split
+training step count on the same buffers).
 
 Measured here (AMD EPYC, AVX2, one core): the 6 x 16 tile runs at 74-87 GFLOP/s of a ~96
 peak on K = 32-384 panels (float64: 30-42 of 48).  It replaced a 4 x 16 tile of scalars
@@ -283,7 +284,7 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     bias: (N,).  Aout, Zsrc, Asrc: (M, N) or unused per ``epilogue``.  rowsum: (M,) or (0,).
     apack, bpack: 1-D workspace of at least pack_sizes(M, N, K) elements.
     parallel: False to stay on the calling thread whatever the size (inside a parallel
-    region: a nested one, even of one thread, cost 2-3x a whole small-network step).
+    region: a nested one, even of one thread, made a split small-network step 2-3x slower).
     All C-contiguous and of one dtype; the caller validates shapes.
     """
     M, N = C.shape

@@ -94,7 +94,8 @@ def optimizer_update(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nestero
 
     OPT_SGD: s1 is the momentum buffer (s2, beta1, beta2, eps, decoupled, step unused).
     OPT_ADAM: s1, s2 are exp_avg and exp_avg_sq; step is 1 on the first call (momentum,
-    nesterov unused).  parallel: False to stay on the calling thread (inside a parallel region).
+    nesterov unused).  parallel: False to stay on the calling thread (inside a parallel
+    region).
 
     One parallel loop serves both optimizers: each parallel region costs ~1.9 s of compile
     wherever it is linked, and the compiled training step links whichever update it may run.
