@@ -193,23 +193,24 @@ def test_compiled_steps_equal_python_steps(loss, sizes):
                                                ("mse", [12, 9, 3], 0.0, "tanh"),
                                                ("binary_cross_entropy", [12, 8, 3], 1e-3,
                                                 "relu")])
-def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act, dtype):
     """A small step split over two threads (rows for the forward and data gradients,
     layers for the weight gradients and updates) gives the same bits as the Python path,
     down to a last batch of one row (a part with no rows)."""
     from fastbp import train as T
     rng = np.random.default_rng(5)
-    X = rng.standard_normal((69, 12)).astype(np.float32)   # batches of 17: last one 1 row
+    X = rng.standard_normal((69, 12)).astype(dtype)   # batches of 17: last one 1 row
     if loss == "cross_entropy":
         y = rng.integers(0, sizes[-1], size=69)
     else:
-        y = (rng.random((69, sizes[-1])) > 0.5).astype(np.float32)
+        y = (rng.random((69, sizes[-1])) > 0.5).astype(dtype)
     monkeypatch.setattr(T, "split_threads", lambda sizes, bs: 2)
     results = []
     for python_path in (False, True):
         for make in (lambda m: fastbp.SGD(m, 0.05, momentum=0.9),
                      lambda m: fastbp.Adam(m, 1e-2)):
-            m = fastbp.MLP(sizes, activation=act, loss=loss, seed=0)
+            m = fastbp.MLP(sizes, activation=act, loss=loss, dtype=dtype, seed=0)
             opt = make(m)
             if python_path:
                 opt.step = opt.step
