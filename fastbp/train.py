@@ -230,10 +230,13 @@ def _load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histo
 
 
 SERIAL_STEP_FLOPS = 3e7
-SPLIT_MIN_ROWS = 16     # rows per thread below which a split step is not worth it
-
-
+SPLIT_MIN_ROWS = 16           # rows per thread below which a split step is not worth it
 SPLIT_MAX_LAYER_SHARE = 0.75  # split only if no layer holds more of the weights than this
+
+
+def _layer_weights(sizes):
+    """Weights (fan_in * fan_out) of each layer: its share of a step's multiply-adds."""
+    return [a * b for a, b in itertools.pairwise(sizes)]
 
 
 def split_threads(sizes, bs):
@@ -248,7 +251,7 @@ def split_threads(sizes, bs):
     import numba
 
     from .runtime import threadsafe
-    work = [a * b for a, b in itertools.pairwise(sizes)]
+    work = _layer_weights(sizes)
     if not threadsafe() or max(work) > SPLIT_MAX_LAYER_SHARE * sum(work):
         return 1
     return max(1, min(numba.get_num_threads(), bs // SPLIT_MIN_ROWS, len(sizes) - 1))
@@ -257,7 +260,7 @@ def split_threads(sizes, bs):
 def _layer_owners(sizes, n_split):
     """(L,) int64: which of n_split threads computes each layer's weight gradient and
     update; the largest layers first, each to the least loaded thread."""
-    work = [a * b for a, b in itertools.pairwise(sizes)]
+    work = _layer_weights(sizes)
     load = [0] * n_split
     owner = np.zeros(len(work), np.int64)
     for l in sorted(range(len(work)), key=lambda q: -work[q]):
@@ -314,7 +317,7 @@ class _Compiled:
         self.l2, self.count_acc = l2, has_acc
         self.sgd = isinstance(optimizer, SGD)
         self.none = np.empty(0, dt)
-        flops = 6.0 * bs * sum(a * b for a, b in zip(model.sizes[:-1], model.sizes[1:]))
+        flops = 6.0 * bs * sum(_layer_weights(model.sizes))
         # steps per call: about 2e8 flops (a few ms), and never across a checkpoint
         self.chunk = int(max(1, min(4096, 2e8 // max(flops, 1))))
         # A step this small runs faster on one thread than with a parallel region per product

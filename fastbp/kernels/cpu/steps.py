@@ -216,12 +216,13 @@ def _owned_layers_update(th, n_split, layer_owner, m, sizes, act_code, params, g
     no = np.bool_(False)
     na = apack.shape[0] // n_split
     nb = bpack.shape[0] // n_split
+    apack = apack[th * na:(th + 1) * na]
+    bpack = bpack[th * nb:(th + 1) * nb]
     for l in range(sizes.shape[0] - 1):
         if layer_owner[l] != th:
             continue
         _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
-                           apack[th * na:(th + 1) * na], bpack[th * nb:(th + 1) * nb], no,
-                           gemm_fn)
+                           apack, bpack, no, gemm_fn)
         w_off = layer_offset(sizes, l)
         nw = sizes[l + 1] * sizes[l]
         w_end = w_off + nw + sizes[l + 1]
