@@ -198,15 +198,20 @@ class MLP:
         return ws
 
     # ------------------------------------------------------------------ compute
+    def _chunk_address(self):
+        """gemm's chunk_addr for this model's dtype (0 for the BLAS variant, which has none)."""
+        return _gemm.column_chunk_address(self.dtype) if self.matmul == "own" else 0
+
     def _forward(self, X, ws):
         """Fused forward pass into the workspace; returns the output pre-activation Z_L."""
         A_prev = X
         last = self.n_layers - 1
+        chunk = self._chunk_address()
         for l in range(self.n_layers):
             code = 0 if l == last else self.act_code
             self._gemm(A_prev, False, self.weights[l], True, ws.Z[l], _gemm.EPI_BIAS_ACT,
                        self.biases[l], code, self.slope, ws.A[l], self._empty2, self._empty2,
-                       self._none, ws.apack, ws.bpack, True)
+                       self._none, ws.apack, ws.bpack, True, chunk)
             A_prev = ws.A[l]
         return ws.Z[last]
 
@@ -221,18 +226,19 @@ class MLP:
 
     def _backward(self, X, ws):
         """Backward pass from ws.G[last] = dL/dZ_L; fills the flat gradient buffer."""
+        chunk = self._chunk_address()
         for l in range(self.n_layers - 1, -1, -1):
             A_prev = X if l == 0 else ws.A[l - 1]
             # dW_l = G_l^T A_{l-1}, and db_l = column sums of G_l from the same pass
             self._gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], _gemm.EPI_NONE,
                        self._none, 0, 0.0, self._empty2, self._empty2, self._empty2,
-                       self.bias_grads[l], ws.apack, ws.bpack, True)
+                       self.bias_grads[l], ws.apack, ws.bpack, True, chunk)
             if l > 0:
                 # G_{l-1} = (G_l W_l) * f'(Z_{l-1})
                 self._gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1],
                            _gemm.EPI_ACT_GRAD, self._none, self.act_code, self.slope,
                            self._empty2, ws.Z[l - 1], ws.A[l - 1], self._none, ws.apack,
-                           ws.bpack, True)
+                           ws.bpack, True, chunk)
 
     def loss_and_grad(self, X, y, l2=0.0):
         """Mean loss on (X, y) as a float; fills self.grads (overwriting, not accumulating).

@@ -113,13 +113,14 @@ def test_gemm_row_sums_of_op_a(shape, trans_a, dtype, rng):
     empty = np.empty((0, 0), dtype)
     na, nb = G.pack_sizes(M, N, K_)
     G.gemm(A, trans_a, b, False, c, G.EPI_NONE, none, 0, 0.0, empty, empty, empty, rowsum,
-           G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), True)
+           G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), True, G.column_chunk_address(dtype))
     a64 = a.astype(np.float64)
     assert rel_err(c, a64 @ b.astype(np.float64)) <= tol(dtype)
     assert rel_err(rowsum, a64.sum(axis=1)) <= tol(dtype)
     c1 = np.empty_like(c)
     G.gemm(A, trans_a, b, False, c1, G.EPI_NONE, none, 0, 0.0, empty, empty, empty, rowsum,
-           G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), False)
+           G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), False,
+           G.column_chunk_address(dtype))
     assert np.array_equal(c1, c)
 
 

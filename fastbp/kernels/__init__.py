@@ -130,7 +130,7 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
         out[...] = 0
         return out
     ap, bp = _pack_buffers(M, N, K, dtype)
-    _gemm.matmul_into(a, trans_a, b, trans_b, out, ap, bp)
+    _gemm.matmul_into(a, trans_a, b, trans_b, out, ap, bp, _gemm.column_chunk_address(dtype))
     return out
 
 
@@ -182,7 +182,7 @@ def linear(x, weight, bias=None, activation="identity", slope=0.01):
     e = _empty(dtype)
     ap, bp = _pack_buffers(x.shape[0], n_out, x.shape[1], dtype)
     _gemm.gemm(x, False, weight, True, z, _gemm.EPI_BIAS_ACT, bias, code, float(slope), a, e,
-               e, _none(dtype), ap, bp, True)
+               e, _none(dtype), ap, bp, True, _gemm.column_chunk_address(dtype))
     return z, a
 
 
@@ -208,12 +208,14 @@ def linear_backward(delta, x, weight):
     no_bias = _none(dtype)
     dx = np.empty_like(x)
     ap, bp = _pack_buffers(b, x.shape[1], n_out, dtype)
+    chunk = _gemm.column_chunk_address(dtype)
     _gemm.gemm(delta, False, weight, False, dx, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e,
-               no_bias, ap, bp, True)
+               no_bias, ap, bp, True, chunk)
     dw = np.empty_like(weight)
     db = np.empty(n_out, dtype=dtype)
     ap, bp = _pack_buffers(n_out, x.shape[1], b, dtype)
-    _gemm.gemm(delta, True, x, False, dw, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e, db, ap, bp, True)
+    _gemm.gemm(delta, True, x, False, dw, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e, db, ap, bp,
+               True, chunk)
     return dx, dw, db
 
 

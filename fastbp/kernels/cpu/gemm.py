@@ -25,7 +25,9 @@ vector IR) over K in blocks of KC, with A in blocks of MC rows so that its slice
 L2 (see _column_chunk), and the epilogue runs on each block of C.  Column panels are
 grouped into chunks split across threads, and the thread that owns a chunk packs its
 part of B before using it (one parallel region per product); A is packed up front on the
-calling thread.  Products below PARALLEL_MIN_WORK run on one thread, since a parallel
+calling thread.  gemm runs the chunks through the compiled chunk's address (``chunk_addr``
+from ``column_chunk_address``; see linking.py), so their code is compiled once instead of
+again in the parallel loop and in gemm.  Products below PARALLEL_MIN_WORK run on one thread, since a parallel
 region costs more than they do.  Edge tiles go through a small scratch tile, so the
 micro-kernel only ever stores full tiles (half its compile time).  Packing buffers are
 caller-owned workspace (``pack_sizes``), so nothing is allocated per call.  gemm and its
@@ -48,9 +50,11 @@ tile it lands in, so results are bit-identical run to run and independent of the
 composition.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from .activations import activation_backward_rows, activation_forward_rows
+from .linking import as_writable, function_at, jit_address
 from .microkernel import MR, NR, copy_mr, copy_nr, micro_kernel
 from .transpose import transpose8x8
 
@@ -274,10 +278,52 @@ def _column_chunk(jp0, jp1, B, trans_b, Ap, Bp, Sp, C, M, N, epilogue, bias, cod
                   code, slope, Aout, Zsrc, Asrc)
 
 
-# ----------------------------------------------------------------------------- entry point
+def column_chunk_signature(f):
+    """The one signature _column_chunk is compiled for, given the numba float type f: every
+    array C-contiguous and writable (gemm passes its read-only inputs through as_writable)."""
+    mat, vec, pan = types.Array(f, 2, "C"), types.Array(f, 1, "C"), types.Array(f, 3, "C")
+    i, b, d = types.int64, types.boolean, types.float64
+    #               jp0 jp1 B   trans_b Ap  Bp   Sp  C    M  N  epi bias code slope Aout Zsrc Asrc
+    return types.none(i, i, mat, b, pan, pan, pan, mat, i, i, i, vec, i, d, mat, mat, mat)
+
+
+@intrinsic
+def _column_chunk_at(typingctx, addr, C):
+    """The compiled _column_chunk for C's dtype at addr (from column_chunk_address)."""
+    fnty = types.FunctionType(column_chunk_signature(C.dtype))
+
+    def codegen(context, builder, sig, args):
+        return function_at(context, builder, fnty, args[0])
+    return fnty(addr, C), codegen
+
+
+_CHUNK_ADDRESS = {}
+
+
+def column_chunk_address(dtype):
+    """Address of _column_chunk compiled for float arrays of dtype: gemm's chunk_addr."""
+    dtype = np.dtype(dtype)
+    addr = _CHUNK_ADDRESS.get(dtype)
+    if addr is None:
+        f = types.float32 if dtype == np.float32 else types.float64
+        addr = _CHUNK_ADDRESS[dtype] = jit_address(_column_chunk, column_chunk_signature(f))
+    return addr
+
+
 @njit(parallel=True, cache=True, _nrt=False)
+def _column_chunks_parallel(chunk, n_ch, n_jp, B, trans_b, Ap, Bp, Sp, C, M, N, epilogue,
+                            bias, code, slope, Aout, Zsrc, Asrc):
+    """gemm's column chunks shared out among the threads, each owning a contiguous range."""
+    for t in prange(n_ch):
+        ch = np.int64(t)     # prange's index is unsigned; the chunk takes int64
+        chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, B, trans_b, Ap, Bp, Sp, C, M, N,
+              epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+
+
+# ----------------------------------------------------------------------------- entry point
+@njit(cache=True, _nrt=False)
 def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc, rowsum,
-         apack, bpack, parallel):
+         apack, bpack, parallel, chunk_addr):
     """C (M, N) = op(A) @ op(B) with a fused epilogue; see the module docstring.
 
     A: (M, K), or (K, M) when trans_a.  B: (K, N), or (N, K) when trans_b.  C: (M, N).
@@ -285,6 +331,7 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     apack, bpack: 1-D workspace of at least pack_sizes(M, N, K) elements.
     parallel: False to stay on the calling thread whatever the size (inside a parallel
     region: a nested one, even of one thread, made a split small-network step 2-3x slower).
+    chunk_addr: ``column_chunk_address(C.dtype)``.
     All C-contiguous and of one dtype; the caller validates shapes.
     """
     M, N = C.shape
@@ -302,28 +349,27 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     if rowsum.shape[0] > 0:
         _op_row_sums(A, trans_a, rowsum)
     n_ch = _n_column_chunks(n_jp)
-    # The parallel loop sits in this function rather than in one of its own: every compiled
-    # level re-optimises all the code it links (the micro-kernel included), ~2.5 s each.
+    # The column chunks run through chunk_addr, not by name (linking.py): 4-5 s less compile.
+    chunk = _column_chunk_at(chunk_addr, C)
+    B, bias, Zsrc, Asrc = as_writable(B), as_writable(bias), as_writable(Zsrc), as_writable(Asrc)
     if parallel and M * N * K >= PARALLEL_MIN_WORK and n_ch > 1:
-        for t in prange(n_ch):   # each thread owns a contiguous range of chunks
-            ch = np.int64(t)     # prange's index is unsigned: one compiled _column_chunk
-            _column_chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, B, trans_b, Ap, Bp,
-                          Sp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+        _column_chunks_parallel(chunk, n_ch, n_jp, B, trans_b, Ap, Bp, Sp, C, M, N, epilogue,
+                                bias, code, slope, Aout, Zsrc, Asrc)
     else:   # the same chunks on this thread
         for ch in range(n_ch):
-            _column_chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, B, trans_b, Ap, Bp,
-                          Sp, C, M, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+            chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, B, trans_b, Ap, Bp, Sp, C, M, N,
+                  epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
 @njit(cache=True)
-def matmul_into(A, trans_a, B, trans_b, C, apack, bpack):
+def matmul_into(A, trans_a, B, trans_b, C, apack, bpack, chunk_addr):
     """C = op(A) @ op(B) with no epilogue: ``gemm`` behind a short signature.  Numba's
     dispatcher types every argument of a call from Python; for gemm's 15 that cost 2.5 us
     a call, half the time of a 32x100x40 product (this entry: 1.1 us)."""
     none = apack[:0]
     empty = none.reshape((0, 0))
     gemm(A, trans_a, B, trans_b, C, EPI_NONE, none, 0, 0.0, empty, empty, empty, none,
-         apack, bpack, True)
+         apack, bpack, True, chunk_addr)
 
 
 @njit(parallel=True, cache=True)
@@ -344,11 +390,11 @@ def column_sum(D, out):
 # ----------------------------------------------------------------------------- BLAS variant
 @njit(cache=True)
 def gemm_blas(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
-              rowsum, apack, bpack, parallel):
+              rowsum, apack, bpack, parallel, chunk_addr):
     """The same contract as ``gemm``, with the product done by BLAS (np.dot inside @njit).
 
     The opt-in ``matmul="blas"`` reference: it shows what fusion and our own GEMM are
-    worth against the library product.  apack, bpack and parallel are unused.
+    worth against the library product.  apack, bpack, parallel and chunk_addr are unused.
     """
     M, N = C.shape
     # One call per layout: a conditional expression would unify the C- and F-ordered

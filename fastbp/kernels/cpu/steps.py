@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.experimental.function_type import _get_wrapper_address
 
-from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, gemm
+from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, column_chunk_address, gemm
 from .losses import (
     add_l2,
     binary_cross_entropy_rows,
@@ -87,7 +87,7 @@ def loss_scale(loss_code, m, n_out):
 
 @njit(cache=True, _nrt=False)
 def _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
-                       apack, bpack, parallel, gemm_fn):
+                       apack, bpack, parallel, gemm_fn, chunk_addr):
     """dW_l = G_l^T A_{l-1} (out, in) and db_l = column sums of G_l, over all m rows."""
     fan_in = sizes[l]
     fan_out = sizes[l + 1]
@@ -103,13 +103,13 @@ def _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, x
     none = params[:0]
     empty2 = params[:0].reshape((0, 0))
     gemm_fn(G, np.bool_(True), a_prev, np.bool_(False), dW, np.int64(EPI_NONE), none,
-            np.int64(0), 0.0, empty2, empty2, empty2, db, apack, bpack, parallel)
+            np.int64(0), 0.0, empty2, empty2, empty2, db, apack, bpack, parallel, chunk_addr)
 
 
 @njit(cache=True, _nrt=False)
 def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, slope,
                 loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
-                ylab_buf, ytgt_buf, weight_grads, parallel, gemm_fn):
+                ylab_buf, ytgt_buf, weight_grads, parallel, gemm_fn, chunk_addr):
     """Part `part` of n_parts of a batch of m rows (rows r0:r1, r0 = part * m // n_parts,
     of the batch, i.e. rows order[pos + r0:pos + r1] of X and the targets): gather them,
     forward, the loss's row terms and dL/dZ_L (scaled for all m rows), and backward through
@@ -164,7 +164,7 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
         code = identity if l == L - 1 else act_code
         A = Z if (code == 0) else _rows(abuf, off, m, fan_out, r0, r1)
         gemm_fn(a_prev, no, W, yes, Z, epi_bias_act, b, code, slope, A, empty2, empty2,
-                none, apack, bpack, parallel)
+                none, apack, bpack, parallel, chunk_addr)
         a_prev = A
         off += m * fan_out
     # loss rows and dL/dZ_L
@@ -190,7 +190,7 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
         fan_out = sizes[l + 1]
         if weight_grads:
             _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
-                               apack, bpack, parallel, gemm_fn)
+                               apack, bpack, parallel, gemm_fn, chunk_addr)
         if l > 0:
             w_off = layer_offset(sizes, l)
             W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
@@ -200,7 +200,7 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
             Ap = _rows(abuf, off_prev, m, fan_in, r0, r1) if act_code != 0 else Zp
             Gp = _rows(gbuf, off_prev, m, fan_in, r0, r1)
             gemm_fn(G, no, W, no, Gp, epi_act_grad, none, act_code, slope, empty2, Zp, Ap,
-                    none, apack, bpack, parallel)
+                    none, apack, bpack, parallel, chunk_addr)
             off = off_prev
 
 
@@ -208,7 +208,7 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
 def _owned_layers_update(th, n_split, layer_owner, m, sizes, act_code, params, grads, zbuf,
                          abuf, gbuf, xbuf, apack, bpack, l2, layer_loss, opt_code, state1,
                          state2, lr, momentum, weight_decay, nesterov, beta1, beta2, eps,
-                         decoupled, step, gemm_fn, update_fn):
+                         decoupled, step, gemm_fn, chunk_addr, update_fn):
     """Thread th's share of a split step's second half: for each layer l it owns
     (layer_owner[l] == th), dW_l and db_l over all m rows, the L2 term (its loss into
     layer_loss[l]) and the optimizer update of that layer's [W, b] range, all on this thread
@@ -222,7 +222,7 @@ def _owned_layers_update(th, n_split, layer_owner, m, sizes, act_code, params, g
         if layer_owner[l] != th:
             continue
         _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
-                           apack, bpack, no, gemm_fn)
+                           apack, bpack, no, gemm_fn, chunk_addr)
         w_off = layer_offset(sizes, l)
         nw = sizes[l + 1] * sizes[l]
         w_end = w_off + nw + sizes[l + 1]
@@ -239,7 +239,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
               ytgt_buf, l2, count_acc,
               opt_code, state1, state2, lr, momentum, weight_decay, nesterov, beta1, beta2,
               eps, decoupled, step0, out, parallel, n_split, layer_owner, layer_loss,
-              gemm_fn, update_fn, rows_fn, layers_fn):
+              gemm_fn, chunk_addr, update_fn, rows_fn, layers_fn):
     """Train n_steps batches of bs rows, taking rows order[pos:...] of X (n, d) and of the
     targets: ylab (n,) int64 labels for LOSS_CE_LABELS, else ytgt (n, k) (the other one is
     an empty placeholder).
@@ -255,7 +255,8 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     thread (< n_split) that computes layer l's weight gradient and update.  layer_loss (L,)
     float64: workspace for the L2 terms.
     gemm_fn, update_fn, rows_fn, layers_fn: gemm.gemm, optim.optimizer_update, _batch_rows
-    and _owned_layers_update as ``kernel_pointers`` gives them.
+    and _owned_layers_update as ``kernel_pointers`` gives them; chunk_addr: gemm's
+    (gemm.column_chunk_address).
     Returns the position after the last row trained.
 
     Split steps (n_split > 1, for networks too small for parallel products to pay): the
@@ -279,11 +280,11 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                 th = np.int64(t)          # prange's index is unsigned
                 rows_fn(X, ylab, ytgt, order, pos, m, th, n_split, sizes, act_code, slope,
                         loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack,
-                        xbuf, ylab_buf, ytgt_buf, no, no, gemm_fn)
+                        xbuf, ylab_buf, ytgt_buf, no, no, gemm_fn, chunk_addr)
         else:
             rows_fn(X, ylab, ytgt, order, pos, m, zero, one, sizes, act_code, slope,
                     loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
-                    ylab_buf, ytgt_buf, yes, parallel, gemm_fn)
+                    ylab_buf, ytgt_buf, yes, parallel, gemm_fn, chunk_addr)
         loss = mean_row_loss(row_loss[:m], loss_scale(loss_code, m, n_out))
         if n_split > 1:
             for t in prange(n_split):
@@ -291,7 +292,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                 layers_fn(th, n_split, layer_owner, m, sizes, act_code, params, grads, zbuf,
                           abuf, gbuf, xbuf, apack, bpack, l2, layer_loss, opt_code, state1,
                           state2, lr, momentum, weight_decay, nesterov, beta1, beta2, eps,
-                          decoupled, step0 + s + 1, gemm_fn, update_fn)
+                          decoupled, step0 + s + 1, gemm_fn, chunk_addr, update_fn)
             if l2 != 0.0:
                 for l in range(L):
                     loss += layer_loss[l]
@@ -336,9 +337,9 @@ _KERNELS = {}
 
 
 def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
-    """(gemm, optimizer_update, _batch_rows, _owned_layers_update) as CompiledKernels for
-    run_steps with float arrays of dtype (float32 or float64): the argument types run_steps
-    calls them with.  X_type, ylab_type, ytgt_type: the Numba types of the data arguments
+    """(gemm, gemm's chunk_addr, optimizer_update, _batch_rows, _owned_layers_update) for
+    run_steps with float arrays of dtype (float32 or float64): CompiledKernels for the
+    argument types run_steps calls them with, and gemm.column_chunk_address(dtype).  X_type, ylab_type, ytgt_type: the Numba types of the data arguments
     (``numba.typeof``: read-only data such as a memory map has its own); by default
     writable C-contiguous arrays of dtype (int64 labels).
 
@@ -356,8 +357,8 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
     ytgt_type = ytgt_type or mat
     key = (dtype, X_type, ylab_type, ytgt_type)
     if key not in _KERNELS:
-        #                 A    ta B    tb C    epi bias code slope Aout Zsrc Asrc rowsum apack bpack parallel
-        gemm_sig = types.none(mat, b, mat, b, mat, i, vec, i, d, mat, mat, mat, vec, vec, vec, b)
+        #                 A    ta B    tb C    epi bias code slope Aout Zsrc Asrc rowsum apack bpack parallel chunk
+        gemm_sig = types.none(mat, b, mat, b, mat, i, vec, i, d, mat, mat, mat, vec, vec, vec, b, i)
         #                   opt p    g    s1   s2   lr momentum wd nesterov beta1 beta2 eps decoupled step parallel
         update_sig = types.none(i, vec, vec, vec, vec, d, d, d, b, d, d, d, b, i, b)
         gemm_t, update_t = types.FunctionType(gemm_sig), types.FunctionType(update_sig)
@@ -365,15 +366,15 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
         rows_sig = types.none(X_type, ylab_type, ytgt_type, vi, i, i, i, i, vi, i,
                               # slope loss params grads zbuf abuf gbuf row_loss apack bpack
                               d, i, vec, vec, vec, vec, vec, vd, vec, vec,
-                              # xbuf ylab_buf ytgt_buf weight_grads parallel gemm_fn
-                              vec, vi, vec, b, b, gemm_t)
+                              # xbuf ylab_buf ytgt_buf weight_grads parallel gemm_fn chunk
+                              vec, vi, vec, b, b, gemm_t, i)
         #                     th n_split owner m sizes act params grads zbuf abuf gbuf xbuf
         layers_sig = types.none(i, i, vi, i, vi, i, vec, vec, vec, vec, vec, vec,
                                 # apack bpack l2 layer_loss opt s1 s2 lr mom wd nesterov
                                 vec, vec, d, vd, i, vec, vec, d, d, d, b,
-                                # beta1 beta2 eps decoupled step gemm_fn update_fn
-                                d, d, d, b, i, gemm_t, update_t)
-        _KERNELS[key] = (CompiledKernel(gemm, gemm_sig),
+                                # beta1 beta2 eps decoupled step gemm_fn chunk update_fn
+                                d, d, d, b, i, gemm_t, i, update_t)
+        _KERNELS[key] = (CompiledKernel(gemm, gemm_sig), column_chunk_address(dtype),
                          CompiledKernel(optimizer_update, update_sig),
                          CompiledKernel(_batch_rows, rows_sig),
                          CompiledKernel(_owned_layers_update, layers_sig))

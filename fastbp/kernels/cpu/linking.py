@@ -1,0 +1,55 @@
+"""Calling a compiled kernel by address instead of by name (CPU, Numba), to save compile time.
+
+Why: when a jitted function calls another by name, Numba links the callee's compiled code
+(and everything the callee links) into the caller and LLVM re-optimises and re-emits all of
+it for the caller.  A parallel loop is worse: its body becomes a function of its own that
+links the callee, and the function holding the loop links that again.  The GEMM's column
+chunk (micro-kernel, packing, epilogues) was compiled that way three times: in itself, in
+the parallel loop's body and in ``gemm``, whose own compile took 5.3-7.4 s of the 21-28 s
+that a cold ``fastbp train`` spent compiling.  Called through its address, it is compiled
+once (measured, cold cache, the GEMM and everything it calls: 10.5-13.5 s -> 8.1-9.1 s).
+
+How: the caller receives the callee's entry address as a plain int64 (typing an int costs
+Python ~30 ns a call; a first-class function object costs ~2.5 us), and turns it into a
+Numba first-class function value of the callee's exact signature with an intrinsic
+(``function_at``).  Numba then calls it with its own calling convention, as it would a
+function passed in as an argument.  Nothing address-specific is compiled into the caller,
+so it stays cacheable; the address is looked up in the running process
+(``jit_address``), from Numba's cache when warm.
+
+Caution: the address must be of a function compiled for exactly that signature;
+``jit_address`` is the only source of them, and each kernel pairs it with its signature.
+"""
+from numba.core import cgutils
+from numba.experimental.function_type import _get_jit_address
+from numba.extending import intrinsic
+
+
+def jit_address(dispatcher, signature):
+    """Entry address (int) of `dispatcher` compiled for `signature` (compiled, or loaded
+    from Numba's cache, on first use), in Numba's calling convention."""
+    addr = _get_jit_address(dispatcher, signature)
+    if addr <= 0:
+        raise RuntimeError(f"no compiled entry for {dispatcher} {signature}")
+    return addr
+
+
+def function_at(context, builder, fnty, addr):
+    """Codegen: the first-class function value of type fnty (a numba FunctionType) whose
+    entry is at addr (an int64 IR value from ``jit_address``)."""
+    f = cgutils.create_struct_proxy(fnty)(context, builder)
+    null = cgutils.voidptr_t(None)
+    f.c_addr = null    # no C wrapper and no Python object: Numba calls jit_addr directly
+    f.py_addr = null
+    f.jit_addr = builder.inttoptr(addr, cgutils.voidptr_t)
+    return f._getvalue()
+
+
+@intrinsic
+def as_writable(typingctx, arr):
+    """arr itself, typed as a writable array.  Read-only is a compile-time flag of Numba's
+    array type, so a read-only input (a memory-mapped X, say) would not match a callee
+    signature of writable arrays; callers pass arrays they only read through this."""
+    def codegen(context, builder, sig, args):
+        return args[0]
+    return arr.copy(readonly=False)(arr), codegen
