@@ -60,7 +60,7 @@ def gelu_grad_scalar(z):
     return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_K * z * z)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def activation_forward_rows(Z, A, i0, i1, j0, j1, code, slope):
     """A[i0:i1, j0:j1] = f(Z[i0:i1, j0:j1]).  Z, A: (rows, cols), may be the same array.
 
@@ -102,7 +102,7 @@ def activation_forward_rows(Z, A, i0, i1, j0, j1, code, slope):
                 a[j] = gelu_scalar(z[j])
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def activation_backward_rows(G, Z, A, i0, i1, j0, j1, code, slope):
     """G[i0:i1, j0:j1] *= f'(Z) in place.
 

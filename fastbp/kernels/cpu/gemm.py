@@ -110,7 +110,7 @@ def _pack_row_segments(X, c0, P):
             copy_nr(X[k, c0:c0 + NR], f[NR * k:NR * k + NR])
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _pack_a_panel(A, trans_a, Ap, ip, M, K):
     """Ap[ip] (K, MR) = rows ip*MR.. of op(A), zero-padded.
 
@@ -138,7 +138,7 @@ def _pack_a_panel(A, trans_a, Ap, ip, M, K):
                 P[k, r] = row[k]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _op_row_sums(A, trans_a, out):
     """out (M,) = sum over k of op(A)[i, k], summed in order of k in A's dtype.
 
@@ -162,7 +162,7 @@ def _op_row_sums(A, trans_a, out):
             out[i] = s
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _pack_b_panel(B, trans_b, Bp, jp, N, K):
     """Bp[jp] (K, NR) = columns jp*NR.. of op(B), zero-padded."""
     j0 = jp * NR

@@ -23,7 +23,7 @@ BLOCK = 4096
 OPT_SGD, OPT_ADAM = 0, 1
 
 
-@njit(cache=True, fastmath={"contract"}, _nrt=False)
+@njit(cache=True, fastmath={"contract"}, _nrt=False, inline="always")
 def _sgd_block(p, g, v, lr, mu, wd, momentum, weight_decay, nesterov):
     # p, g, v are one block's slices: indices start at 0, which lets LLVM drop Numba's
     # negative-index handling and vectorise the loops.
@@ -52,7 +52,7 @@ def _sgd_block(p, g, v, lr, mu, wd, momentum, weight_decay, nesterov):
             p[i] = p[i] - lr * ((d + mu * vi) if nesterov else vi)
 
 
-@njit(cache=True, fastmath={"contract"}, _nrt=False)
+@njit(cache=True, fastmath={"contract"}, _nrt=False, inline="always")
 def _adam_block(p, g, m, v, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, eps, wd, decay,
                 decoupled, l2):
     if decoupled:

@@ -85,7 +85,7 @@ def loss_scale(loss_code, m, n_out):
     return 1.0 / (m * n_out)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
                        apack, bpack, parallel, gemm_fn, chunk_addr):
     """dW_l = G_l^T A_{l-1} (out, in) and db_l = column sums of G_l, over all m rows."""
