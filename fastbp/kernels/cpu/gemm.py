@@ -301,12 +301,15 @@ _CHUNK_ADDRESS = {}
 
 
 def column_chunk_address(dtype):
-    """Address of _column_chunk compiled for float arrays of dtype: gemm's chunk_addr."""
-    dtype = np.dtype(dtype)
+    """Address of _column_chunk compiled for float arrays of dtype (a numpy dtype or
+    float type): gemm's chunk_addr.  Looked up as given first (np.dtype() cost 0.25 us of
+    a 5 us small product)."""
     addr = _CHUNK_ADDRESS.get(dtype)
     if addr is None:
-        f = types.float32 if dtype == np.float32 else types.float64
-        addr = _CHUNK_ADDRESS[dtype] = jit_address(_column_chunk, column_chunk_signature(f))
+        dt = np.dtype(dtype)
+        f = types.float32 if dt == np.float32 else types.float64
+        addr = jit_address(_column_chunk, column_chunk_signature(f))
+        _CHUNK_ADDRESS[dtype] = _CHUNK_ADDRESS[dt] = addr
     return addr
 
 
