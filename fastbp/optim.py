@@ -8,6 +8,7 @@ import numpy as np
 
 from ._validation import check_float
 from .kernels.cpu import optim as _optim
+from .runtime import ensure_threads
 
 
 def _on_device(model):
@@ -91,6 +92,7 @@ class SGD(Optimizer):
         args = (self.model.params, self.model.grads, self.velocity, self.lr, self.momentum,
                 self.weight_decay, self.nesterov)
         if not _on_device(self.model):
+            ensure_threads()   # sgd_update reaches a parallel kernel (see runtime.py)
             _optim.sgd_update(*args)
             return
         # the launch is recorded once and replayed while the hyper-parameters stay put
@@ -126,7 +128,11 @@ class Adam(Optimizer):
 
     def step(self):
         self.step_count += 1
-        update = _cuda_kernels().adam_update if _on_device(self.model) else _optim.adam_update
+        if _on_device(self.model):
+            update = _cuda_kernels().adam_update
+        else:
+            ensure_threads()   # adam_update reaches a parallel kernel (see runtime.py)
+            update = _optim.adam_update
         update(self.model.params, self.model.grads, self.exp_avg, self.exp_avg_sq,
                            self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
                            self.decoupled, self.step_count)

@@ -92,9 +92,13 @@ def ensure_threads():
 
     Numba starts its thread pool when a parallel function is first called through its
     dispatcher.  A cached compiled function that reaches parallel kernels from inside (the
-    compiled training steps do) does not start it, and crashed with a segmentation fault
-    when it was the first parallel code of a process.  numba.get_num_threads() starts the
-    pool (public API); the flag makes repeat calls free.
+    compiled training steps; gemm, whose column loop is a parallel function of its own;
+    sgd_update and adam_update) does not always start it: Numba records that need only when
+    the parallel kernel was compiled, not loaded from the cache, in the process that
+    compiled the caller (numba/numba#8578).  Loaded later as the first parallel code of a
+    process, such a caller crashed with a segmentation fault (tests/test_reliability.py
+    reproduces it), so every Python entry to those kernels calls this first.
+    numba.get_num_threads() starts the pool (public API); the flag makes repeat calls free.
     """
     global _threads_started
     if not _threads_started:

@@ -62,6 +62,41 @@ def test_compiled_steps_as_first_parallel_code_of_a_process():
         assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
 
 
+_STAGE = """
+import sys
+import numpy as np
+from fastbp import kernels as K
+from fastbp.kernels.cpu import optim as O
+rng = np.random.default_rng(0)
+X = rng.standard_normal((40, 13)).astype(np.float32)
+W = rng.standard_normal((17, 13)).astype(np.float32)
+p = np.ones(10000, np.float32)
+if sys.argv[1] == "parallel kernels first":
+    O.optimizer_update(0, p, p.copy(), np.zeros_like(p), p[:0], 0.1, 0.9, 0.0, False, 0.0,
+                       0.0, 0.0, False, 1, True)
+    C = K.matmul(X, W, trans_b=True)
+else:   # their callers: sgd_update, and gemm and matmul_into for read-only operands
+    K.sgd_update(p, p.copy(), np.zeros_like(p), 0.1, 0.9)
+    X.flags.writeable = W.flags.writeable = False
+    C = K.matmul(X, W, trans_b=True)
+assert np.allclose(C, X @ W.T, rtol=1e-5, atol=1e-5)
+print("ok")
+"""
+
+
+def test_callers_of_cached_parallel_kernels_as_first_code_of_a_process(tmp_path):
+    """numba/numba#8578: a compiled function that calls a parallel one by name, compiled in
+    a process that loaded the parallel one from the cache, is cached without the note that
+    it needs Numba's thread pool; loaded in a fresh process as its first parallel code, it
+    crashed (segmentation fault) until the Python entries started the pool themselves."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba_cache"))
+    for stage in ("parallel kernels first", "callers", "callers again"):
+        r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _STAGE, stage],
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0 and r.stdout.strip() == "ok", (stage, r.returncode,
+                                                                 r.stderr[-2000:])
+
+
 def test_resume_rejects_a_checkpoint_of_another_run(tmp_path):
     X = np.zeros((40, 4), np.float32)
     y = np.arange(40) % 2

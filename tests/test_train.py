@@ -231,3 +231,35 @@ def test_split_threads_choice():
         assert T.split_threads([40, 100, 100, 10], 32) == 2
     assert T.split_threads([40, 100, 100, 10], 8) == 1     # too few rows per thread
     assert T.split_threads([784, 100, 10], 32) == 1        # one layer holds the weights
+
+
+def test_read_only_inputs_give_the_same_bits():
+    """Read-only arrays (a memory-mapped data set, say) are a type of their own to Numba;
+    the GEMM passes them to its column kernel as writable views (linking.as_writable).
+    Kernels, the compiled training steps and the Python path give the same bits as with
+    writable copies."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((45, 13)).astype(np.float32)
+    y = rng.integers(0, 3, size=45)
+    W = rng.standard_normal((17, 13)).astype(np.float32)
+    bias = rng.standard_normal(17).astype(np.float32)
+    Xr, Wr, br, yr = (a.copy() for a in (X, W, bias, y))
+    for a in (Xr, Wr, br, yr):
+        a.flags.writeable = False
+    K = fastbp.kernels
+    assert np.array_equal(K.matmul(Xr, Wr, trans_b=True), K.matmul(X, W, trans_b=True))
+    for got, want in zip(K.linear(Xr, Wr, br, "relu"), K.linear(X, W, bias, "relu")):
+        assert np.array_equal(got, want)
+    delta = rng.standard_normal((45, 17)).astype(np.float32)
+    for got, want in zip(K.linear_backward(delta, Xr, Wr), K.linear_backward(delta, X, W)):
+        assert np.array_equal(got, want)
+    results = []
+    for data in ((X, y), (Xr, yr)):
+        for python_path in (False, True):
+            m = fastbp.MLP([13, 10, 3], seed=0)
+            opt = fastbp.SGD(m, 0.05, momentum=0.9)
+            if python_path:
+                opt.step = opt.step
+            fastbp.fit(m, *data, optimizer=opt, batch_size=16, epochs=2, seed=1, verbose=0)
+            results.append(m.params.copy())
+    assert all(np.array_equal(r, results[0]) for r in results[1:])

@@ -24,6 +24,7 @@ from .._validation import (
     check_float,
     check_targets,
 )
+from ..runtime import ensure_threads
 from .cpu import activations as _act
 from .cpu import gemm as _gemm
 from .cpu import losses as _losses
@@ -99,6 +100,7 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
     out: optional C-contiguous (M, N) array of the result dtype, written in place.
     Returns C (M, N).  No BLAS is called.
     """
+    ensure_threads()
     trans_a, trans_b = bool(trans_a), bool(trans_b)
     if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2
             and a.dtype == b.dtype and a.dtype in _FLOATS
@@ -160,6 +162,7 @@ def linear(x, weight, bias=None, activation="identity", slope=0.01):
 
     x: (b, in), weight: (out, in), bias: (out,) or None.  Returns (Z, A), each (b, out).
     """
+    ensure_threads()
     x = _as_array(x, "x")
     weight = _as_array(weight, "weight")
     dtype = _float_dtype(x, weight)
@@ -192,6 +195,7 @@ def linear_backward(delta, x, weight):
     delta: (b, out), x: (b, in), weight: (out, in).
     Returns (dx (b, in) = delta W, dW (out, in) = delta^T x, db (out,) = sum_rows delta).
     """
+    ensure_threads()
     delta = _as_array(delta, "delta")
     x = _as_array(x, "x")
     weight = _as_array(weight, "weight")
@@ -323,6 +327,7 @@ def _flat_buffers(names, *arrays):
 
 def sgd_update(params, grads, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
     """One SGD step over flat buffers in place (see fastbp.kernels.cpu.optim)."""
+    ensure_threads()
     _flat_buffers(("params", "grads", "velocity"), params, grads, velocity)
     _optim.sgd_update(params, grads, velocity, check_float(lr, "lr", 0.0),
                       check_float(momentum, "momentum", 0.0),
@@ -332,6 +337,7 @@ def sgd_update(params, grads, velocity, lr, momentum=0.0, weight_decay=0.0, nest
 def adam_update(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
                 eps=1e-8, weight_decay=0.0, decoupled=False):
     """One Adam (or AdamW with decoupled=True) step over flat buffers in place."""
+    ensure_threads()
     _flat_buffers(("params", "grads", "exp_avg", "exp_avg_sq"), params, grads, exp_avg,
                   exp_avg_sq)
     _optim.adam_update(params, grads, exp_avg, exp_avg_sq, check_float(lr, "lr", 0.0),
