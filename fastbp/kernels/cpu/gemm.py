@@ -27,8 +27,8 @@ grouped into chunks split across threads, and the thread that owns a chunk packs
 part of B before using it (one parallel region per product); A is packed up front on the
 calling thread.  gemm runs the chunks through the compiled chunk's address (``chunk_addr``
 from ``column_chunk_address``; see linking.py), so their code is compiled once instead of
-again in the parallel loop and in gemm.  Products below PARALLEL_MIN_WORK run on one thread, since a parallel
-region costs more than they do.  Edge tiles go through a small scratch tile, so the
+again in the parallel loop and in gemm.  Products below PARALLEL_MIN_WORK run on one
+thread, since a parallel region costs more than they do.  Edge tiles go through a small scratch tile, so the
 micro-kernel only ever stores full tiles (half its compile time).  Packing buffers are
 caller-owned workspace (``pack_sizes``), so nothing is allocated per call.  gemm and its
 inner functions are compiled without Numba's reference counting (``_nrt=False``): every

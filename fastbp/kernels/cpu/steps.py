@@ -339,9 +339,10 @@ _KERNELS = {}
 def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
     """(gemm, gemm's chunk_addr, optimizer_update, _batch_rows, _owned_layers_update) for
     run_steps with float arrays of dtype (float32 or float64): CompiledKernels for the
-    argument types run_steps calls them with, and gemm.column_chunk_address(dtype).  X_type, ylab_type, ytgt_type: the Numba types of the data arguments
-    (``numba.typeof``: read-only data such as a memory map has its own); by default
-    writable C-contiguous arrays of dtype (int64 labels).
+    argument types run_steps calls them with, and gemm.column_chunk_address(dtype).
+    X_type, ylab_type, ytgt_type: the Numba types of the data arguments (``numba.typeof``:
+    read-only data such as a memory map has its own); by default writable C-contiguous
+    arrays of dtype (int64 labels).
 
     The last two go by pointer too because run_steps calls them from three places (two
     parallel regions and the one-thread path), each of which would otherwise link and
