@@ -14,3 +14,24 @@ def test_bench_training_and_tables_smoke():
         assert np.isfinite(row[name]) and row[name] > 0
     table = bench.format_tables([("tiny", 1.0, 2.0, 0.5)], [row], "test machine")
     assert "8-16-4 b8" in table and "0.50x" in table
+
+
+def test_asv_can_import_every_benchmark_module():
+    """asv discovers benchmarks by importing every module in benchmarks/ with its own argv;
+    a module that did work at import time (the MPI script did) broke 'asv run' entirely."""
+    import importlib
+    import pkgutil
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    saved_path, saved_argv = list(sys.path), list(sys.argv)
+    sys.path.insert(0, str(root))
+    sys.argv = ["benchmark.py", "discover"]
+    try:
+        names = [m.name for m in pkgutil.iter_modules([str(root / "benchmarks")])]
+        assert "bench_training" in names and "mpi_scaling" in names
+        for name in names:
+            importlib.import_module(f"benchmarks.{name}")
+    finally:
+        sys.path[:], sys.argv[:] = saved_path, saved_argv
