@@ -23,18 +23,18 @@ serves all layouts.  Each MR x NR tile of C is then accumulated by the register-
 micro-kernel (microkernel.py: a 6 x 16 tile in 12 AVX2 accumulators, written as LLVM
 vector IR) over K in blocks of KC, with A in blocks of MC rows so that its slice stays in
 L2 (see _column_chunk), and the epilogue runs on each block of C.  Column panels are
-grouped into chunks split across threads, and the thread that owns a chunk packs its
-part of B before using it (one parallel region per product); A is packed up front on the
+grouped into chunks split across threads, and the thread that owns a chunk packs its part
+of B before using it (one parallel region per product); A is packed up front on the
 calling thread.  gemm runs the chunks through the compiled chunk's address (``chunk_addr``
 from ``column_chunk_address``; see linking.py), so their code is compiled once instead of
 again in the parallel loop and in gemm.  Products below PARALLEL_MIN_WORK run on one
-thread, since a parallel region costs more than they do.  Edge tiles go through a small scratch tile, so the
-micro-kernel only ever stores full tiles (half its compile time).  Packing buffers are
-caller-owned workspace (``pack_sizes``), so nothing is allocated per call.  gemm and its
-inner functions are compiled without Numba's reference counting (``_nrt=False``): every
-array view or argument otherwise costs two atomic operations on its buffer's count, and
-those were 40% of a small product with an epilogue (and worse when two threads of a split
-training step count on the same buffers).
+thread, since a parallel region costs more than they do.  Edge tiles go through a small
+scratch tile, so the micro-kernel only ever stores full tiles (half its compile time).
+Packing buffers are caller-owned workspace (``pack_sizes``), so nothing is allocated per
+call.  gemm and its inner functions are compiled without Numba's reference counting
+(``_nrt=False``): every array view or argument otherwise costs two atomic operations on
+its buffer's count, and those were 40% of a small product with an epilogue (and worse when
+two threads of a split training step count on the same buffers).
 
 Measured here (AMD EPYC, AVX2, one core): the 6 x 16 tile runs at 74-87 GFLOP/s of a ~96
 peak on K = 32-384 panels (float64: 30-42 of 48).  It replaced a 4 x 16 tile of scalars
