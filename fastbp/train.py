@@ -231,7 +231,6 @@ def _load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histo
 
 SERIAL_STEP_FLOPS = 3e7
 SPLIT_MIN_ROWS = 16           # rows per thread below which a split step is not worth it
-SPLIT_MAX_LAYER_SHARE = 0.75  # split only if no layer holds more of the weights than this
 
 
 def _layer_weights(sizes):
@@ -242,32 +241,40 @@ def _layer_weights(sizes):
 def split_threads(sizes, bs):
     """Threads to split a small step over (1: do not split; see steps.run_steps).
 
-    Needs a thread-safe threading layer (omp or tbb), at least SPLIT_MIN_ROWS rows per
-    thread, and weights spread over layers: the weight gradients are shared out by layer,
-    and each thread packs every weight matrix for its rows, so one dominant layer leaves
-    one thread doing most of the second half (measured, 2 threads, in-process A/B against
-    one thread: 40-100-100-10 b32 1.0-1.26x, 64-128-64-10 b32 1.0-1.26x,
-    100-200-200-200-10 b64 1.24-1.39x, but 784-100-10 b32 0.89-0.96x)."""
+    Needs a thread-safe threading layer (omp or tbb) and at least SPLIT_MIN_ROWS rows per
+    thread.  Measured (2 threads, in-process A/B against one thread): 40-100-100-10 b32
+    1.0-1.26x, 64-128-64-10 b32 1.0-1.26x, 100-200-200-200-10 b64 1.24-1.39x; 784-100-10
+    b32 0.89-0.96x while the weight gradients were shared out by whole layers, 1.28x since
+    a layer's rows can be shared (``layer_row_split``)."""
     import numba
 
     from .runtime import threadsafe
-    work = _layer_weights(sizes)
-    if not threadsafe() or max(work) > SPLIT_MAX_LAYER_SHARE * sum(work):
+    if not threadsafe():
         return 1
-    return max(1, min(numba.get_num_threads(), bs // SPLIT_MIN_ROWS, len(sizes) - 1))
+    return max(1, min(numba.get_num_threads(), bs // SPLIT_MIN_ROWS))
 
 
-def _layer_owners(sizes, n_split):
-    """(L,) int64: which of n_split threads computes each layer's weight gradient and
-    update; the largest layers first, each to the least loaded thread."""
-    work = _layer_weights(sizes)
-    load = [0] * n_split
-    owner = np.zeros(len(work), np.int64)
-    for l in sorted(range(len(work)), key=lambda q: -work[q]):
-        t = load.index(min(load))
-        owner[l] = t
-        load[t] += work[l]
-    return owner
+def layer_row_split(sizes, n_split):
+    """(L, n_split + 1) int64: thread t computes the weight gradients and updates of layer
+    l's output rows [split[l, t], split[l, t + 1]) in a split step.
+
+    The layers' output rows, in order, are cut into n_split runs of about equal work (a row
+    of layer l is fan_in multiply-adds per example), each cut rounded to a whole panel of
+    the GEMM (MR rows) within its layer.  So at most n_split - 1 layers are shared between
+    threads (each shared layer packs its other operand once per thread) and the rest are
+    whole; a network whose weights sit in one layer still keeps every thread busy."""
+    from .kernels.cpu.microkernel import MR
+    fan_in, fan_out = sizes[:-1], sizes[1:]
+    total = sum(_layer_weights(sizes))
+    split = np.zeros((len(fan_out), n_split + 1), np.int64)
+    split[:, n_split] = fan_out
+    done = 0                                  # work of the layers before l
+    for l, (k, n) in enumerate(zip(fan_in, fan_out)):
+        for t in range(1, n_split):
+            rows = (t * total / n_split - done) / k       # the cut, in rows of layer l
+            split[l, t] = min(max(round(rows / MR) * MR, 0), n)
+        done += k * n
+    return split
 
 
 def _split_pack_buffers(model, bs, n_split):
@@ -302,7 +309,9 @@ class _Compiled:
         # their own wherever their rows start on a line
         self.zbuf = pack_buffer(bs * width, dt)
         self.abuf = pack_buffer(bs * width, dt)
-        self.gbuf = pack_buffer(bs * width, dt)
+        # slack past the last layer's block for _layer_weight_grad's shifted views of G
+        self.gbuf = pack_buffer(bs * width + max(model.sizes), dt)
+        self.gbuf[bs * width:] = 0.0
         self.row_loss = pack_buffer(bs, np.float64)
         self.xbuf = pack_buffer(bs * X.shape[1], dt)
         if y.ndim == 1:
@@ -325,7 +334,7 @@ class _Compiled:
         # by rows instead (run_steps' n_split): two parallel regions per step in all.
         self.serial = flops < SERIAL_STEP_FLOPS
         self.n_split = split_threads(model.sizes, bs) if self.serial else 1
-        self.layer_owner = _layer_owners(model.sizes, self.n_split)
+        self.row_split = layer_row_split(model.sizes, self.n_split)
         self.layer_loss = np.zeros(len(model.sizes) - 1)
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every
@@ -361,7 +370,7 @@ class _Compiled:
                                model.grads, self.zbuf, self.abuf, self.gbuf, self.row_loss,
                                self.apack, self.bpack, self.xbuf, self.ylab_buf, self.ytgt_buf,
                                self.l2, self.count_acc, *args, self.out, not self.serial,
-                               self.n_split, self.layer_owner, self.layer_loss,
+                               self.n_split, self.row_split, self.layer_loss,
                                *self.kernels)
 
 

@@ -192,12 +192,15 @@ def test_compiled_steps_equal_python_steps(loss, sizes):
 @pytest.mark.parametrize("loss,sizes,l2,act", [("cross_entropy", [12, 16, 9, 4], 1e-3, "gelu"),
                                                ("mse", [12, 9, 3], 0.0, "tanh"),
                                                ("binary_cross_entropy", [12, 8, 3], 1e-3,
-                                                "relu")])
+                                                "relu"),
+                                               # the last layer shared: G's shifted view
+                                               ("cross_entropy", [12, 3, 40], 1e-3, "relu")])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act, dtype):
-    """A small step split over two threads (rows for the forward and data gradients,
-    layers for the weight gradients and updates) gives the same bits as the Python path,
-    down to a last batch of one row (a part with no rows)."""
+@pytest.mark.parametrize("n_split", [2, 3])
+def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act, dtype, n_split):
+    """A small step split over two threads (rows of the batch for the forward and data
+    gradients, rows of the layers for the weight gradients and updates) gives the same
+    bits as the Python path, down to a last batch of one row (a part with no rows)."""
     from fastbp import train as T
     rng = np.random.default_rng(5)
     X = rng.standard_normal((69, 12)).astype(dtype)   # batches of 17: last one 1 row
@@ -205,7 +208,7 @@ def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act, dtype
         y = rng.integers(0, sizes[-1], size=69)
     else:
         y = (rng.random((69, sizes[-1])) > 0.5).astype(dtype)
-    monkeypatch.setattr(T, "split_threads", lambda sizes, bs: 2)
+    monkeypatch.setattr(T, "split_threads", lambda sizes, bs: n_split)
     results = []
     for python_path in (False, True):
         for make in (lambda m: fastbp.SGD(m, 0.05, momentum=0.9),
@@ -225,12 +228,27 @@ def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act, dtype
 def test_split_threads_choice():
     from fastbp import train as T
     from fastbp.runtime import threadsafe
-    owners = T._layer_owners([40, 100, 100, 10], 2)
-    assert list(owners) == [1, 0, 1]     # the 100 x 100 layer alone, the other two together
     if threadsafe() and numba.get_num_threads() >= 2:
         assert T.split_threads([40, 100, 100, 10], 32) == 2
+        assert T.split_threads([784, 100, 10], 32) == 2   # a dominant layer is shared too
     assert T.split_threads([40, 100, 100, 10], 8) == 1     # too few rows per thread
-    assert T.split_threads([784, 100, 10], 32) == 1        # one layer holds the weights
+
+
+def test_layer_row_split():
+    """The layers' rows cut into runs of equal work, at whole GEMM panels (6 rows)."""
+    from fastbp import train as T
+    # work 4000, 10000, 1000: the cut at 7500 falls in layer 1 at row 35 -> 36
+    assert T.layer_row_split([40, 100, 100, 10], 2).tolist() == [[0, 100, 100],
+                                                                 [0, 36, 100],
+                                                                 [0, 0, 10]]
+    assert T.layer_row_split([784, 100, 10], 2).tolist() == [[0, 48, 100], [0, 0, 10]]
+    assert T.layer_row_split([784, 100, 10], 1).tolist() == [[0, 100], [0, 10]]
+    assert T.layer_row_split([12, 3, 40], 2).tolist() == [[0, 3, 3], [0, 12, 40]]
+    for sizes in ([12, 16, 9, 4], [3, 1, 1000, 17, 1], [5, 2, 2]):
+        for n in (2, 3, 4):
+            split = T.layer_row_split(sizes, n)
+            assert (np.diff(split, axis=1) >= 0).all()
+            assert (split[:, 0] == 0).all() and (split[:, -1] == sizes[1:]).all()
 
 
 def test_read_only_inputs_give_the_same_bits():

@@ -205,11 +205,25 @@ def count_correct_multilabel(Z, T):
 
 
 @njit(cache=True, fastmath={"contract"}, _nrt=False)
-def add_l2(W, dW, l2):
-    """dW += l2 * W over a flat weight view and return 0.5 * l2 * sum(W^2) (float64)."""
+def l2_loss(W, l2):
+    """0.5 * l2 * sum(W^2) over a flat weight view, summed in order in float64."""
     s = 0.0
     for i in range(W.shape[0]):
         w = W[i]
         s += np.float64(w) * w
-        dW[i] += l2 * w
     return 0.5 * l2 * s
+
+
+@njit(cache=True, fastmath={"contract"}, _nrt=False)
+def add_l2_grad(W, dW, l2):
+    """dW += l2 * W over flat views of the same length (any part of a layer's weights)."""
+    for i in range(W.shape[0]):
+        dW[i] += l2 * W[i]
+
+
+@njit(cache=True, _nrt=False)
+def add_l2(W, dW, l2):
+    """dW += l2 * W over a flat weight view and return 0.5 * l2 * sum(W^2) (float64)."""
+    loss = l2_loss(W, l2)
+    add_l2_grad(W, dW, l2)
+    return loss

@@ -17,13 +17,15 @@ views carved out of flat buffers by offset (no lists of arrays cross the boundar
 A step too small for parallel products (each product's parallel region costs more than it
 saves) is either run on one thread or, with threads to spare, split: the batch's rows are
 shared among the threads for gather, forward, loss and data gradients (rows are
-independent there), then the layers' weight gradients and updates are shared out by layer.
-Two parallel regions per step instead of one per product, and the same bits (see
-run_steps).  Measured (2 threads, SGD, in-process A/B against one thread, medians per
-process): 40-100-100-10 and 64-128-64-10 batch 32 1.0-1.26x (the spread is the machine's:
-some processes see no gain), 100-200-200-200-10 batch 64 1.24-1.39x; when one layer holds
-nearly all weights it loses (784-100-10: 0.89-0.96x), so the trainer does not split those
-(train.split_threads).
+independent there), then the layers' output rows are shared out for the weight gradients
+and updates, in runs of equal work (train.layer_row_split).  Two parallel regions per step
+instead of one per product, and the same bits (see run_steps).  Measured (2 threads, SGD,
+in-process A/B against one thread, medians per process): 40-100-100-10 and 64-128-64-10
+batch 32 1.0-1.26x (the spread is the machine's: some processes see no gain),
+100-200-200-200-10 batch 64 1.24-1.39x.  Shared out by whole layers, as first done, a
+network whose weights sit in one layer lost (784-100-10: 0.89-0.96x) and was not split;
+shared by rows it gains (20 rounds, medians: 784-100-10 b32 split against one thread
+1.10x; 40-100-100-10 b32 against the split by whole layers 1.04x).
 
 The GEMM and the optimizer update are passed in as compiled functions (``kernel_pointers``)
 instead of being called by name.  A call by name links the callee's compiled code, and
@@ -40,11 +42,13 @@ from numba.experimental.function_type import _get_wrapper_address
 from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, column_chunk_address, gemm
 from .losses import (
     add_l2,
+    add_l2_grad,
     binary_cross_entropy_rows,
     count_correct_labels,
     count_correct_multilabel,
     cross_entropy_labels_rows,
     cross_entropy_targets_rows,
+    l2_loss,
     mean_row_loss,
     mse_rows,
 )
@@ -86,16 +90,25 @@ def loss_scale(loss_code, m, n_out):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
+def _layer_weight_grad(l, o0, o1, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
                        apack, bpack, parallel, gemm_fn, chunk_addr):
-    """dW_l = G_l^T A_{l-1} (out, in) and db_l = column sums of G_l, over all m rows."""
+    """Rows o0:o1 of dW_l = G_l^T A_{l-1} (out, in) and of db_l = column sums of G_l,
+    over all m rows of the batch.
+
+    The product's op(A) is G_l^T restricted to rows o0:o1, i.e. columns o0:o1 of G_l
+    (m, out).  The GEMM takes C-contiguous operands, so it gets G_l's buffer from column
+    o0 on as an (m, out) matrix of the same row stride: its row k is G_l[k, o0:] followed
+    by the first o0 values of row k + 1, and the GEMM only uses its first o1 - o0 columns
+    (the packing of an edge panel may read past them into the panel's padding, which
+    nothing stores).  For the last layer that view runs o0 values past the block, so gbuf
+    has max(sizes) values of slack."""
     fan_in = sizes[l]
     fan_out = sizes[l + 1]
     w_off = layer_offset(sizes, l)
-    dW = grads[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
-    db = grads[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)]
+    dW = grads[w_off + o0 * fan_in:w_off + o1 * fan_in].reshape((o1 - o0, fan_in))
+    db = grads[w_off + fan_out * fan_in + o0:w_off + fan_out * fan_in + o1]
     off = activation_offset(sizes, l, m)
-    G = _rows(gbuf, off, m, fan_out, 0, m)
+    G = _rows(gbuf, off + o0, m, fan_out, 0, m)
     if l == 0:
         a_prev = _rows(xbuf, 0, m, fan_in, 0, m)
     else:
@@ -109,13 +122,17 @@ def _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, x
 @njit(cache=True, _nrt=False)
 def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, slope,
                 loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
-                ylab_buf, ytgt_buf, weight_grads, parallel, gemm_fn, chunk_addr):
+                ylab_buf, ytgt_buf, weight_grads, parallel, l2, layer_loss, gemm_fn,
+                chunk_addr):
     """Part `part` of n_parts of a batch of m rows (rows r0:r1, r0 = part * m // n_parts,
     of the batch, i.e. rows order[pos + r0:pos + r1] of X and the targets): gather them,
     forward, the loss's row terms and dL/dZ_L (scaled for all m rows), and backward through
     every layer's data gradient, packing into part `part` of apack and bpack.  With
     weight_grads (n_parts = 1), each layer's dW and db as well, right after its G;
-    otherwise the caller does those (they need all rows).
+    otherwise the caller does those (they need all rows), and, with l2, this part puts
+    the L2 loss of layers part, part + n_parts, ... into layer_loss: it must be summed
+    before any thread updates a layer's weights, and the sum over a whole layer in one
+    order gives the same bits as the one-thread step.
 
     Compiled without reference counting, like everything a split step's threads run: every
     array view or argument otherwise costs an atomic operation on the parent buffer's count,
@@ -136,6 +153,10 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
     no, yes = np.bool_(False), np.bool_(True)
     epi_bias_act, epi_act_grad = np.int64(EPI_BIAS_ACT), np.int64(EPI_ACT_GRAD)
     identity = np.int64(0)
+    if not weight_grads and l2 != 0.0:
+        for l in range(part, L, n_parts):
+            w_off = layer_offset(sizes, l)
+            layer_loss[l] = l2_loss(params[w_off:w_off + sizes[l + 1] * sizes[l]], l2)
     xb = _rows(xbuf, 0, m, d, r0, r1)
     for r in range(mr):
         src = order[pos + r0 + r]
@@ -189,8 +210,8 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
         fan_in = sizes[l]
         fan_out = sizes[l + 1]
         if weight_grads:
-            _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
-                               apack, bpack, parallel, gemm_fn, chunk_addr)
+            _layer_weight_grad(l, 0, fan_out, m, sizes, act_code, params, grads, zbuf, abuf,
+                               gbuf, xbuf, apack, bpack, parallel, gemm_fn, chunk_addr)
         if l > 0:
             w_off = layer_offset(sizes, l)
             W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
@@ -205,32 +226,39 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
 
 
 @njit(cache=True, _nrt=False)
-def _owned_layers_update(th, n_split, layer_owner, m, sizes, act_code, params, grads, zbuf,
-                         abuf, gbuf, xbuf, apack, bpack, l2, layer_loss, opt_code, state1,
-                         state2, lr, momentum, weight_decay, nesterov, beta1, beta2, eps,
-                         decoupled, step, gemm_fn, chunk_addr, update_fn):
-    """Thread th's share of a split step's second half: for each layer l it owns
-    (layer_owner[l] == th), dW_l and db_l over all m rows, the L2 term (its loss into
-    layer_loss[l]) and the optimizer update of that layer's [W, b] range, all on this thread
-    (parallel=False) with part th of the packing workspace."""
+def _layer_rows_update(th, n_split, row_split, m, sizes, act_code, params, grads, zbuf,
+                       abuf, gbuf, xbuf, apack, bpack, l2, opt_code, state1, state2, lr,
+                       momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled, step,
+                       gemm_fn, chunk_addr, update_fn):
+    """Thread th's share of a split step's second half: for each layer l, its output rows
+    row_split[l, th]:row_split[l, th + 1] (often none, or all), and for those rows dW and
+    db over all m rows, the L2 gradient and the optimizer update of W's rows and b's
+    entries, all on this thread (parallel=False) with part th of the packing workspace.
+    Elementwise updates and per-element sums over the batch: the same bits as one thread."""
     no = np.bool_(False)
     na = apack.shape[0] // n_split
     nb = bpack.shape[0] // n_split
     apack = apack[th * na:(th + 1) * na]
     bpack = bpack[th * nb:(th + 1) * nb]
     for l in range(sizes.shape[0] - 1):
-        if layer_owner[l] != th:
+        fan_in = sizes[l]
+        fan_out = sizes[l + 1]
+        o0 = row_split[l, th]
+        o1 = row_split[l, th + 1]
+        if o0 >= o1:
             continue
-        _layer_weight_grad(l, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
-                           apack, bpack, no, gemm_fn, chunk_addr)
-        w_off = layer_offset(sizes, l)
-        nw = sizes[l + 1] * sizes[l]
-        w_end = w_off + nw + sizes[l + 1]
+        _layer_weight_grad(l, o0, o1, m, sizes, act_code, params, grads, zbuf, abuf, gbuf,
+                           xbuf, apack, bpack, no, gemm_fn, chunk_addr)
+        w0 = layer_offset(sizes, l) + o0 * fan_in          # W's rows o0:o1
+        w1 = w0 + (o1 - o0) * fan_in
+        b0 = layer_offset(sizes, l) + fan_out * fan_in + o0  # b[o0:o1]
+        b1 = b0 + (o1 - o0)
         if l2 != 0.0:
-            layer_loss[l] = add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
-        update_fn(opt_code, params[w_off:w_end], grads[w_off:w_end], state1[w_off:w_end],
-                  state2[w_off:w_end], lr, momentum, weight_decay, nesterov, beta1, beta2,
-                  eps, decoupled, step, no)
+            add_l2_grad(params[w0:w1], grads[w0:w1], l2)
+        update_fn(opt_code, params[w0:w1], grads[w0:w1], state1[w0:w1], state2[w0:w1], lr,
+                  momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled, step, no)
+        update_fn(opt_code, params[b0:b1], grads[b0:b1], state1[b0:b1], state2[b0:b1], lr,
+                  momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled, step, no)
 
 
 @njit(cache=True, parallel=True)
@@ -238,7 +266,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
               params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf, ylab_buf,
               ytgt_buf, l2, count_acc,
               opt_code, state1, state2, lr, momentum, weight_decay, nesterov, beta1, beta2,
-              eps, decoupled, step0, out, parallel, n_split, layer_owner, layer_loss,
+              eps, decoupled, step0, out, parallel, n_split, row_split, layer_loss,
               gemm_fn, chunk_addr, update_fn, rows_fn, layers_fn):
     """Train n_steps batches of bs rows, taking rows order[pos:...] of X (n, d) and of the
     targets: ylab (n,) int64 labels for LOSS_CE_LABELS, else ytgt (n, k) (the other one is
@@ -251,20 +279,22 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     parallel: whether the kernels may run parallel regions (False: the whole step on the
     calling thread).
     n_split: 1, or the number of threads a step is split over (see below); apack and bpack
-    hold n_split equal workspaces, each a multiple of 64 bytes.  layer_owner (L,) int64: the
-    thread (< n_split) that computes layer l's weight gradient and update.  layer_loss (L,)
-    float64: workspace for the L2 terms.
+    hold n_split equal workspaces, each a multiple of 64 bytes.  row_split (L, n_split + 1)
+    int64: thread t computes the weight gradients and updates of layer l's output rows
+    row_split[l, t]:row_split[l, t + 1].  layer_loss (L,) float64: workspace for the L2
+    terms.
     gemm_fn, update_fn, rows_fn, layers_fn: gemm.gemm, optim.optimizer_update, _batch_rows
-    and _owned_layers_update as ``kernel_pointers`` gives them; chunk_addr: gemm's
+    and _layer_rows_update as ``kernel_pointers`` gives them; chunk_addr: gemm's
     (gemm.column_chunk_address).
     Returns the position after the last row trained.
 
     Split steps (n_split > 1, for networks too small for parallel products to pay): the
     batch's rows are shared among n_split threads, each running gather, forward, loss and
     the data gradients on its rows (rows are independent there), then each thread computes
-    the weight gradients of the layers it owns over all rows and updates those layers.  Every
-    value is computed by the same kernel calls with the same summation order as one thread
-    would, so results are bit-identical to n_split = 1.
+    dW and db over all rows of the batch for its share of the layers' output rows
+    (row_split) and updates those rows of W and b.  Every value is computed by the same kernel calls with
+    the same summation order as one thread would, so results are bit-identical to
+    n_split = 1.
     """
     L = sizes.shape[0] - 1
     n = X.shape[0]
@@ -280,19 +310,20 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                 th = np.int64(t)          # prange's index is unsigned
                 rows_fn(X, ylab, ytgt, order, pos, m, th, n_split, sizes, act_code, slope,
                         loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack,
-                        xbuf, ylab_buf, ytgt_buf, no, no, gemm_fn, chunk_addr)
+                        xbuf, ylab_buf, ytgt_buf, no, no, l2, layer_loss, gemm_fn,
+                        chunk_addr)
         else:
             rows_fn(X, ylab, ytgt, order, pos, m, zero, one, sizes, act_code, slope,
                     loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
-                    ylab_buf, ytgt_buf, yes, parallel, gemm_fn, chunk_addr)
+                    ylab_buf, ytgt_buf, yes, parallel, l2, layer_loss, gemm_fn, chunk_addr)
         loss = mean_row_loss(row_loss[:m], loss_scale(loss_code, m, n_out))
         if n_split > 1:
             for t in prange(n_split):
                 th = np.int64(t)
-                layers_fn(th, n_split, layer_owner, m, sizes, act_code, params, grads, zbuf,
-                          abuf, gbuf, xbuf, apack, bpack, l2, layer_loss, opt_code, state1,
-                          state2, lr, momentum, weight_decay, nesterov, beta1, beta2, eps,
-                          decoupled, step0 + s + 1, gemm_fn, chunk_addr, update_fn)
+                layers_fn(th, n_split, row_split, m, sizes, act_code, params, grads, zbuf,
+                          abuf, gbuf, xbuf, apack, bpack, l2, opt_code, state1, state2, lr,
+                          momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled,
+                          step0 + s + 1, gemm_fn, chunk_addr, update_fn)
             if l2 != 0.0:
                 for l in range(L):
                     loss += layer_loss[l]
@@ -337,7 +368,7 @@ _KERNELS = {}
 
 
 def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
-    """(gemm, gemm's chunk_addr, optimizer_update, _batch_rows, _owned_layers_update) for
+    """(gemm, gemm's chunk_addr, optimizer_update, _batch_rows, _layer_rows_update) for
     run_steps with float arrays of dtype (float32 or float64): CompiledKernels for the
     argument types run_steps calls them with, and gemm.column_chunk_address(dtype).
     X_type, ylab_type, ytgt_type: the Numba types of the data arguments (``numba.typeof``:
@@ -352,7 +383,7 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
     f = types.float32 if dtype == np.float32 else types.float64
     vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
     b, i, d = types.boolean, types.int64, types.float64
-    vi, vd = types.Array(i, 1, "C"), types.Array(d, 1, "C")
+    vi, vd, mi = types.Array(i, 1, "C"), types.Array(d, 1, "C"), types.Array(i, 2, "C")
     X_type = X_type or mat
     ylab_type = ylab_type or vi
     ytgt_type = ytgt_type or mat
@@ -367,16 +398,18 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
         rows_sig = types.none(X_type, ylab_type, ytgt_type, vi, i, i, i, i, vi, i,
                               # slope loss params grads zbuf abuf gbuf row_loss apack bpack
                               d, i, vec, vec, vec, vec, vec, vd, vec, vec,
-                              # xbuf ylab_buf ytgt_buf weight_grads parallel gemm_fn chunk
-                              vec, vi, vec, b, b, gemm_t, i)
-        #                     th n_split owner m sizes act params grads zbuf abuf gbuf xbuf
-        layers_sig = types.none(i, i, vi, i, vi, i, vec, vec, vec, vec, vec, vec,
-                                # apack bpack l2 layer_loss opt s1 s2 lr mom wd nesterov
-                                vec, vec, d, vd, i, vec, vec, d, d, d, b,
+                              # xbuf ylab_buf ytgt_buf weight_grads parallel l2 layer_loss
+                              vec, vi, vec, b, b, d, vd,
+                              # gemm_fn chunk
+                              gemm_t, i)
+        #                     th n_split row_split m sizes act params grads zbuf abuf gbuf xbuf
+        layers_sig = types.none(i, i, mi, i, vi, i, vec, vec, vec, vec, vec, vec,
+                                # apack bpack l2 opt s1 s2 lr mom wd nesterov
+                                vec, vec, d, i, vec, vec, d, d, d, b,
                                 # beta1 beta2 eps decoupled step gemm_fn chunk update_fn
                                 d, d, d, b, i, gemm_t, i, update_t)
         _KERNELS[key] = (CompiledKernel(gemm, gemm_sig), column_chunk_address(dtype),
                          CompiledKernel(optimizer_update, update_sig),
                          CompiledKernel(_batch_rows, rows_sig),
-                         CompiledKernel(_owned_layers_update, layers_sig))
+                         CompiledKernel(_layer_rows_update, layers_sig))
     return _KERNELS[key]
