@@ -15,6 +15,12 @@ def _on_device(model):
     return getattr(model, "device", "cpu") == "cuda"
 
 
+def _cpu_parallel(model):
+    """Whether the CPU update may use Numba's threads: not with matmul="blas", whose
+    products run on OpenBLAS's threads (see kernels.cpu.optim.optimizer_update)."""
+    return getattr(model, "matmul", "own") != "blas"
+
+
 def _zeros_like_params(model):
     """A zeroed state buffer shaped like the flat parameters, on the model's device."""
     if _on_device(model):
@@ -93,7 +99,7 @@ class SGD(Optimizer):
                 self.weight_decay, self.nesterov)
         if not _on_device(self.model):
             ensure_threads()   # sgd_update reaches a parallel kernel (see runtime.py)
-            _optim.sgd_update(*args)
+            _optim.sgd_update(*args, _cpu_parallel(self.model))
             return
         # the launch is recorded once and replayed while the hyper-parameters stay put
         key = (id(self.model.params), *args[3:])
@@ -128,14 +134,14 @@ class Adam(Optimizer):
 
     def step(self):
         self.step_count += 1
+        args = (self.model.params, self.model.grads, self.exp_avg, self.exp_avg_sq, self.lr,
+                self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled,
+                self.step_count)
         if _on_device(self.model):
-            update = _cuda_kernels().adam_update
+            _cuda_kernels().adam_update(*args)
         else:
             ensure_threads()   # adam_update reaches a parallel kernel (see runtime.py)
-            update = _optim.adam_update
-        update(self.model.params, self.model.grads, self.exp_avg, self.exp_avg_sq,
-                           self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                           self.decoupled, self.step_count)
+            _optim.adam_update(*args, _cpu_parallel(self.model))
 
 
 class AdamW(Adam):

@@ -49,8 +49,9 @@ def test_hot_path_kernels_allocate_only_their_argument_wrappers():
         (L.cross_entropy_labels, (z, np.zeros(64, np.int64), c, np.empty(64))),
         (L.mse, (z, z, c, np.empty(64))),
         (L.binary_cross_entropy, (z, z * 0, c, np.empty(64))),
-        (O.sgd_update, (bias, bias, bias.copy(), 0.1, 0.9, 0.0, True)),
-        (O.adam_update, (bias, bias, bias.copy(), bias.copy(), 0.1, 0.9, 0.99, 1e-8, 0.0, False, 1)),
+        (O.sgd_update, (bias, bias, bias.copy(), 0.1, 0.9, 0.0, True, True)),
+        (O.adam_update, (bias, bias, bias.copy(), bias.copy(), 0.1, 0.9, 0.99, 1e-8, 0.0, False, 1,
+                         True)),
     ]
     for fn, args in cases:
         # gemm is compiled without reference counting: not even the argument wrappers

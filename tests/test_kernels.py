@@ -2,11 +2,19 @@
 non-contiguous and Fortran-ordered inputs."""
 import numpy as np
 import pytest
+from conftest import (
+    ACTIVATIONS,
+    DTYPES,
+    ref_activation,
+    ref_activation_grad,
+    rel_err,
+    tol,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
+import fastbp
 from fastbp import kernels as K
-from conftest import ACTIVATIONS, DTYPES, ref_activation, ref_activation_grad, rel_err, tol
 
 SIZES = st.sampled_from([1, 2, 3, 5, 17, 33, 64, 100, 129])
 
@@ -258,6 +266,41 @@ def test_mse_and_bce(dtype, rng):
     ref = np.mean(np.logaddexp(0, z64) - z64 * tb)
     assert abs(loss_b - ref) <= 10 * tol(dtype) * ref
     assert rel_err(g_b, (ref_activation("sigmoid", z64) - tb) / z.size) <= 10 * tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_kernels_serial_and_parallel_agree(dtype, rng):
+    """parallel=False (the update next to BLAS-threaded products) gives the same bits as
+    the parallel loop, over a buffer of several blocks with a ragged end."""
+    n = 4 * 4096 + 17
+    p, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    out = []
+    for parallel in (True, False):
+        q, v, m, s = p.copy(), np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+        for step in (1, 2):
+            K.sgd_update(q, g, v, lr=0.1, momentum=0.9, weight_decay=0.01, parallel=parallel)
+            K.adam_update(q, g, m, s, step=step, lr=0.01, weight_decay=0.01, decoupled=True,
+                          parallel=parallel)
+        out.append((q, v, m, s))
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
+
+
+def test_blas_model_updates_on_the_calling_thread(monkeypatch):
+    """With matmul="blas" the optimizers pass parallel=False: a Numba parallel region
+    leaves its OpenMP workers spinning into the next step's BLAS calls."""
+    from fastbp import optim as fo
+    seen = []
+    for name in ("sgd_update", "adam_update"):
+        real = getattr(fo._optim, name)
+        monkeypatch.setattr(fo._optim, name,
+                            lambda *a, real=real: seen.append(a[-1]) or real(*a))
+    for matmul in ("own", "blas"):
+        m = fastbp.MLP([3, 4, 2], matmul=matmul, seed=0)
+        m.loss_and_grad(np.ones((2, 3), np.float32), np.array([0, 1]))
+        fastbp.SGD(m, 0.1, momentum=0.9).step()
+        fastbp.Adam(m).step()
+    assert seen == [True, True, False, False]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -325,18 +325,22 @@ def _flat_buffers(names, *arrays):
         raise TypeError(f"params must be float32 or float64, got {p.dtype}")
 
 
-def sgd_update(params, grads, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
-    """One SGD step over flat buffers in place (see fastbp.kernels.cpu.optim)."""
+def sgd_update(params, grads, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
+               parallel=True):
+    """One SGD step over flat buffers in place (see fastbp.kernels.cpu.optim).
+    parallel=False keeps it on the calling thread (as next to BLAS-threaded products)."""
     ensure_threads()
     _flat_buffers(("params", "grads", "velocity"), params, grads, velocity)
     _optim.sgd_update(params, grads, velocity, check_float(lr, "lr", 0.0),
                       check_float(momentum, "momentum", 0.0),
-                      check_float(weight_decay, "weight_decay", 0.0), bool(nesterov))
+                      check_float(weight_decay, "weight_decay", 0.0), bool(nesterov),
+                      bool(parallel))
 
 
 def adam_update(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
-                eps=1e-8, weight_decay=0.0, decoupled=False):
-    """One Adam (or AdamW with decoupled=True) step over flat buffers in place."""
+                eps=1e-8, weight_decay=0.0, decoupled=False, parallel=True):
+    """One Adam (or AdamW with decoupled=True) step over flat buffers in place.
+    parallel=False keeps it on the calling thread."""
     ensure_threads()
     _flat_buffers(("params", "grads", "exp_avg", "exp_avg_sq"), params, grads, exp_avg,
                   exp_avg_sq)
@@ -344,4 +348,4 @@ def adam_update(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0
                        check_float(betas[0], "beta1", 0.0, 1.0),
                        check_float(betas[1], "beta2", 0.0, 1.0),
                        check_float(eps, "eps", 0.0), check_float(weight_decay, "weight_decay", 0.0),
-                       bool(decoupled), int(step))
+                       bool(decoupled), int(step), bool(parallel))
