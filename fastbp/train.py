@@ -332,23 +332,27 @@ class _Compiled:
         # A step this small runs faster on one thread than with a parallel region per product
         # (measured: 40-100-100-10 batch 32, 1.25-1.7x).  With threads to spare it is split
         # by rows instead (run_steps' n_split): two parallel regions per step in all.
-        self.serial = flops < SERIAL_STEP_FLOPS
-        self.n_split = split_threads(model.sizes, bs) if self.serial else 1
+        # With matmul="blas" the products run on OpenBLAS's threads: nothing of the step
+        # runs a Numba parallel region (see optimizer_update) and the step is not split.
+        blas = model.matmul == "blas"
+        self.serial = blas or flops < SERIAL_STEP_FLOPS
+        self.n_split = split_threads(model.sizes, bs) if self.serial and not blas else 1
         self.row_split = layer_row_split(model.sizes, self.n_split)
         self.layer_loss = np.zeros(len(model.sizes) - 1)
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
         self.kernels = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
-                                         numba.typeof(self.ytgt))
+                                         numba.typeof(self.ytgt), model.matmul)
 
     @staticmethod
     def eligible(model, optimizer, dp):
         """The compiled path serves plain CPU training with fastbp's own optimizers; an
-        optimizer whose step was replaced, MPI and matmul='blas' take the Python path."""
+        optimizer whose step was replaced and MPI take the Python path.  matmul='blas'
+        runs here too, with the BLAS product in place of the GEMM (the same trainer)."""
         from .optim import SGD, Adam, AdamW
         return (dp is None and getattr(model, "device", "cpu") == "cpu"
-                and model.matmul == "own" and type(optimizer) in (SGD, Adam, AdamW)
+                and type(optimizer) in (SGD, Adam, AdamW)
                 and "step" not in vars(optimizer))
 
     def run(self, model, opt, X, order, pos, n_steps, bs):

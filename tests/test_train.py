@@ -164,9 +164,10 @@ def test_fit_rejects_bad_arguments():
 @pytest.mark.parametrize("loss,sizes", [("cross_entropy", [12, 16, 4]), ("mse", [12, 9, 3]),
                                         ("binary_cross_entropy", [12, 9, 1]),
                                         ("binary_cross_entropy", [12, 8, 3])])
-def test_compiled_steps_equal_python_steps(loss, sizes):
+@pytest.mark.parametrize("matmul", ["own", "blas"])
+def test_compiled_steps_equal_python_steps(loss, sizes, matmul):
     """fit runs chunks of steps in one compiled call; replacing optimizer.step forces the
-    step-by-step Python path.  Both must give the same bits."""
+    step-by-step Python path.  Both must give the same bits, with either product."""
     rng = np.random.default_rng(4)
     X = rng.standard_normal((70, 12)).astype(np.float32)
     if loss == "cross_entropy":
@@ -177,7 +178,7 @@ def test_compiled_steps_equal_python_steps(loss, sizes):
     for python_path in (False, True):
         for make in (lambda m: fastbp.SGD(m, 0.05, momentum=0.9, nesterov=True),
                      lambda m: fastbp.AdamW(m, 1e-2)):
-            m = fastbp.MLP(sizes, activation="gelu", loss=loss, seed=0)
+            m = fastbp.MLP(sizes, activation="gelu", loss=loss, seed=0, matmul=matmul)
             opt = make(m)
             if python_path:
                 opt.step = opt.step

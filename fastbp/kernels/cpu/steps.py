@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.experimental.function_type import _get_wrapper_address
 
-from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, column_chunk_address, gemm
+from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, column_chunk_address, gemm, gemm_blas
 from .losses import (
     add_l2,
     add_l2_grad,
@@ -367,13 +367,14 @@ class CompiledKernel:
 _KERNELS = {}
 
 
-def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
+def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="own"):
     """(gemm, gemm's chunk_addr, optimizer_update, _batch_rows, _layer_rows_update) for
     run_steps with float arrays of dtype (float32 or float64): CompiledKernels for the
     argument types run_steps calls them with, and gemm.column_chunk_address(dtype).
     X_type, ylab_type, ytgt_type: the Numba types of the data arguments (``numba.typeof``:
     read-only data such as a memory map has its own); by default writable C-contiguous
-    arrays of dtype (int64 labels).
+    arrays of dtype (int64 labels).  matmul="blas": gemm.gemm_blas in place of the GEMM
+    (same signature; its chunk_addr is 0 and unused).
 
     The last two go by pointer too because run_steps calls them from three places (two
     parallel regions and the one-thread path), each of which would otherwise link and
@@ -387,7 +388,7 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
     X_type = X_type or mat
     ylab_type = ylab_type or vi
     ytgt_type = ytgt_type or mat
-    key = (dtype, X_type, ylab_type, ytgt_type)
+    key = (dtype, X_type, ylab_type, ytgt_type, matmul)
     if key not in _KERNELS:
         #                 A    ta B    tb C    epi bias code slope Aout Zsrc Asrc rowsum apack bpack parallel chunk
         gemm_sig = types.none(mat, b, mat, b, mat, i, vec, i, d, mat, mat, mat, vec, vec, vec, b, i)
@@ -408,7 +409,9 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None):
                                 vec, vec, d, i, vec, vec, d, d, d, b,
                                 # beta1 beta2 eps decoupled step gemm_fn chunk update_fn
                                 d, d, d, b, i, gemm_t, i, update_t)
-        _KERNELS[key] = (CompiledKernel(gemm, gemm_sig), column_chunk_address(dtype),
+        blas = matmul == "blas"
+        _KERNELS[key] = (CompiledKernel(gemm_blas if blas else gemm, gemm_sig),
+                         0 if blas else column_chunk_address(dtype),
                          CompiledKernel(optimizer_update, update_sig),
                          CompiledKernel(_batch_rows, rows_sig),
                          CompiledKernel(_layer_rows_update, layers_sig))
