@@ -39,7 +39,14 @@ import numpy as np
 from numba import njit, prange, types
 from numba.experimental.function_type import _get_wrapper_address
 
-from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, column_chunk_address, gemm, gemm_blas
+from .gemm import (
+    EPI_ACT_GRAD,
+    EPI_BIAS_ACT,
+    EPI_NONE,
+    column_chunk_address,
+    gemm,
+    gemm_blas,
+)
 from .losses import (
     add_l2,
     add_l2_grad,
