@@ -277,6 +277,48 @@ def layer_row_split(sizes, n_split):
     return split
 
 
+class SplitChooser:
+    """Chooses, while training, whether each chunk of small steps runs split over n_split
+    threads or on one thread.
+
+    Both give the same bits, so only speed decides, and on these 2-core VMs which one is
+    faster changes with the machine's state from one second to the next (split against
+    one thread, in-process A/B, 40-100-100-10 b32: 0.55-1.25x per round; medians 0.78x
+    and 0.85x in one session, 1.0-1.26x in earlier ones).  So the trainer measures: every
+    PERIOD chunks it runs PROBE chunks each way, alternating, and keeps the faster (per
+    step, the best of its probes: the first chunk of a fit may include loading the
+    compiled code) for the rest of the period.  A probe's slower half costs at most a
+    few percent of the period."""
+
+    PROBE = 2
+    PERIOD = 50
+
+    def __init__(self, n_split):
+        self.options = (n_split, 1) if n_split > 1 else (1,)
+        self.current = self.options[0]
+        self.calls = 0
+        self.times = {n: [] for n in self.options}
+
+    def pick(self):
+        """Threads for the next chunk of steps."""
+        phase = self.calls % self.PERIOD
+        if len(self.options) > 1 and phase < 2 * self.PROBE:
+            return self.options[phase % 2]
+        return self.current
+
+    def record(self, n, seconds, steps):
+        """The chunk just run with n threads took seconds for steps steps."""
+        phase = self.calls % self.PERIOD
+        self.calls += 1
+        if len(self.options) == 1 or phase >= 2 * self.PROBE:
+            return
+        self.times[n].append(seconds / steps)
+        if phase == 2 * self.PROBE - 1:
+            self.current = min(self.options, key=lambda k: min(self.times[k]))
+            for k in self.options:
+                self.times[k].clear()
+
+
 def _split_pack_buffers(model, bs, n_split):
     """GEMM packing workspace for run_steps: n_split equal parts, each large enough for any
     product of the step and a whole number of cache lines long."""
@@ -337,7 +379,8 @@ class _Compiled:
         blas = model.matmul == "blas"
         self.serial = blas or flops < SERIAL_STEP_FLOPS
         self.n_split = split_threads(model.sizes, bs) if self.serial and not blas else 1
-        self.row_split = layer_row_split(model.sizes, self.n_split)
+        self.row_split = {n: layer_row_split(model.sizes, n) for n in {self.n_split, 1}}
+        self.chooser = SplitChooser(self.n_split)
         self.layer_loss = np.zeros(len(model.sizes) - 1)
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every
@@ -364,17 +407,20 @@ class _Compiled:
             args = (self.S.OPT_ADAM, opt.exp_avg, opt.exp_avg_sq, opt.lr, 0.0,
                     opt.weight_decay, False, opt.beta1, opt.beta2, opt.eps, opt.decoupled,
                     opt.step_count)
-        pos = self._run_steps(X, order, pos, n_steps, bs, model, args)
+        n_split = self.chooser.pick()
+        t = time.perf_counter()
+        pos = self._run_steps(X, order, pos, n_steps, bs, model, args, n_split)
+        self.chooser.record(n_split, time.perf_counter() - t, n_steps)
         opt.step_count += n_steps
         return pos
 
-    def _run_steps(self, X, order, pos, n_steps, bs, model, args):
+    def _run_steps(self, X, order, pos, n_steps, bs, model, args, n_split):
         return self.S.run_steps(X, self.ylab, self.ytgt, order, pos, n_steps, bs, self.sizes,
                                model.act_code, model.slope, self.loss_code, model.params,
                                model.grads, self.zbuf, self.abuf, self.gbuf, self.row_loss,
                                self.apack, self.bpack, self.xbuf, self.ylab_buf, self.ytgt_buf,
                                self.l2, self.count_acc, *args, self.out, not self.serial,
-                               self.n_split, self.row_split, self.layer_loss,
+                               n_split, self.row_split[n_split], self.layer_loss,
                                *self.kernels)
 
 

@@ -235,6 +235,30 @@ def test_split_threads_choice():
     assert T.split_threads([40, 100, 100, 10], 8) == 1     # too few rows per thread
 
 
+def test_split_chooser_keeps_the_faster_way():
+    """Every PERIOD chunks the trainer probes split and one-thread chunks alternately and
+    keeps the faster per step (the best of each one's probes)."""
+    from fastbp.train import SplitChooser
+    c = SplitChooser(2)
+    speed = {2: 1.0, 1: 3.0}                    # seconds per step: split faster
+    seen = []
+    for call in range(3 * c.PERIOD):
+        if call == c.PERIOD:
+            speed = {2: 3.0, 1: 1.0}            # the machine changes: one thread faster
+        n = c.pick()
+        seen.append(n)
+        steps = 10
+        # the first chunk of all includes loading the compiled code
+        c.record(n, speed[n] * steps + (100.0 if call == 0 else 0.0), steps)
+    probe = 2 * c.PROBE
+    assert seen[:probe] == [2, 1] * c.PROBE
+    assert set(seen[probe:c.PERIOD]) == {2}
+    assert seen[c.PERIOD:c.PERIOD + probe] == [2, 1] * c.PROBE
+    assert set(seen[c.PERIOD + probe:2 * c.PERIOD]) == {1}
+    one = SplitChooser(1)
+    assert one.options == (1,) and one.pick() == 1
+
+
 def test_layer_row_split():
     """The layers' rows cut into runs of equal work, at whole GEMM panels (6 rows)."""
     from fastbp import train as T
