@@ -244,8 +244,10 @@ def split_threads(sizes, bs):
     Needs a thread-safe threading layer (omp or tbb) and at least SPLIT_MIN_ROWS rows per
     thread.  Measured (2 threads, in-process A/B against one thread): 40-100-100-10 b32
     1.0-1.26x, 64-128-64-10 b32 1.0-1.26x, 100-200-200-200-10 b64 1.24-1.39x; 784-100-10
-    b32 0.89-0.96x while the weight gradients were shared out by whole layers, 1.28x since
-    a layer's rows can be shared (``layer_row_split``)."""
+    b32 0.89-0.96x while the weight gradients were shared out by whole layers, 1.10x
+    (median of 20 rounds) since a layer's rows can be shared (``layer_row_split``).  On
+    this VM the gain comes and goes with the machine's state, so the trainer still
+    measures, chunk by chunk, whether the split pays (``SplitChooser``)."""
     import numba
 
     from .runtime import threadsafe
@@ -373,7 +375,8 @@ class _Compiled:
         self.chunk = int(max(1, min(4096, 2e8 // max(flops, 1))))
         # A step this small runs faster on one thread than with a parallel region per product
         # (measured: 40-100-100-10 batch 32, 1.25-1.7x).  With threads to spare it is split
-        # by rows instead (run_steps' n_split): two parallel regions per step in all.
+        # by rows instead (run_steps' n_split): two parallel regions per step in all, where
+        # SplitChooser finds that this is faster than one thread.
         # With matmul="blas" the products run on OpenBLAS's threads: nothing of the step
         # runs a Numba parallel region (see optimizer_update) and the step is not split.
         blas = model.matmul == "blas"
