@@ -299,9 +299,9 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     batch's rows are shared among n_split threads, each running gather, forward, loss and
     the data gradients on its rows (rows are independent there), then each thread computes
     dW and db over all rows of the batch for its share of the layers' output rows
-    (row_split) and updates those rows of W and b.  Every value is computed by the same kernel calls with
-    the same summation order as one thread would, so results are bit-identical to
-    n_split = 1.
+    (row_split) and updates those rows of W and b.  Every value is computed by the same
+    kernel calls with the same summation order as one thread would, so results are
+    bit-identical to n_split = 1.
     """
     L = sizes.shape[0] - 1
     n = X.shape[0]
