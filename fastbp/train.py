@@ -353,7 +353,9 @@ class _Compiled:
         # their own wherever their rows start on a line
         self.zbuf = pack_buffer(bs * width, dt)
         self.abuf = pack_buffer(bs * width, dt)
-        # slack past the last layer's block for _layer_weight_grad's shifted views of G
+        # slack past the last layer's block for _layer_weight_grad's shifted views of G,
+        # zeroed: packing may copy it into a panel's padding rows, where uninitialised
+        # memory could hold NaNs or denormals (slow arithmetic, though never stored)
         self.gbuf = pack_buffer(bs * width + max(model.sizes), dt)
         self.gbuf[bs * width:] = 0.0
         self.row_loss = pack_buffer(bs, np.float64)

@@ -199,9 +199,10 @@ def test_compiled_steps_equal_python_steps(loss, sizes, matmul):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_split", [2, 3])
 def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act, dtype, n_split):
-    """A small step split over two threads (rows of the batch for the forward and data
-    gradients, rows of the layers for the weight gradients and updates) gives the same
-    bits as the Python path, down to a last batch of one row (a part with no rows)."""
+    """A small step split over two or three threads (rows of the batch for the forward
+    and data gradients, rows of the layers for the weight gradients and updates) gives
+    the same bits as the Python path, down to a last batch of one row (a part with no
+    rows)."""
     from fastbp import train as T
     rng = np.random.default_rng(5)
     X = rng.standard_normal((69, 12)).astype(dtype)   # batches of 17: last one 1 row

@@ -256,9 +256,10 @@ def _layer_rows_update(th, n_split, row_split, m, sizes, act_code, params, grads
             continue
         _layer_weight_grad(l, o0, o1, m, sizes, act_code, params, grads, zbuf, abuf, gbuf,
                            xbuf, apack, bpack, no, gemm_fn, chunk_addr)
-        w0 = layer_offset(sizes, l) + o0 * fan_in          # W's rows o0:o1
+        w_off = layer_offset(sizes, l)
+        w0 = w_off + o0 * fan_in                  # W's rows o0:o1
         w1 = w0 + (o1 - o0) * fan_in
-        b0 = layer_offset(sizes, l) + fan_out * fan_in + o0  # b[o0:o1]
+        b0 = w_off + fan_out * fan_in + o0        # b[o0:o1]
         b1 = b0 + (o1 - o0)
         if l2 != 0.0:
             add_l2_grad(params[w0:w1], grads[w0:w1], l2)
