@@ -160,22 +160,47 @@ def test_gemm_transposed_b_panels_exact(K_, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kc", [1, 3, 17, 384])
-def test_micro_kernel_tile(kc, dtype, rng):
-    """The vector-IR micro-kernel: one MR x NR tile at an offset inside a larger C, written
-    (accumulate=False) and then added to (True), against float64 NumPy; the rest of C is
-    untouched."""
+@pytest.mark.parametrize("mr, nr", [(6, 16), (2, 16), (6, 4), (1, 1), (5, 15), (3, 9), (4, 8)])
+def test_micro_kernel_tile(mr, nr, kc, dtype, rng):
+    """The vector-IR micro-kernel: a tile of mr x nr at an offset inside a larger C,
+    written (accumulate=False) and then added to (True), against float64 NumPy; the rest
+    of C is untouched.  Its operands packed, A in place (both layouts) and B in place, the
+    last rows of A and B at the very end of their buffers (edge tiles must not read past
+    them): every layout gives the same bits."""
     from fastbp.kernels.cpu.microkernel import MR, NR, micro_kernel
-    ap = rng.standard_normal((kc, MR)).astype(dtype)
-    bp = rng.standard_normal((kc, NR)).astype(dtype)
-    c = np.full((MR + 5, NR + 7), 7.0, dtype)
-    micro_kernel(ap, bp, c, 2, 3, False)
-    ref = ap.astype(np.float64).T @ bp.astype(np.float64)
-    assert rel_err(c[2:2 + MR, 3:3 + NR], ref) <= tol(dtype)
-    micro_kernel(ap, bp, c, 2, 3, True)
-    assert rel_err(c[2:2 + MR, 3:3 + NR], 2 * ref) <= tol(dtype)
-    outside = np.ones(c.shape, bool)
-    outside[2:2 + MR, 3:3 + NR] = False
-    assert np.all(c[outside] == 7.0)
+    a = rng.standard_normal((mr, kc)).astype(dtype)
+    b = rng.standard_normal((kc, nr)).astype(dtype)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    ap = np.zeros((kc, MR), dtype)                       # packed, zero-padded panels
+    ap[:, :mr] = a.T
+    bp = np.zeros((kc, NR), dtype)
+    bp[:, :nr] = b
+    a_rows = np.ascontiguousarray(a)                     # A (mr, kc): rows kc apart
+    a_cols = np.ascontiguousarray(a.T)                   # A^T (kc, mr): rows adjacent
+    layouts = {                                          # Af, a_ks, a_rs, Bf, b_ks
+        "packed": (ap.ravel(), MR, 1, bp.ravel(), NR),
+        "A in place": (a_rows.ravel(), 1, kc, bp.ravel(), NR),
+        "A^T in place": (a_cols.ravel(), mr, 1, bp.ravel(), NR),
+        "all in place": (a_cols.ravel(), mr, 1, np.ascontiguousarray(b).ravel(), nr),
+        "rows in place": (a_rows.ravel(), 1, kc, np.ascontiguousarray(b).ravel(), nr),
+    }
+    results = {}
+    for name, (af, a_ks, a_rs, bf, b_ks) in layouts.items():
+        c = np.full((mr + 5, nr + 7), 7.0, dtype)
+        ld = c.shape[1]
+        micro_kernel(af, 0, a_ks, a_rs, bf, 0, b_ks, c.ravel(), 2 * ld + 3, ld, kc, mr, nr,
+                     False)
+        tile = c[2:2 + mr, 3:3 + nr]
+        assert rel_err(tile, ref) <= tol(dtype), name
+        results[name] = tile.copy()
+        micro_kernel(af, 0, a_ks, a_rs, bf, 0, b_ks, c.ravel(), 2 * ld + 3, ld, kc, mr, nr,
+                     True)
+        assert np.array_equal(tile, results[name] + results[name]), name
+        outside = np.ones(c.shape, bool)
+        outside[2:2 + mr, 3:3 + nr] = False
+        assert np.all(c[outside] == 7.0), name
+    for name, tile in results.items():
+        assert np.array_equal(tile, results["packed"]), name
 
 
 def test_seed_003_worked_example():

@@ -18,32 +18,43 @@ op(A) = Delta^T, so this is the bias gradient db = sum over the batch of Delta, 
 while A is in cache from packing it.
 
 How (BLIS-style): op(A) is packed into panels of MR rows and op(B) into panels of NR
-columns, k-major and zero-padded; the packing absorbs every transpose, so one micro-kernel
-serves all layouts.  Each MR x NR tile of C is then accumulated by the register-blocked
-micro-kernel (microkernel.py: a 6 x 16 tile in 12 AVX2 accumulators, written as LLVM
-vector IR) over K in blocks of KC, with A in blocks of MC rows so that its slice stays in
-L2 (see _column_chunk), and the epilogue runs on each block of C.  Column panels are
-grouped into chunks split across threads, and the thread that owns a chunk packs its part
-of B before using it (one parallel region per product); A is packed up front on the
-calling thread.  gemm runs the chunks through the compiled chunk's address (``chunk_addr``
-from ``column_chunk_address``; see linking.py), so their code is compiled once instead of
-again in the parallel loop and in gemm.  Products below PARALLEL_MIN_WORK run on one
-thread, since a parallel region costs more than they do.  Edge tiles go through a small
-scratch tile, so the micro-kernel only ever stores full tiles (half its compile time).
-Packing buffers are caller-owned workspace (``pack_sizes``), so nothing is allocated per
-call.  gemm and its inner functions are compiled without Numba's reference counting
-(``_nrt=False``): every array view or argument otherwise costs two atomic operations on
-its buffer's count, and those were 40% of a small product with an epilogue (and worse when
-two threads of a split training step count on the same buffers).
+columns, k-major and zero-padded; the packing absorbs every transpose.  Each tile of C (MR
+x NR, smaller at the edges) is then accumulated by the register-blocked micro-kernel
+(microkernel.py: a 6 x 16 tile in 12 AVX2 accumulators, written as LLVM vector IR) over K
+in blocks of KC, with A in blocks of MC rows so that its slice stays in L2 (see
+_column_chunk), and the epilogue runs on each block of C.  Column panels are grouped into
+chunks split across threads, and the thread that owns a chunk packs its part of B before
+using it (one parallel region per product); A is packed up front on the calling thread.
+gemm runs the chunks through the compiled chunk's address (``chunk_addr`` from
+``column_chunk_address``; see linking.py), so their code is compiled once instead of again
+in the parallel loop and in gemm.  Products below PARALLEL_MIN_WORK run on one thread,
+since a parallel region costs more than they do.  Packing buffers are caller-owned
+workspace (``pack_sizes``), so nothing is allocated per call.  gemm and its inner
+functions are compiled without Numba's reference counting (``_nrt=False``): every array
+view or argument otherwise costs two atomic operations on its buffer's count, and those
+were 40% of a small product with an epilogue (and worse when two threads of a split
+training step count on the same buffers).
+
+Small products read operands in place: the micro-kernel takes each operand as a flat
+array with strides, so where a packed panel would be read too few times to pay for its
+copy, the panel is not made (_a_in_place, _b_in_place: op(A) = A^T and B not transposed
+up to IN_PLACE_MAX_WORK; A itself only for N <= 32; B only for M <= 102).  NT's W^T is
+always packed (its columns are not contiguous).  Edge tiles run loops sized to them
+(2/4/6 rows, one or two vectors) with masked loads and stores instead of a scratch tile.
+Measured (in-process A/B against the packed-only kernel with scratch edge tiles, one
+thread, the training step's products, 40-100-100-10 batch 32): 49.1 -> 38.8 us a step
+(1.27x; the sized edge loops alone 1.16x); 784-100-10: 1.11-1.14x; 784-512-512-10 batch
+128: 1.01-1.02x (N = 10 and M = 10 products 1.3-2.1x, the rest packed as before).
+Training, 10 rounds of 1500 steps, medians: 40-100-100-10 b32 1.23x, 784-100-10 b32
+1.09x; 784-512-512-10 b128 1.05x (6 rounds).
 
 Measured here (AMD EPYC, AVX2, one core): the 6 x 16 tile runs at 74-87 GFLOP/s of a ~96
 peak on K = 32-384 panels (float64: 30-42 of 48).  It replaced a 4 x 16 tile of scalars
 vectorised by LLVM's SLP pass (60-85 GFLOP/s; float64 not vectorised): in-process A/B of
 the compiled training step, 2 threads, parameters bit-identical, 784-512-512-10 1.30x,
 40-100-100-10 1.07x, 784-2048-2048-10 1.05x.  KC = 256/320 and MC = 96/192 measured
-2-8% slower than 384/128 with it.  An unpacked row-streaming kernel for small products
-ran 5-6x slower than packing plus the micro-kernel, even at N = 10 where a third of the
-tile is padding, so there is one path.
+2-8% slower than 384/128 with it.  (An unpacked kernel streaming rows of A, tried before
+the strided micro-kernel, ran 5-6x slower than packing plus the micro-kernel.)
 
 Every element of C is summed over k in the same order whatever the thread count and the
 tile it lands in, so results are bit-identical run to run and independent of the batch
@@ -64,12 +75,15 @@ KC = 384                     # K block: a KC x NR slice of B is 24 KiB (float32)
 PARALLEL_MIN_WORK = 1 << 18  # M*N*K below which one thread beats a parallel region
 MC = 128                     # rows of A per block (21 panels of MR = 6): an MC x KC slice of packed A is <= 192 KiB, within L2
 CHUNK_PANELS = 4             # column panels (of NR columns) per unit of parallel work
+IN_PLACE_MAX_WORK = 1 << 22  # M*N*K up to which operands are read in place (_a_in_place)
+IN_PLACE_MAX_PANELS = 2      # column panels up to which A (not transposed) is read in place
+IN_PLACE_MAX_ROW_PANELS = 17  # row panels (M <= 102) up to which B is read in place
 
 
 def pack_sizes(M, N, K):
-    """Elements of the A and B packing buffers a product of this shape needs (the B buffer
-    also holds an MR x NR scratch tile per column panel, for edge tiles)."""
-    return ((M + MR - 1) // MR) * MR * K, ((N + NR - 1) // NR) * NR * (K + MR)
+    """Elements of the A and B packing buffers a product of this shape needs (at most:
+    operands read in place need none)."""
+    return ((M + MR - 1) // MR) * MR * K, ((N + NR - 1) // NR) * NR * K
 
 
 def pack_buffer(n, dtype):
@@ -227,11 +241,17 @@ def _n_column_chunks(n_jp):
 
 
 @njit(cache=True, _nrt=False)
-def _column_chunk(jp0, jp1, B, trans_b, Ap, Bp, Sp, C, M, N, epilogue, bias, code, slope,
-                  Aout, Zsrc, Asrc):
-    """Column panels jp0..jp1-1 of C: pack their B panels, then every tile, then the
-    epilogue.  The thread that owns a chunk packs it, so B's packing needs no parallel
+def _column_chunk(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, B, trans_b, pack_b, Bf, b_jp, b_pc,
+                  b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+    """Column panels jp0..jp1-1 of C: pack their B panels (pack_b), then every tile, then
+    the epilogue.  The thread that owns a chunk packs it, so B's packing needs no parallel
     region of its own.
+
+    op(A)[i, k] with i in row panel ip and k in K block pc.. is
+    Af[ip * a_ip + pc * a_pc + (i - ip * MR) * a_rs + (k - pc) * a_ks], and op(B)[k, j] with j
+    in column panel jp is Bf[jp * b_jp + pc * b_pc + (k - pc) * b_ks + (j - jp * NR)]: packed
+    panels or the operands in place (gemm sets the strides).  With pack_b, Bf is the
+    packing workspace and B (trans_b) the matrix packed into it.
 
     Loop order (BLIS's, at this scale): for each block of MC rows of A, for each K block of
     about KC, for each panel of the chunk, for each A panel of the block: the micro-kernel.
@@ -239,41 +259,30 @@ def _column_chunk(jp0, jp1, B, trans_b, Ap, Bp, Sp, C, M, N, epilogue, bias, cod
     block pass it, and the block's A slice (MC x KC, <= 192 KiB) stays in L2 while the
     chunk's panels pass it.  Before this, every column panel streamed all of A from L3:
     fine for a batch of 128 rows, but at 1024 or 256 x 2048 rows two threads ran no faster
-    than one (68-75 GFLOP/s either way).  Sp: (n_jp, MR, NR) scratch tiles for edge tiles."""
-    for jp in range(jp0, jp1):
-        _pack_b_panel(B, trans_b, Bp, jp, N, Ap.shape[1])
-    n_ip = Ap.shape[0]
-    K = Ap.shape[1]
+    than one (68-75 GFLOP/s either way)."""
+    if pack_b:
+        Bp = Bf.reshape((Bf.shape[0] // (K * NR), K, NR))
+        for jp in range(jp0, jp1):
+            _pack_b_panel(B, trans_b, Bp, jp, N, K)
+    Cf = C.reshape(M * N)
+    n_ip = (M + MR - 1) // MR
     # K in blocks of about KC, balanced so that no block is a sliver.
     n_kb = (K + KC - 1) // KC
     kc = (K + n_kb - 1) // n_kb
-    fresh = np.bool_(False)  # a runtime False: a literal would compile a second micro-kernel
-    zero = np.int64(0)
     per_block = MC // MR
     for ib in range(0, n_ip, per_block):
         ie = min(ib + per_block, n_ip)
         for pc in range(0, K, kc):
-            pe = min(pc + kc, K)
+            kn = min(kc, K - pc)
             acc = pc > 0
             for jp in range(jp0, jp1):
-                Bk = Bp[jp, pc:pe]
                 j0 = jp * NR
                 nr = min(NR, N - j0)
-                S = Sp[jp]
+                b_off = jp * b_jp + pc * b_pc
                 for ip in range(ib, ie):
                     i0 = ip * MR
-                    mr = min(MR, M - i0)
-                    if mr == MR and nr == NR:
-                        micro_kernel(Ap[ip, pc:pe], Bk, C, i0, j0, acc)
-                    else:      # edge tile: compute into S, then store its valid corner
-                        micro_kernel(Ap[ip, pc:pe], Bk, S, zero, zero, fresh)
-                        E = C[i0:i0 + mr, j0:j0 + nr]
-                        for r in range(mr):
-                            for c in range(nr):
-                                if acc:
-                                    E[r, c] += S[r, c]
-                                else:
-                                    E[r, c] = S[r, c]
+                    micro_kernel(Af, ip * a_ip + pc * a_pc, a_ks, a_rs, Bf, b_off, b_ks, Cf,
+                                 i0 * N + j0, N, kn, min(MR, M - i0), nr, acc)
         _epilogue(C, ib * MR, min(ie * MR, M), jp0 * NR, min(jp1 * NR, N), epilogue, bias,
                   code, slope, Aout, Zsrc, Asrc)
 
@@ -281,10 +290,12 @@ def _column_chunk(jp0, jp1, B, trans_b, Ap, Bp, Sp, C, M, N, epilogue, bias, cod
 def column_chunk_signature(f):
     """The one signature _column_chunk is compiled for, given the numba float type f: every
     array C-contiguous and writable (gemm passes its read-only inputs through as_writable)."""
-    mat, vec, pan = types.Array(f, 2, "C"), types.Array(f, 1, "C"), types.Array(f, 3, "C")
+    mat, vec = types.Array(f, 2, "C"), types.Array(f, 1, "C")
     i, b, d = types.int64, types.boolean, types.float64
-    #               jp0 jp1 B   trans_b Ap  Bp   Sp  C    M  N  epi bias code slope Aout Zsrc Asrc
-    return types.none(i, i, mat, b, pan, pan, pan, mat, i, i, i, vec, i, d, mat, mat, mat)
+    #               jp0 jp1 Af  a_ip a_pc a_ks a_rs B  trans_b pack_b Bf  b_jp b_pc b_ks
+    return types.none(i, i, vec, i, i, i, i, mat, b, b, vec, i, i, i,
+                      # C  M  N  K  epi bias code slope Aout Zsrc Asrc
+                      mat, i, i, i, i, vec, i, d, mat, mat, mat)
 
 
 @intrinsic
@@ -314,16 +325,40 @@ def column_chunk_address(dtype):
 
 
 @njit(parallel=True, cache=True, _nrt=False)
-def _column_chunks_parallel(chunk, n_ch, n_jp, B, trans_b, Ap, Bp, Sp, C, M, N, epilogue,
-                            bias, code, slope, Aout, Zsrc, Asrc):
+def _column_chunks_parallel(chunk, n_ch, n_jp, Af, a_ip, a_pc, a_ks, a_rs, B, trans_b, pack_b,
+                            Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope,
+                            Aout, Zsrc, Asrc):
     """gemm's column chunks shared out among the threads, each owning a contiguous range."""
     for t in prange(n_ch):
         ch = np.int64(t)     # prange's index is unsigned; the chunk takes int64
-        chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, B, trans_b, Ap, Bp, Sp, C, M, N,
-              epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+        chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, Af, a_ip, a_pc, a_ks, a_rs, B,
+              trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope,
+              Aout, Zsrc, Asrc)
 
 
 # ----------------------------------------------------------------------------- entry point
+@njit(cache=True, inline="always")
+def _a_in_place(trans_a, M, N, K):
+    """Whether the micro-kernel reads op(A) where it lies instead of from packed panels:
+    when packing would not pay for its copy.  A^T in place has its tile's rows adjacent
+    (one k-row of it is MR neighbouring values), nearly as good as a packed panel: in place
+    up to IN_PLACE_MAX_WORK.  A itself has them a row apart (six streams, an address per
+    row): in place only if at most IN_PLACE_MAX_PANELS column panels read it."""
+    if trans_a:
+        return M * N * K <= IN_PLACE_MAX_WORK
+    return (N + NR - 1) // NR <= IN_PLACE_MAX_PANELS
+
+
+@njit(cache=True, inline="always")
+def _b_in_place(trans_b, M, N, K):
+    """Whether it reads op(B) where it lies: B not transposed (its k-rows are the tile's
+    rows), up to IN_PLACE_MAX_WORK, and read by at most IN_PLACE_MAX_ROW_PANELS row
+    panels of A (a packed panel is cheaper to read than rows of B a row stride apart;
+    128 x 10 @ 10 x 512 lost 20% in place)."""
+    return (not trans_b and M * N * K <= IN_PLACE_MAX_WORK
+            and (M + MR - 1) // MR <= IN_PLACE_MAX_ROW_PANELS)
+
+
 @njit(cache=True, _nrt=False)
 def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc, rowsum,
          apack, bpack, parallel, chunk_addr):
@@ -341,27 +376,46 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     K = A.shape[0] if trans_a else A.shape[1]
     n_ip = (M + MR - 1) // MR
     n_jp = (N + NR - 1) // NR
-    Ap = apack[:n_ip * K * MR].reshape((n_ip, K, MR))
-    Bp = bpack[:n_jp * K * NR].reshape((n_jp, K, NR))
-    Sp = bpack[n_jp * K * NR:n_jp * (K + MR) * NR].reshape((n_jp, MR, NR))
-    # A is packed on this thread before the column chunks start (each reads all of it):
-    # 10-100 us of the MLP shapes' 0.6-30 ms.  Packing it in a parallel region of its own
-    # measured no faster here and cost 2.4 s more compile.
-    for ip in range(n_ip):
-        _pack_a_panel(A, trans_a, Ap, ip, M, K)
+    A, B, bias, Zsrc, Asrc = (as_writable(A), as_writable(B), as_writable(bias),
+                              as_writable(Zsrc), as_writable(Asrc))
+    lda = A.shape[1]
+    ldb = B.shape[1]
+    if _a_in_place(trans_a, M, N, K):
+        Af = A.reshape(A.size)
+        if trans_a:                        # op(A)[i, k] = A[k, i]
+            a_ip, a_pc, a_ks, a_rs = MR, lda, lda, 1
+        else:
+            a_ip, a_pc, a_ks, a_rs = MR * lda, 1, 1, lda
+    else:
+        # A is packed on this thread before the column chunks start (each reads all of
+        # it): 10-100 us of the MLP shapes' 0.6-30 ms.  Packing it in a parallel region of
+        # its own measured no faster here and cost 2.4 s more compile.
+        Af = apack[:n_ip * K * MR]
+        Ap = Af.reshape((n_ip, K, MR))
+        for ip in range(n_ip):
+            _pack_a_panel(A, trans_a, Ap, ip, M, K)
+        a_ip, a_pc, a_ks, a_rs = K * MR, MR, MR, 1
+    pack_b = not _b_in_place(trans_b, M, N, K)
+    if pack_b:
+        Bf = bpack[:n_jp * K * NR]
+        b_jp, b_pc, b_ks = K * NR, NR, NR
+    else:
+        Bf = B.reshape(B.size)
+        b_jp, b_pc, b_ks = NR, ldb, ldb
     if rowsum.shape[0] > 0:
         _op_row_sums(A, trans_a, rowsum)
     n_ch = _n_column_chunks(n_jp)
     # The column chunks run through chunk_addr, not by name (linking.py): 4-5 s less compile.
     chunk = _column_chunk_at(chunk_addr, C)
-    B, bias, Zsrc, Asrc = as_writable(B), as_writable(bias), as_writable(Zsrc), as_writable(Asrc)
     if parallel and M * N * K >= PARALLEL_MIN_WORK and n_ch > 1:
-        _column_chunks_parallel(chunk, n_ch, n_jp, B, trans_b, Ap, Bp, Sp, C, M, N, epilogue,
-                                bias, code, slope, Aout, Zsrc, Asrc)
+        _column_chunks_parallel(chunk, n_ch, n_jp, Af, a_ip, a_pc, a_ks, a_rs, B, trans_b,
+                                pack_b, Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias,
+                                code, slope, Aout, Zsrc, Asrc)
     else:   # the same chunks on this thread
         for ch in range(n_ch):
-            chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, B, trans_b, Ap, Bp, Sp, C, M, N,
-                  epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+            chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, Af, a_ip, a_pc, a_ks, a_rs, B,
+                  trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code,
+                  slope, Aout, Zsrc, Asrc)
 
 
 @njit(cache=True)

@@ -1,19 +1,42 @@
-"""GEMM micro-kernel: one MR x NR tile of C from a packed A panel and a packed B panel (CPU).
+"""GEMM micro-kernel: one tile of at most MR x NR of C from strided A and B (CPU).
 
-    C[i0:i0+MR, j0:j0+NR] (+)= sum_k Ap[k, 0:MR] (outer) Bp[k, 0:NR]
+    C[i, j] (+)= sum_{k < kc} A[i, k] B[k, j]      i < mr <= MR, j < nr <= NR
 
-Ap is an A panel packed k-major, shape (kc, MR); Bp a B panel packed k-major, shape
-(kc, NR); C the C-contiguous output, or an (MR, NR) scratch tile the caller copies the
-valid part of an edge tile from (panels are zero-padded, so the product always runs on a
-full tile).  accumulate=False overwrites the tile, True adds to it (later K blocks).
-Each element is summed over k in order, one fused multiply-add per k, so the result does
-not depend on where the tile lies or how many threads run.
+Every operand is a flat 1-D array with an offset and strides, in elements:
+
+    A[i, k] = Af[a_off + i * a_rs + k * a_ks]
+    B[k, j] = Bf[b_off + k * b_ks + j]           (a row of the tile is contiguous)
+    C[i, j] = Cf[c_off + i * c_ld + j]
+
+so one kernel reads a packed panel (A: a_ks = MR, a_rs = 1; B: b_ks = NR) or an operand in
+place (A stored (M, K): a_ks = 1, a_rs = lda; A stored (K, M), i.e. op(A) = A^T: a_ks = lda,
+a_rs = 1; B stored (K, N): b_ks = ldb).  Reading in place saves packing where a packed
+panel would be used too few times to pay for its copy (gemm.py: small products).
+
+accumulate=False overwrites the tile, True adds to it (later K blocks).  Each element is
+summed over k in order, one fused multiply-add per k, into an accumulator that starts at
+zero, then stored or added to C: the result does not depend on where the tile lies, on
+whether its operands were packed, or on how many threads run.
+
+Partial tiles (mr < MR or nr < NR, at the edges of C) run loops sized to them: 2, 4 or 6
+rows, and one 8-lane vector of B's row instead of two where nr <= 8.  Rows past mr within
+that read valid memory (A's next values where they lie inside Af, else row mr - 1 again)
+and are not stored.  B's rows are loaded
+whole while the NR values lie inside Bf (the lanes past nr then hold the next row's
+values, or a packed panel's zero padding, and are never stored), masked near the end of
+Bf; C's partial rows are read and written with masked vector operations.
 
 The loop is written as LLVM vector IR (an @intrinsic), the textbook AVX2 6 x 16 kernel:
 per k, two 8-lane loads of the B row, then for each of the 6 rows of A a broadcast of
-Ap[k, r] and two FMAs into the row's two accumulators: 12 accumulator registers, 2 for
+A[i, k] and two FMAs into the row's two accumulators: 12 accumulator registers, 2 for
 B, 1 for the broadcast, of AVX2's 16.  float64 (4 lanes) runs the same loop twice, over
-columns 0-7 and 8-15, so that it too keeps 12 accumulators.
+columns 0-7 and 8-15, so that it too keeps 12 accumulators.  A full tile with A's rows
+adjacent (a_rs = 1) goes straight to one loop with A's rows at constant offsets from one
+pointer; everything else about a tile is decided only for the others.  Measured here, one
+core, float32, tiles in L1, GFLOP/s against the previous kernel (packed panels only,
+edge tiles through a scratch tile): full tiles K=32 75-101 against 81-113, K=100-384
+105-112 against 108-115 (the machine's state moves both); a 2-row edge tile at 3x and a
+4-column one at 1.5x a full tile's speed.
 
 Why not plain Numba: the previous kernel kept a 4 x 16 tile in 64 scalar locals and relied
 on LLVM's SLP vectoriser to rebuild the vectors.  It could not do that for 6 rows (3-8
@@ -34,85 +57,219 @@ NR = 16
 _ACCUMULATORS = 12     # vector registers of C per pass over k (AVX2 has 16)
 
 
+def _masked_access(builder, vec, store):
+    """The llvm.masked.load / llvm.masked.store intrinsic for vectors of type vec."""
+    i32 = ir.IntType(32)
+    mask = ir.VectorType(ir.IntType(1), vec.count)
+    ptr = vec.as_pointer()
+    name = f"v{vec.count}{'f32' if isinstance(vec.element, ir.FloatType) else 'f64'}.p0"
+    if store:
+        fnty = ir.FunctionType(ir.VoidType(), [vec, ptr, i32, mask])
+        return cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.store." + name)
+    fnty = ir.FunctionType(vec, [ptr, i32, mask, vec])
+    return cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.load." + name)
+
+
+
 @intrinsic
-def _tile_product(typingctx, Ap, Bp, C, i0, j0, accumulate):
-    """The micro-kernel's body; see the module docstring.  Ap (kc, MR), Bp (kc, NR), C:
-    2-D, C-contiguous, one float dtype.  Nothing is bounds-checked."""
-    arrays = (Ap, Bp, C)
-    if not (all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"
+def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, c_ld, kc,
+                  mr, nr, accumulate):
+    """The micro-kernel's body; see the module docstring.  Af, Bf, Cf: 1-D, C-contiguous,
+    one float dtype; the rest intp (accumulate boolean).  Nothing is bounds-checked."""
+    arrays = (Af, Bf, Cf)
+    if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
                 for a in arrays)
-            and Ap.dtype == Bp.dtype == C.dtype
-            and Ap.dtype in (types.float32, types.float64)):
+            and Af.dtype == Bf.dtype == Cf.dtype
+            and Af.dtype in (types.float32, types.float64)):
         return None
-    sig = types.void(Ap, Bp, C, types.intp, types.intp, types.boolean)
+    i = types.intp
+    sig = types.void(Af, i, i, i, Bf, i, i, Cf, i, i, i, i, i, types.boolean)
 
     def codegen(context, builder, signature, args):
-        ap, bp, c, i0v, j0v, acc_flag = args
+        af, aoff, aks, ars, bf, boff, bks, cf, coff, cld, kcv, mrv, nrv, acc_flag = args
         dtype = signature.args[0].dtype
-        a_arr = context.make_array(signature.args[0])(context, builder, ap)
-        b_arr = context.make_array(signature.args[1])(context, builder, bp)
-        c_arr = context.make_array(signature.args[2])(context, builder, c)
+        data = [context.make_array(signature.args[n])(context, builder, x).data
+                for n, x in ((0, af), (4, bf), (7, cf))]
         intp = context.get_value_type(types.intp)
         width = dtype.bitwidth // 8
         lanes = 32 // width                           # one 256-bit register
         vec = ir.VectorType(context.get_data_type(dtype), lanes)
-        kc = cgutils.unpack_tuple(builder, a_arr.shape, 2)[0]
-        c_ld = builder.sdiv(cgutils.unpack_tuple(builder, c_arr.strides, 2)[0],
-                            ir.Constant(intp, width))  # C's row stride in elements
+        i32 = ir.IntType(32)
+        masked_load = _masked_access(builder, vec, store=False)
+        masked_store = _masked_access(builder, vec, store=True)
+        align = ir.Constant(i32, width)
 
-        def const(i):
-            return ir.Constant(intp, i)
+        def const(x):
+            return ir.Constant(intp, x)
 
         def vector_at(base, index):
             return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
 
         def broadcast(x):
             one = builder.insert_element(ir.Constant(vec, ir.Undefined), x,
-                                         ir.Constant(ir.IntType(32), 0))
+                                         ir.Constant(i32, 0))
             return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
-                                          ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                                      None))
+                                          ir.Constant(ir.VectorType(i32, lanes), None))
 
+        a_base = builder.gep(data[0], [aoff])
+        b_base = builder.gep(data[1], [boff])
+        c_base = builder.gep(data[2], [coff])
         n_vec = NR // lanes                            # vectors per row of the tile
         per_pass = max(1, _ACCUMULATORS // MR)         # of them held per pass over k
-        for v0 in range(0, n_vec, per_pass):
-            cols = range(v0, min(v0 + per_pass, n_vec))
-            # accumulators live in allocas; LLVM's mem2reg turns them into registers
-            acc = {(r, v): cgutils.alloca_once_value(builder, ir.Constant(vec, None))
-                   for r in range(MR) for v in cols}
-            with cgutils.for_range(builder, kc) as loop:
-                b_row = builder.gep(b_arr.data, [builder.mul(loop.index, const(NR))])
-                b = {v: builder.load(vector_at(b_row, const(v * lanes)), align=width)
-                     for v in cols}
-                a_row = builder.gep(a_arr.data, [builder.mul(loop.index, const(MR))])
-                for r in range(MR):
-                    a = broadcast(builder.load(builder.gep(a_row, [const(r)])))
+        passes = [range(v0, min(v0 + per_pass, n_vec)) for v0 in range(0, n_vec, per_pass)]
+        whole = {v: None for v in range(n_vec)}        # no masks: whole vectors
+        adjacent_offsets = [const(r) for r in range(MR)]
+
+        def lane_mask(v):
+            """Lanes of vector v of a row (columns v*lanes ...) that lie before nr."""
+            vty = ir.VectorType(i32, lanes)
+            first = ir.Constant(vty, [v * lanes + x for x in range(lanes)])
+            limit = builder.insert_element(ir.Constant(vty, ir.Undefined),
+                                           builder.trunc(nrv, i32), ir.Constant(i32, 0))
+            limit = builder.shuffle_vector(limit, ir.Constant(vty, ir.Undefined),
+                                           ir.Constant(vty, None))
+            return builder.icmp_signed("<", first, limit)
+
+        def load(ptr, mask):
+            if mask is None:
+                return builder.load(ptr, align=width)
+            return builder.call(masked_load, [ptr, align, mask, ir.Constant(vec, None)])
+
+        def store(value, ptr, mask):
+            if mask is None:
+                builder.store(value, ptr, align=width)
+            else:
+                builder.call(masked_store, [value, ptr, align, mask])
+
+        def zeroed_accumulators(cols):
+            # allocas; LLVM's mem2reg turns them into registers
+            return {(r, v): cgutils.alloca_once_value(builder, ir.Constant(vec, None))
+                    for r in range(MR) for v in cols}
+
+        def k_loop(acc, rows, cols, k0, k1, masks, row_offsets):
+            """acc[r, v] += A[r, k] * B[k, v-th vector] for r < rows, v in cols and
+            k0 <= k < k1, A's row r at row_offsets[r] from its k-th column."""
+            with cgutils.for_range(builder, k1, start=k0) as loop:
+                k = loop.index
+                b_row = builder.gep(b_base, [builder.mul(k, bks)])
+                b = {v: load(vector_at(b_row, const(v * lanes)), masks[v]) for v in cols}
+                a_k = builder.gep(a_base, [builder.mul(k, aks)])
+                for r in range(rows):
+                    a = broadcast(builder.load(builder.gep(a_k, [row_offsets[r]])))
                     for v in cols:
                         # acc += a * b, fused where the target has FMA ('contract')
                         prod = builder.fmul(a, b[v], flags=("contract",))
                         builder.store(builder.fadd(builder.load(acc[r, v]), prod,
                                                    flags=("contract",)), acc[r, v])
-            for r in range(MR):
-                c_row = builder.gep(c_arr.data, [builder.add(
-                    builder.mul(builder.add(i0v, const(r)), c_ld), j0v)])
-                for v in cols:
-                    dst = vector_at(c_row, const(v * lanes))
-                    total = builder.load(acc[r, v])
-                    with builder.if_else(acc_flag) as (add, overwrite):
-                        with add:
-                            builder.store(builder.fadd(builder.load(dst, align=width),
-                                                       total), dst, align=width)
-                        with overwrite:
-                            builder.store(total, dst, align=width)
+
+        def store_row(acc, r, cols, masks):
+            """C's row r (+)= acc[r, :]."""
+            c_row = builder.gep(c_base, [builder.mul(const(r), cld)])
+            for v in cols:
+                dst = vector_at(c_row, const(v * lanes))
+                total = builder.load(acc[r, v])
+                with builder.if_else(acc_flag) as (add, overwrite):
+                    with add:
+                        store(builder.fadd(load(dst, masks[v]), total), dst, masks[v])
+                    with overwrite:
+                        store(total, dst, masks[v])
+
+        # A full tile with A's rows adjacent (a_rs = 1: packed panels, or op(A) = A^T in
+        # place), the common case: one loop, A's rows at constant offsets from one pointer,
+        # nothing else decided per tile.
+        full_tile = builder.and_(builder.and_(builder.icmp_signed(">=", mrv, const(MR)),
+                                              builder.icmp_signed(">=", nrv, const(NR))),
+                                 builder.icmp_signed("==", ars, const(1)))
+        with builder.if_else(full_tile) as (full, other):
+            with full:
+                for cols in passes:
+                    acc = zeroed_accumulators(cols)
+                    k_loop(acc, MR, cols, const(0), kcv, whole, adjacent_offsets)
+                    for r in range(MR):
+                        store_row(acc, r, cols, whole)
+            with other:
+                # Edge tiles, and A's rows apart (A in place, not transposed).  The rows
+                # past mr re-read row mr - 1.
+                last_row = builder.sub(mrv, const(1))
+                a_row_offsets = [builder.mul(builder.select(
+                    builder.icmp_signed("<", const(r), mrv), const(r), last_row), ars)
+                    for r in range(MR)]
+                # A's rows adjacent and all MR of them inside Af: constant offsets again.
+                a_len = cgutils.unpack_tuple(builder, context.make_array(signature.args[0])(
+                    context, builder, af).shape, 1)[0]
+                a_end = builder.add(builder.add(aoff, builder.mul(builder.sub(kcv, const(1)),
+                                                                  aks)), const(MR))
+                adjacent_rows = builder.and_(
+                    builder.icmp_signed("==", ars, const(1)),
+                    builder.or_(builder.icmp_signed(">=", mrv, const(MR)),
+                                builder.icmp_signed("<=", a_end, a_len)))
+                full_width = builder.icmp_signed(">=", nrv, const(NR))
+                # Rows k < k_plain of B are loaded whole: all of them in a full-width tile,
+                # and in a narrower one those whose NR values lie inside Bf (the lanes past
+                # nr then hold the next row's values, or a packed panel's zero padding, and
+                # are never stored).  The rest use masked loads, which are slower (here
+                # 87-90 against 110 GFLOP/s).
+                b_len = cgutils.unpack_tuple(builder, context.make_array(signature.args[4])(
+                    context, builder, bf).shape, 1)[0]
+                room = builder.sub(b_len, builder.add(boff, const(NR)))
+                whole_rows = builder.select(builder.icmp_signed("<", room, const(0)),
+                                            const(0),
+                                            builder.add(builder.sdiv(room, bks), const(1)))
+                whole_rows = builder.select(builder.icmp_signed("<", whole_rows, kcv),
+                                            whole_rows, kcv)
+                k_plain = builder.select(full_width, kcv, whole_rows)
+                # Loops sized to the tile: 2, 4 or 6 rows (the 2 rows left of a batch of 32
+                # at a third of a full tile's cost), and one vector of a pass's two where
+                # nr ends within the first.  Each is a few lines of IR; a switch picks one.
+                row_class = builder.add(
+                    builder.zext(builder.icmp_signed(">", mrv, const(2)), intp),
+                    builder.zext(builder.icmp_signed(">", mrv, const(4)), intp))
+                for cols in passes:
+                    acc = zeroed_accumulators(cols)
+                    v0 = cols[0]
+                    with builder.if_then(builder.icmp_signed(">", nrv, const(v0 * lanes))):
+                        masks = {v: lane_mask(v) for v in cols}
+                        narrow = builder.icmp_signed("<=", nrv, const((v0 + 1) * lanes))
+                        variant = builder.add(builder.mul(row_class, const(4)), builder.add(
+                            builder.mul(builder.zext(narrow, intp), const(2)),
+                            builder.zext(adjacent_rows, intp)))
+                        merge = builder.append_basic_block("tile.loaded")
+                        choice = builder.switch(variant, merge)
+                        for c, rows in enumerate((2, 4, MR)):
+                            for half in (False, True):
+                                if half and len(cols) == 1:
+                                    continue
+                                for adjacent in (False, True):
+                                    block = builder.append_basic_block("tile.loop")
+                                    choice.add_case(
+                                        ir.Constant(intp, 4 * c + 2 * half + adjacent), block)
+                                    builder.position_at_end(block)
+                                    k_loop(acc, rows, cols[:1] if half else cols, const(0),
+                                           k_plain, whole,
+                                           adjacent_offsets if adjacent else a_row_offsets)
+                                    builder.branch(merge)
+                        builder.position_at_end(merge)
+                        k_loop(acc, MR, cols, k_plain, kcv, masks, a_row_offsets)
+                        for r in range(MR):
+                            stored = builder.icmp_signed("<", const(r), mrv)
+                            with builder.if_then(stored), \
+                                    builder.if_else(full_width) as (wide, narrower):
+                                with wide:
+                                    store_row(acc, r, cols, whole)
+                                with narrower:
+                                    store_row(acc, r, cols, masks)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def micro_kernel(Ap, Bp, C, i0, j0, accumulate):
-    """C[i0:i0+MR, j0:j0+NR] = (or +=) Ap (kc, MR) (outer-product sum) Bp (kc, NR)."""
-    _tile_product(Ap, Bp, C, i0, j0, accumulate)
+def micro_kernel(Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, c_ld, kc, mr, nr,
+                 accumulate):
+    """C[i, j] = (or +=) sum_{k < kc} A[i, k] B[k, j] for i < mr, j < nr (mr <= MR,
+    nr <= NR), operands addressed as in the module docstring."""
+    _tile_product(Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, c_ld, kc, mr, nr,
+                  accumulate)
 
 
 @njit(cache=True, _nrt=False)
