@@ -15,7 +15,7 @@ runs a fused epilogue on each tile of C while it is still in cache:
 
 ``rowsum`` (length M, or 0 for none) receives sum_k op(A)[i, k]; for the weight gradient
 op(A) = Delta^T, so this is the bias gradient db = sum over the batch of Delta, summed
-while A is in cache from packing it.
+while A is in cache (from packing it, or from its last use).
 
 How (BLIS-style): op(A) is packed into panels of MR rows and op(B) into panels of NR
 columns, k-major and zero-padded; the packing absorbs every transpose.  Each tile of C (MR

@@ -70,7 +70,6 @@ def _masked_access(builder, vec, store):
     return cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.load." + name)
 
 
-
 @intrinsic
 def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, c_ld, kc,
                   mr, nr, accumulate):
@@ -88,8 +87,8 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
     def codegen(context, builder, signature, args):
         af, aoff, aks, ars, bf, boff, bks, cf, coff, cld, kcv, mrv, nrv, acc_flag = args
         dtype = signature.args[0].dtype
-        data = [context.make_array(signature.args[n])(context, builder, x).data
-                for n, x in ((0, af), (4, bf), (7, cf))]
+        a_arr, b_arr, c_arr = (context.make_array(signature.args[n])(context, builder, x)
+                               for n, x in ((0, af), (4, bf), (7, cf)))
         intp = context.get_value_type(types.intp)
         width = dtype.bitwidth // 8
         lanes = 32 // width                           # one 256-bit register
@@ -111,9 +110,9 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
             return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
                                           ir.Constant(ir.VectorType(i32, lanes), None))
 
-        a_base = builder.gep(data[0], [aoff])
-        b_base = builder.gep(data[1], [boff])
-        c_base = builder.gep(data[2], [coff])
+        a_base = builder.gep(a_arr.data, [aoff])
+        b_base = builder.gep(b_arr.data, [boff])
+        c_base = builder.gep(c_arr.data, [coff])
         n_vec = NR // lanes                            # vectors per row of the tile
         per_pass = max(1, _ACCUMULATORS // MR)         # of them held per pass over k
         passes = [range(v0, min(v0 + per_pass, n_vec)) for v0 in range(0, n_vec, per_pass)]
@@ -188,15 +187,14 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
                     for r in range(MR):
                         store_row(acc, r, cols, whole)
             with other:
-                # Edge tiles, and A's rows apart (A in place, not transposed).  The rows
-                # past mr re-read row mr - 1.
+                # Edge tiles, and A's rows apart (A in place, not transposed).  Rows past
+                # mr read row mr - 1 again, or A's next values where those lie inside Af.
                 last_row = builder.sub(mrv, const(1))
                 a_row_offsets = [builder.mul(builder.select(
                     builder.icmp_signed("<", const(r), mrv), const(r), last_row), ars)
                     for r in range(MR)]
                 # A's rows adjacent and all MR of them inside Af: constant offsets again.
-                a_len = cgutils.unpack_tuple(builder, context.make_array(signature.args[0])(
-                    context, builder, af).shape, 1)[0]
+                a_len = cgutils.unpack_tuple(builder, a_arr.shape, 1)[0]
                 a_end = builder.add(builder.add(aoff, builder.mul(builder.sub(kcv, const(1)),
                                                                   aks)), const(MR))
                 adjacent_rows = builder.and_(
@@ -209,8 +207,7 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
                 # nr then hold the next row's values, or a packed panel's zero padding, and
                 # are never stored).  The rest use masked loads, which are slower (here
                 # 87-90 against 110 GFLOP/s).
-                b_len = cgutils.unpack_tuple(builder, context.make_array(signature.args[4])(
-                    context, builder, bf).shape, 1)[0]
+                b_len = cgutils.unpack_tuple(builder, b_arr.shape, 1)[0]
                 room = builder.sub(b_len, builder.add(boff, const(NR)))
                 whole_rows = builder.select(builder.icmp_signed("<", room, const(0)),
                                             const(0),
@@ -236,9 +233,7 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
                         merge = builder.append_basic_block("tile.loaded")
                         choice = builder.switch(variant, merge)
                         for c, rows in enumerate((2, 4, MR)):
-                            for half in (False, True):
-                                if half and len(cols) == 1:
-                                    continue
+                            for half in (False, True):   # (with one vector, half = whole)
                                 for adjacent in (False, True):
                                     block = builder.append_basic_block("tile.loop")
                                     choice.add_case(
