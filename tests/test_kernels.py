@@ -159,6 +159,32 @@ def test_gemm_transposed_b_panels_exact(K_, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_reshape_c_matches_numpy(dtype):
+    """linking.reshape_c (the kernels' reshape without Numba's C helper) gives the views
+    numpy's reshape gives: same values, shape and strides, sharing the buffer."""
+    from numba import njit
+
+    from fastbp.kernels.cpu.linking import reshape_c
+
+    @njit
+    def views(buf, off, rows, cols):
+        m = reshape_c(buf[off:off + rows * cols], (rows, cols))
+        return m, reshape_c(m, (rows * cols,)), reshape_c(buf[:24], (2, 3, 4))
+
+    buf = np.arange(1000, dtype=dtype)
+    for off, rows, cols in [(0, 1, 1), (3, 17, 3), (7, 3, 17), (0, 10, 100), (5, 0, 4)]:
+        m, flat, cube = views(buf, off, rows, cols)
+        ref = buf[off:off + rows * cols].reshape(rows, cols)
+        for got, want in [(m, ref), (flat, ref.ravel()), (cube, buf[:24].reshape(2, 3, 4))]:
+            assert got.shape == want.shape and got.strides == want.strides
+            np.testing.assert_array_equal(got, want)
+        if rows * cols:
+            m[0, 0] = -1.0
+            assert buf[off] == -1.0
+            buf[off] = off
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kc", [1, 3, 17, 384])
 @pytest.mark.parametrize("mr, nr", [(6, 16), (2, 16), (6, 4), (1, 1), (5, 15), (3, 9), (4, 8)])
 def test_micro_kernel_tile(mr, nr, kc, dtype, rng):

@@ -65,7 +65,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .activations import activation_backward_rows, activation_forward_rows
-from .linking import as_writable, function_at, jit_address
+from .linking import as_writable, function_at, jit_address, reshape_c
 from .microkernel import MR, NR, copy_mr, copy_nr, micro_kernel
 from .transpose import transpose8x8
 
@@ -115,7 +115,7 @@ def _pack_row_segments(X, c0, P):
             for c in range(w):
                 P[k, c] = cols[k, c]
         return
-    f = P.reshape(K * W)
+    f = reshape_c(P, (K * W,))
     if W == MR:
         for k in range(K):
             copy_mr(X[k, c0:c0 + MR], f[MR * k:MR * k + MR])
@@ -138,7 +138,7 @@ def _pack_a_panel(A, trans_a, Ap, ip, M, K):
     elif mr == MR:                   # op(A)[i, k] = A[i, k]: MR row streams
         # A flat view with constant offsets: LLVM vectorises this (1.5-2.3x faster than
         # the 2-D loop below on the MLP shapes).
-        f = P.reshape(K * MR)
+        f = reshape_c(P, (K * MR,))
         rows = A[i0:i0 + MR]
         for k in range(K):
             for r in range(MR):
@@ -188,7 +188,7 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
         # rows K*4 bytes apart share L1 sets (K = 2048: all 16), and reading them a block at
         # a time re-fetched lines (2048^2 panel, scalar: 3.9 -> 2.0 ms).
         ld = B.strides[0] // B.itemsize
-        f = P.reshape(K * NR)
+        f = reshape_c(P, (K * NR,))
         s0 = j0 * ld               # B.flat offset of the panel's first row
         s8 = s0 + 8 * ld           # and of its ninth
         K16 = K - K % 16
@@ -261,10 +261,10 @@ def _column_chunk(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, B, trans_b, pack_b, Bf, 
     fine for a batch of 128 rows, but at 1024 or 256 x 2048 rows two threads ran no faster
     than one (68-75 GFLOP/s either way)."""
     if pack_b:
-        Bp = Bf.reshape((Bf.shape[0] // (K * NR), K, NR))
+        Bp = reshape_c(Bf, (Bf.shape[0] // (K * NR), K, NR))
         for jp in range(jp0, jp1):
             _pack_b_panel(B, trans_b, Bp, jp, N, K)
-    Cf = C.reshape(M * N)
+    Cf = reshape_c(C, (M * N,))
     n_ip = (M + MR - 1) // MR
     # K in blocks of about KC, balanced so that no block is a sliver.
     n_kb = (K + KC - 1) // KC
@@ -381,7 +381,7 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     lda = A.shape[1]
     ldb = B.shape[1]
     if _a_in_place(trans_a, M, N, K):
-        Af = A.reshape(A.size)
+        Af = reshape_c(A, (A.size,))
         if trans_a:                        # op(A)[i, k] = A[k, i]
             a_ip, a_pc, a_ks, a_rs = MR, lda, lda, 1
         else:
@@ -391,7 +391,7 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
         # it): 10-100 us of the MLP shapes' 0.6-30 ms.  Packing it in a parallel region of
         # its own measured no faster here and cost 2.4 s more compile.
         Af = apack[:n_ip * K * MR]
-        Ap = Af.reshape((n_ip, K, MR))
+        Ap = reshape_c(Af, (n_ip, K, MR))
         for ip in range(n_ip):
             _pack_a_panel(A, trans_a, Ap, ip, M, K)
         a_ip, a_pc, a_ks, a_rs = K * MR, MR, MR, 1
@@ -400,7 +400,7 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
         Bf = bpack[:n_jp * K * NR]
         b_jp, b_pc, b_ks = K * NR, NR, NR
     else:
-        Bf = B.reshape(B.size)
+        Bf = reshape_c(B, (B.size,))
         b_jp, b_pc, b_ks = NR, ldb, ldb
     if rowsum.shape[0] > 0:
         _op_row_sums(A, trans_a, rowsum)

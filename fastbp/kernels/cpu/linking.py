@@ -29,7 +29,7 @@ three benchmark MLPs, 0.99-1.05x).
 Caution: the address must be of a function compiled for exactly that signature;
 ``jit_address`` is the only source of them, and each kernel pairs it with its signature.
 """
-from numba.core import cgutils
+from numba.core import cgutils, types
 from numba.experimental.function_type import _get_jit_address
 from numba.extending import intrinsic
 
@@ -62,3 +62,37 @@ def as_writable(typingctx, arr):
     def codegen(context, builder, sig, args):
         return args[0]
     return arr.copy(readonly=False)(arr), codegen
+
+
+@intrinsic
+def reshape_c(typingctx, arr, shape):
+    """arr (C-contiguous) viewed with the given shape (a tuple of ints), without Numba's
+    reshape: that calls a C helper (numba_attempt_nocopy_reshape) on every reshape, ~12 ns
+    here, and a small network's training step makes about a hundred of them (workspace
+    views, packed panels).  Measured (in-process A/B, 40-100-100-10 batch 32, one thread,
+    15 rounds of 1500 steps each way round): 1.04-1.05x a step.  The caller guarantees that
+    the shape holds arr.size elements; nothing is checked."""
+    if not (isinstance(arr, types.Array) and arr.layout == "C"
+            and isinstance(shape, types.UniTuple) and isinstance(shape.dtype, types.Integer)):
+        return None
+    ndim = shape.count
+    retty = arr.copy(ndim=ndim, layout="C")
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        dst = context.make_array(retty)(context, builder)
+        intp = context.get_value_type(types.intp)
+        dims = [builder.sext(d, intp) if d.type.width < intp.width else d
+                for d in cgutils.unpack_tuple(builder, args[1], ndim)]
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
+            context.get_data_type(arr.dtype)))
+        strides = [itemsize] * ndim
+        for q in range(ndim - 2, -1, -1):
+            strides[q] = builder.mul(strides[q + 1], dims[q + 1])
+        context.populate_array(dst, data=src.data, shape=dims, strides=strides,
+                               itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
+        out = dst._getvalue()
+        if context.enable_nrt:
+            context.nrt.incref(builder, retty, out)
+        return out
+    return retty(arr, shape), codegen

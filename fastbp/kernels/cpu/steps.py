@@ -47,6 +47,7 @@ from .gemm import (
     gemm,
     gemm_blas,
 )
+from .linking import reshape_c
 from .losses import (
     add_l2,
     add_l2_grad,
@@ -85,7 +86,7 @@ def activation_offset(sizes, l, m):
 @njit(cache=True, inline="always")
 def _rows(buf, off, m, width, r0, r1):
     """Rows r0:r1 of the (m, width) matrix stored from buf[off]."""
-    return buf[off + r0 * width:off + r1 * width].reshape((r1 - r0, width))
+    return reshape_c(buf[off + r0 * width:off + r1 * width], (r1 - r0, width))
 
 
 @njit(cache=True)
@@ -112,7 +113,7 @@ def _layer_weight_grad(l, o0, o1, m, sizes, act_code, params, grads, zbuf, abuf,
     fan_in = sizes[l]
     fan_out = sizes[l + 1]
     w_off = layer_offset(sizes, l)
-    dW = grads[w_off + o0 * fan_in:w_off + o1 * fan_in].reshape((o1 - o0, fan_in))
+    dW = reshape_c(grads[w_off + o0 * fan_in:w_off + o1 * fan_in], (o1 - o0, fan_in))
     db = grads[w_off + fan_out * fan_in + o0:w_off + fan_out * fan_in + o1]
     off = activation_offset(sizes, l, m)
     G = _rows(gbuf, off + o0, m, fan_out, 0, m)
@@ -121,7 +122,7 @@ def _layer_weight_grad(l, o0, o1, m, sizes, act_code, params, grads, zbuf, abuf,
     else:
         a_prev = _rows(abuf if act_code != 0 else zbuf, off - m * fan_in, m, fan_in, 0, m)
     none = params[:0]
-    empty2 = params[:0].reshape((0, 0))
+    empty2 = reshape_c(params[:0], (0, 0))
     gemm_fn(G, np.bool_(True), a_prev, np.bool_(False), dW, np.int64(EPI_NONE), none,
             np.int64(0), 0.0, empty2, empty2, empty2, db, apack, bpack, parallel, chunk_addr)
 
@@ -154,7 +155,7 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
     apack = apack[part * na:(part + 1) * na]
     bpack = bpack[part * nb:(part + 1) * nb]
     none = params[:0]
-    empty2 = params[:0].reshape((0, 0))
+    empty2 = reshape_c(params[:0], (0, 0))
     # GEMM flags as runtime values, not constants: a constant argument is typed as a literal,
     # and Numba would compile (and LLVM optimise) another copy of the GEMM for every layout.
     no, yes = np.bool_(False), np.bool_(True)
@@ -186,7 +187,7 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
         fan_in = sizes[l]
         fan_out = sizes[l + 1]
         w_off = layer_offset(sizes, l)
-        W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
+        W = reshape_c(params[w_off:w_off + fan_out * fan_in], (fan_out, fan_in))
         b = params[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)]
         Z = _rows(zbuf, off, m, fan_out, r0, r1)
         code = identity if l == L - 1 else act_code
@@ -221,7 +222,7 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
                                gbuf, xbuf, apack, bpack, parallel, gemm_fn, chunk_addr)
         if l > 0:
             w_off = layer_offset(sizes, l)
-            W = params[w_off:w_off + fan_out * fan_in].reshape((fan_out, fan_in))
+            W = reshape_c(params[w_off:w_off + fan_out * fan_in], (fan_out, fan_in))
             G = _rows(gbuf, off, m, fan_out, r0, r1)
             off_prev = off - m * fan_in
             Zp = _rows(zbuf, off_prev, m, fan_in, r0, r1)
