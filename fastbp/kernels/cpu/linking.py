@@ -84,9 +84,7 @@ def reshape_c(typingctx, arr, shape):
         intp = context.get_value_type(types.intp)
         dims = [builder.sext(d, intp) if d.type.width < intp.width else d
                 for d in cgutils.unpack_tuple(builder, args[1], ndim)]
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
-            context.get_data_type(arr.dtype)))
-        strides = [itemsize] * ndim
+        strides = [src.itemsize] * ndim
         for q in range(ndim - 2, -1, -1):
             strides[q] = builder.mul(strides[q + 1], dims[q + 1])
         context.populate_array(dst, data=src.data, shape=dims, strides=strides,
