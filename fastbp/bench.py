@@ -8,7 +8,11 @@ count).  Each figure is the best of several repetitions after a warm-up that exc
 Numba's compilation.  PyTorch and scikit-learn are used when installed.
 
 GEMM: fastbp.kernels.matmul against numpy.matmul (OpenBLAS) on the products of one
-training step of the MLP shapes below, GFLOP/s.
+training step of the MLP shapes below, GFLOP/s.  Each timed round runs about 4 GFLOP of
+calls (20-30 ms on the MLP shapes).  With 1 GFLOP rounds our GEMM's figure on the large
+shapes was mostly its first calls after the pause between rounds, which run slower while
+its worker thread gets going again (called from Python, in one process: dW 0.78x numpy
+in rounds of 9 calls, 0.89x in rounds of 38, 1.05x in rounds of 155).
 Training: samples/s of SGD (lr 0.01, momentum 0.9), ReLU, softmax cross-entropy, one
 epoch with shuffling, for fastbp (own GEMM), fastbp with matmul="blas" (np.dot inside the
 same compiled code), PyTorch (nn.Sequential of Linear/ReLU, CrossEntropyLoss, optim.SGD,
@@ -81,7 +85,7 @@ def bench_gemm(quick=False):
         out = np.empty((M, N), np.float32)
         opa, opb = (a.T if ta else a), (b.T if tb else b)
         flops = 2.0 * M * N * Kd
-        reps = max(3, int((2e8 if quick else 1e9) / flops))
+        reps = max(3, int((8e8 if quick else 4e9) / flops))
         t_f, t_n = _best_pair(lambda: K.matmul(a, b, out=out, trans_a=ta, trans_b=tb),
                               lambda: np.matmul(opa, opb, out=out), reps,
                               rounds=3 if quick else 7)
