@@ -8,6 +8,7 @@ trained, not dropped.  Data flows one way: fit -> model.loss_and_grad -> kernels
 import itertools
 import math
 import time
+import weakref
 
 import numpy as np
 
@@ -321,6 +322,19 @@ class SplitChooser:
                 self.times[k].clear()
 
 
+# Each model's choosers, one per (batch size, threads): kept across fit calls, so that a
+# run of short fits (partial_fit, an epoch per call) goes on with the period and the
+# choice it had, instead of probing again at every start (where the first chunk also
+# includes loading the compiled code).
+_CHOOSERS = weakref.WeakKeyDictionary()
+
+
+def _chooser(model, bs, n_split):
+    """The SplitChooser for model's steps of bs rows split over n_split threads."""
+    per_model = _CHOOSERS.setdefault(model, {})
+    return per_model.setdefault((bs, n_split), SplitChooser(n_split))
+
+
 def _split_pack_buffers(model, bs, n_split):
     """GEMM packing workspace for run_steps: n_split equal parts, each large enough for any
     product of the step and a whole number of cache lines long."""
@@ -385,7 +399,7 @@ class _Compiled:
         self.serial = blas or flops < SERIAL_STEP_FLOPS
         self.n_split = split_threads(model.sizes, bs) if self.serial and not blas else 1
         self.row_split = {n: layer_row_split(model.sizes, n) for n in {self.n_split, 1}}
-        self.chooser = SplitChooser(self.n_split)
+        self.chooser = _chooser(model, bs, self.n_split)
         self.layer_loss = np.zeros(len(model.sizes) - 1)
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every

@@ -260,6 +260,34 @@ def test_split_chooser_keeps_the_faster_way():
     assert one.options == (1,) and one.pick() == 1
 
 
+def test_split_chooser_kept_across_fits():
+    """A model's SplitChooser outlives one fit: the next fit with the same batch size goes
+    on with its period (no new probes at its start) and the choice it made."""
+    import gc
+
+    from fastbp import train as T
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((320, 40)).astype(np.float32)
+    y = rng.integers(0, 10, size=320)
+    gc.collect()
+    models_before = len(T._CHOOSERS)
+    model = fastbp.MLP([40, 100, 100, 10], seed=0)
+    opt = fastbp.SGD(model, lr=0.01)
+    fastbp.fit(model, X, y, optimizer=opt, batch_size=32, epochs=1, verbose=0)
+    choosers = T._CHOOSERS[model]
+    assert len(choosers) == 1
+    (key, chooser), = choosers.items()
+    calls = chooser.calls
+    assert key[0] == 32 and calls > 0
+    fastbp.fit(model, X, y, optimizer=opt, batch_size=32, epochs=1, verbose=0)
+    assert T._CHOOSERS[model][key] is chooser and chooser.calls > calls
+    fastbp.fit(model, X, y, optimizer=opt, batch_size=16, epochs=1, verbose=0)
+    assert len(T._CHOOSERS[model]) == 2
+    del model, opt, choosers, chooser
+    gc.collect()
+    assert len(T._CHOOSERS) <= models_before     # the model's entry went with it
+
+
 def test_layer_row_split():
     """The layers' rows cut into runs of equal work, at whole GEMM panels (6 rows)."""
     from fastbp import train as T
