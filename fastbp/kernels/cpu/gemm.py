@@ -424,7 +424,7 @@ def matmul_into(A, trans_a, B, trans_b, C, apack, bpack, chunk_addr):
     dispatcher types every argument of a call from Python; for gemm's 15 that cost 2.5 us
     a call, half the time of a 32x100x40 product (this entry: 1.1 us)."""
     none = apack[:0]
-    empty = none.reshape((0, 0))
+    empty = reshape_c(none, (0, 0))
     gemm(A, trans_a, B, trans_b, C, EPI_NONE, none, 0, 0.0, empty, empty, empty, none,
          apack, bpack, True, chunk_addr)
 

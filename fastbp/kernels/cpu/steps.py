@@ -350,7 +350,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
             if loss_code == LOSS_CE_LABELS:
                 out[1] += count_correct_labels(ZL, ylab_buf[:m])
             elif loss_code == LOSS_BCE:
-                out[1] += count_correct_multilabel(ZL, ytgt_buf[:m * n_out].reshape((m, n_out)))
+                out[1] += count_correct_multilabel(ZL, reshape_c(ytgt_buf[:m * n_out], (m, n_out)))
         pos = stop
     return pos
 
