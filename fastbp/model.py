@@ -59,14 +59,16 @@ class _Workspace:
                   for l in range(L)]
         self.G = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
         self.row_loss = np.empty(batch)
-        # Packing buffers for the largest of the layer products (forward, dW, dX).
+        # Packing buffers for the largest of the layer products (forward, dW, dX): a_part
+        # elements hold one packed A, apack a copy for each thread (see gemm.pack_copies).
         na = nb = 0
         for l in range(L):
             n_in, n_out = sizes[l], sizes[l + 1]
             for m, n, k in ((batch, n_out, n_in), (n_out, n_in, batch), (batch, n_in, n_out)):
-                a, b = _gemm.pack_sizes(m, n, k)
+                a, b = _gemm.pack_sizes(m, n, k, a_copies=1)
                 na, nb = max(na, a), max(nb, b)
-        self.apack = _gemm.pack_buffer(na, dtype)
+        self.a_part = na
+        self.apack = _gemm.pack_buffer(na * _gemm.pack_copies(), dtype)
         self.bpack = _gemm.pack_buffer(nb, dtype)
 
 

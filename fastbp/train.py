@@ -343,7 +343,7 @@ def _split_pack_buffers(model, bs, n_split):
     if n_split == 1:
         return ws.apack, ws.bpack
     line = 64 // model.dtype.itemsize
-    na = -(-ws.apack.shape[0] // line) * line
+    na = -(-ws.a_part // line) * line        # the kernels run on one thread each: one A
     nb = -(-ws.bpack.shape[0] // line) * line
     return pack_buffer(n_split * na, model.dtype), pack_buffer(n_split * nb, model.dtype)
 

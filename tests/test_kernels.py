@@ -133,6 +133,38 @@ def test_gemm_row_sums_of_op_a(shape, trans_a, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", [(False, True), (True, False), (False, False)])
+def test_gemm_packed_a_per_thread_or_shared(layout, dtype, rng):
+    """A parallel product packs op(A) once per thread where the workspace has room for a
+    copy each, else one copy shared by all (packed first on the calling thread), else, on
+    one thread, one copy: all three give the float64 reference's values and the same bits,
+    with an epilogue reading the product (ReLU gradient)."""
+    import numba
+
+    from fastbp.kernels.cpu import gemm as G
+    trans_a, trans_b = layout
+    M, N, K_ = 131, 200, 250           # A packed in both layouts, 13 column panels, edges
+    a = rng.standard_normal((M, K_)).astype(dtype)
+    b = rng.standard_normal((K_, N)).astype(dtype)
+    A = np.ascontiguousarray(a.T if trans_a else a)
+    B = np.ascontiguousarray(b.T if trans_b else b)
+    z = rng.standard_normal((M, N)).astype(dtype)
+    none = np.empty(0, dtype)
+    empty = np.empty((0, 0), dtype)
+    na1, nb = G.pack_sizes(M, N, K_, a_copies=1)
+    outs = []
+    for copies, parallel in ((numba.get_num_threads(), True), (1, True), (1, False)):
+        c = np.empty((M, N), dtype)
+        G.gemm(A, trans_a, B, trans_b, c, G.EPI_ACT_GRAD, none, 1, 0.0, empty, z, z, none,
+               G.pack_buffer(copies * na1, dtype), G.pack_buffer(nb, dtype), parallel,
+               G.column_chunk_address(dtype))
+        outs.append(c)
+    ref = (a.astype(np.float64) @ b.astype(np.float64)) * (z > 0)
+    assert rel_err(outs[0], ref) <= tol(dtype)
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("K_", [1, 7, 8, 15, 16, 24, 31, 40, 1000])
 def test_gemm_transposed_b_panels_exact(K_, dtype, rng):
     """The forward's W^T panels (8x8 register transposes, then a scalar tail of K % 8)

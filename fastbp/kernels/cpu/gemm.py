@@ -24,7 +24,15 @@ x NR, smaller at the edges) is then accumulated by the register-blocked micro-ke
 in blocks of KC, with A in blocks of MC rows so that its slice stays in L2 (see
 _column_chunk), and the epilogue runs on each block of C.  Column panels are grouped into
 chunks split across threads, and the thread that owns a chunk packs its part of B before
-using it (one parallel region per product); A is packed up front on the calling thread.
+using it (one parallel region per product).  Every thread reads all of op(A), so each packs
+a copy of its own at the start of the region (the workspace holds one per thread,
+``pack_copies``).  Packed once on the calling thread, as first done, the other threads
+waited for it and then read it from that core's cache: timed per thread (rdtsc, 2 threads,
+128 x 512 x 784), the chunks reading their own copy ran 5-20% faster and as fast as the
+calling thread's, at no cost in wall time for the duplicated packing.  Measured (2 threads,
+in-process, best of 10 rounds): the 784-512-512-10 step's products 1.04x (forward 1.07-1.08x),
+784-2048-2048-10's 1.04x; training (geometric mean over 6 processes, each interleaving both
+versions) 784-512-512-10 b128 1.035x, 784-2048-2048-10 b256 1.02x (4 processes).
 gemm runs the chunks through the compiled chunk's address (``chunk_addr`` from
 ``column_chunk_address``; see linking.py), so their code is compiled once instead of again
 in the parallel loop and in gemm.  Products below PARALLEL_MIN_WORK run on one thread,
@@ -60,12 +68,13 @@ Every element of C is summed over k in the same order whatever the thread count 
 tile it lands in, so results are bit-identical run to run and independent of the batch
 composition.
 """
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .activations import activation_backward_rows, activation_forward_rows
-from .linking import as_writable, function_at, jit_address, reshape_c
+from .linking import as_writable, function_at, jit_address, num_threads, reshape_c
 from .microkernel import MR, NR, copy_mr, copy_nr, micro_kernel
 from .transpose import transpose8x8
 
@@ -78,12 +87,30 @@ CHUNK_PANELS = 4             # column panels (of NR columns) per unit of paralle
 IN_PLACE_MAX_WORK = 1 << 22  # M*N*K up to which operands are read in place (_a_in_place)
 IN_PLACE_MAX_PANELS = 2      # column panels up to which A (not transposed) is read in place
 IN_PLACE_MAX_ROW_PANELS = 17  # row panels (M <= 102) up to which B is read in place
+MAX_A_COPIES = 8             # threads up to which each packs a copy of A of its own
 
 
-def pack_sizes(M, N, K):
+@njit(cache=True, inline="always")
+def _a_copy_size(M, K):
+    """Elements of one packed copy of op(A) (M, K), rounded up to whole 64-byte lines (so
+    that every copy in the workspace starts on one)."""
+    n = ((M + MR - 1) // MR) * MR * K
+    return (n + 15) // 16 * 16
+
+
+def pack_copies():
+    """Copies of packed A the workspace holds: one per thread Numba may run (its
+    NUMBA_NUM_THREADS), up to MAX_A_COPIES; with fewer, gemm packs one shared copy."""
+    return max(1, min(numba.config.NUMBA_NUM_THREADS, MAX_A_COPIES))
+
+
+def pack_sizes(M, N, K, a_copies=None):
     """Elements of the A and B packing buffers a product of this shape needs (at most:
-    operands read in place need none)."""
-    return ((M + MR - 1) // MR) * MR * K, ((N + NR - 1) // NR) * NR * K
+    operands read in place need none): a_copies (default pack_copies()) copies of packed
+    op(A), and op(B) packed once."""
+    if a_copies is None:
+        a_copies = pack_copies()
+    return a_copies * _a_copy_size(M, K), ((N + NR - 1) // NR) * NR * K
 
 
 def pack_buffer(n, dtype):
@@ -241,10 +268,12 @@ def _n_column_chunks(n_jp):
 
 
 @njit(cache=True, _nrt=False)
-def _column_chunk(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, B, trans_b, pack_b, Bf, b_jp, b_pc,
-                  b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
-    """Column panels jp0..jp1-1 of C: pack their B panels (pack_b), then every tile, then
-    the epilogue.  The thread that owns a chunk packs it, so B's packing needs no parallel
+def _column_chunk(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a, B, trans_b, pack_b,
+                  Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc,
+                  Asrc):
+    """Column panels jp0..jp1-1 of C: pack all of op(A) into Af (pack_a: the first chunk a
+    thread runs, see gemm), pack the chunk's B panels (pack_b), then every tile, then the
+    epilogue.  The thread that owns a chunk packs it, so B's packing needs no parallel
     region of its own.
 
     op(A)[i, k] with i in row panel ip and k in K block pc.. is
@@ -260,12 +289,18 @@ def _column_chunk(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, B, trans_b, pack_b, Bf, 
     chunk's panels pass it.  Before this, every column panel streamed all of A from L3:
     fine for a batch of 128 rows, but at 1024 or 256 x 2048 rows two threads ran no faster
     than one (68-75 GFLOP/s either way)."""
+    n_ip = (M + MR - 1) // MR
+    if pack_a:
+        Ap = reshape_c(Af[:n_ip * K * MR], (n_ip, K, MR))
+        for ip in range(n_ip):
+            _pack_a_panel(A, trans_a, Ap, ip, M, K)
+    if jp0 >= jp1:
+        return
     if pack_b:
         Bp = reshape_c(Bf, (Bf.shape[0] // (K * NR), K, NR))
         for jp in range(jp0, jp1):
             _pack_b_panel(B, trans_b, Bp, jp, N, K)
     Cf = reshape_c(C, (M * N,))
-    n_ip = (M + MR - 1) // MR
     # K in blocks of about KC, balanced so that no block is a sliver.
     n_kb = (K + KC - 1) // KC
     kc = (K + n_kb - 1) // n_kb
@@ -292,8 +327,10 @@ def column_chunk_signature(f):
     array C-contiguous and writable (gemm passes its read-only inputs through as_writable)."""
     mat, vec = types.Array(f, 2, "C"), types.Array(f, 1, "C")
     i, b, d = types.int64, types.boolean, types.float64
-    #               jp0 jp1 Af  a_ip a_pc a_ks a_rs B  trans_b pack_b Bf  b_jp b_pc b_ks
-    return types.none(i, i, vec, i, i, i, i, mat, b, b, vec, i, i, i,
+    #               jp0 jp1 Af  a_ip a_pc a_ks a_rs A  trans_a pack_a B  trans_b pack_b
+    return types.none(i, i, vec, i, i, i, i, mat, b, b, mat, b, b,
+                      # Bf b_jp b_pc b_ks
+                      vec, i, i, i,
                       # C  M  N  K  epi bias code slope Aout Zsrc Asrc
                       mat, i, i, i, i, vec, i, d, mat, mat, mat)
 
@@ -325,15 +362,23 @@ def column_chunk_address(dtype):
 
 
 @njit(parallel=True, cache=True, _nrt=False)
-def _column_chunks_parallel(chunk, n_ch, n_jp, Af, a_ip, a_pc, a_ks, a_rs, B, trans_b, pack_b,
-                            Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope,
-                            Aout, Zsrc, Asrc):
-    """gemm's column chunks shared out among the threads, each owning a contiguous range."""
-    for t in prange(n_ch):
-        ch = np.int64(t)     # prange's index is unsigned; the chunk takes int64
-        chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, Af, a_ip, a_pc, a_ks, a_rs, B,
-              trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope,
-              Aout, Zsrc, Asrc)
+def _column_chunks_parallel(chunk, n_parts, n_ch, n_jp, Af, a_copy, a_str, A, trans_a, pack_a,
+                            B, trans_b, pack_b, Bf, b_str, C, M, N, K, epilogue, bias, code,
+                            slope, Aout, Zsrc, Asrc):
+    """gemm's n_ch column chunks shared out in n_parts contiguous runs, one per thread.
+    With pack_a, part p first packs op(A) into its own copy, Af[p * a_copy:].
+    a_str, b_str: the chunk's (a_ip, a_pc, a_ks, a_rs) and (b_jp, b_pc, b_ks), as tuples
+    (a call of more than 30 arguments makes Python, and so Numba, build a tuple of them)."""
+    a_ip, a_pc, a_ks, a_rs = a_str
+    b_jp, b_pc, b_ks = b_str
+    for t in prange(n_parts):
+        p = np.int64(t)      # prange's index is unsigned; the chunk takes int64
+        Afp = Af[p * a_copy:]
+        for ch in range(p * n_ch // n_parts, (p + 1) * n_ch // n_parts):
+            first = ch == p * n_ch // n_parts
+            chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, Afp, a_ip, a_pc, a_ks, a_rs, A,
+                  trans_a, pack_a and first, B, trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M,
+                  N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -366,7 +411,8 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
 
     A: (M, K), or (K, M) when trans_a.  B: (K, N), or (N, K) when trans_b.  C: (M, N).
     bias: (N,).  Aout, Zsrc, Asrc: (M, N) or unused per ``epilogue``.  rowsum: (M,) or (0,).
-    apack, bpack: 1-D workspace of at least pack_sizes(M, N, K) elements.
+    apack, bpack: 1-D workspace of at least pack_sizes(M, N, K) elements (with room for
+    fewer copies of packed A than threads, one copy is packed and shared).
     parallel: False to stay on the calling thread whatever the size (inside a parallel
     region: a nested one, even of one thread, made a split small-network step 2-3x slower).
     chunk_addr: ``column_chunk_address(C.dtype)``.
@@ -374,27 +420,23 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     """
     M, N = C.shape
     K = A.shape[0] if trans_a else A.shape[1]
-    n_ip = (M + MR - 1) // MR
     n_jp = (N + NR - 1) // NR
     A, B, bias, Zsrc, Asrc = (as_writable(A), as_writable(B), as_writable(bias),
                               as_writable(Zsrc), as_writable(Asrc))
     lda = A.shape[1]
     ldb = B.shape[1]
-    if _a_in_place(trans_a, M, N, K):
+    pack_a = not _a_in_place(trans_a, M, N, K)
+    a_copy = 0
+    if pack_a:
+        Af = apack
+        a_copy = _a_copy_size(M, K)
+        a_ip, a_pc, a_ks, a_rs = K * MR, MR, MR, 1
+    else:
         Af = reshape_c(A, (A.size,))
         if trans_a:                        # op(A)[i, k] = A[k, i]
             a_ip, a_pc, a_ks, a_rs = MR, lda, lda, 1
         else:
             a_ip, a_pc, a_ks, a_rs = MR * lda, 1, 1, lda
-    else:
-        # A is packed on this thread before the column chunks start (each reads all of
-        # it): 10-100 us of the MLP shapes' 0.6-30 ms.  Packing it in a parallel region of
-        # its own measured no faster here and cost 2.4 s more compile.
-        Af = apack[:n_ip * K * MR]
-        Ap = reshape_c(Af, (n_ip, K, MR))
-        for ip in range(n_ip):
-            _pack_a_panel(A, trans_a, Ap, ip, M, K)
-        a_ip, a_pc, a_ks, a_rs = K * MR, MR, MR, 1
     pack_b = not _b_in_place(trans_b, M, N, K)
     if pack_b:
         Bf = bpack[:n_jp * K * NR]
@@ -408,14 +450,21 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     # The column chunks run through chunk_addr, not by name (linking.py): 4-5 s less compile.
     chunk = _column_chunk_at(chunk_addr, C)
     if parallel and M * N * K >= PARALLEL_MIN_WORK and n_ch > 1:
-        _column_chunks_parallel(chunk, n_ch, n_jp, Af, a_ip, a_pc, a_ks, a_rs, B, trans_b,
-                                pack_b, Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias,
-                                code, slope, Aout, Zsrc, Asrc)
-    else:   # the same chunks on this thread
+        n_parts = min(num_threads(), n_ch)
+        if pack_a and apack.shape[0] < n_parts * a_copy:
+            # Too few copies in the workspace: one, shared, packed on this thread first
+            # (a chunk of no columns).
+            chunk(0, 0, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, True, B, trans_b, pack_b, Bf,
+                  b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+            pack_a, a_copy = False, 0
+        _column_chunks_parallel(chunk, n_parts, n_ch, n_jp, Af, a_copy, (a_ip, a_pc, a_ks, a_rs),
+                                A, trans_a, pack_a, B, trans_b, pack_b, Bf, (b_jp, b_pc, b_ks),
+                                C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+    else:   # the same chunks on this thread, the first packing A
         for ch in range(n_ch):
-            chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, Af, a_ip, a_pc, a_ks, a_rs, B,
-                  trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code,
-                  slope, Aout, Zsrc, Asrc)
+            chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, Af, a_ip, a_pc, a_ks, a_rs, A,
+                  trans_a, pack_a and ch == 0, B, trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M,
+                  N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
 @njit(cache=True)

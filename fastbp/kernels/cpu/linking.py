@@ -29,6 +29,8 @@ three benchmark MLPs, 0.99-1.05x).
 Caution: the address must be of a function compiled for exactly that signature;
 ``jit_address`` is the only source of them, and each kernel pairs it with its signature.
 """
+import numba
+from llvmlite import ir
 from numba.core import cgutils, types
 from numba.experimental.function_type import _get_jit_address
 from numba.extending import intrinsic
@@ -94,3 +96,18 @@ def reshape_c(typingctx, arr, shape):
             context.nrt.incref(builder, retty, out)
         return out
     return retty(arr, shape), codegen
+
+
+@intrinsic
+def num_threads(typingctx):
+    """numba.get_num_threads() (the threads a parallel region started here would run on),
+    by the threading layer's symbol, as Numba's own parallel loops ask for it.  Numba's
+    overload of get_num_threads calls it through a ctypes pointer instead, and a function
+    holding one cannot be cached."""
+    numba.get_num_threads()     # starts the threading layer, which defines the symbol
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(cgutils.intp_t, [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "get_num_threads")
+        return builder.call(fn, [])
+    return types.intp(), codegen
