@@ -59,6 +59,43 @@ def test_matmul_odd_and_mlp_shapes(shape, dtype, rng):
             assert rel_err(c, ref) <= tol(dtype), (ta, tb)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_fast_path_checks_what_the_general_path_checks(dtype, rng):
+    """Once a thread has run a product of a dtype, matmul's arguments are checked in
+    compiled code (gemm.matmul_checked) and everything it refuses goes the general way:
+    each case here runs after a warm-up, and gives the reference or the general path's
+    error, with out untouched on error."""
+    a = rng.standard_normal((7, 5)).astype(dtype)
+    b = rng.standard_normal((5, 3)).astype(dtype)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    K.matmul(a, b)                                   # warm: workspace and compiled entry
+    for A, B, ta, tb in ((a, b, False, False), (a.T.copy(), b, True, False),
+                         (a, b.T.copy(), False, True), (a.T.copy(), b.T.copy(), True, True),
+                         (np.asfortranarray(a), b, False, False), (a, _layout(b, "S"), 0, 0),
+                         (a, np.asfortranarray(b.T), False, 1)):
+        assert rel_err(K.matmul(A, B, trans_a=ta, trans_b=tb), ref) <= tol(dtype)
+        out = np.empty((7, 3), dtype)
+        assert K.matmul(A, B, out=out, trans_a=ta, trans_b=tb) is out
+        assert rel_err(out, ref) <= tol(dtype)
+    ro_a, ro_b = a.copy(), b.copy()
+    ro_a.flags.writeable = ro_b.flags.writeable = False
+    assert rel_err(K.matmul(ro_a, ro_b), ref) <= tol(dtype)
+    assert rel_err(K.matmul(a[:, :0], b[:0]), np.zeros((7, 3))) == 0.0
+    assert K.matmul(a[:0], b).shape == (0, 3)
+    bad_outs = [np.full((7, 4), 5, dtype), np.full((3, 7), 5, dtype),
+                np.full((7, 3), 5, dtype, order="F"), np.full((7, 6), 5, dtype)[:, ::2]]
+    ro = np.full((7, 3), 5, dtype)
+    ro.flags.writeable = False
+    for out in bad_outs + [ro]:
+        with pytest.raises(ValueError, match="out must be"):
+            K.matmul(a, b, out=out)
+        assert np.all(out == 5)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        K.matmul(a, a)
+    with pytest.raises(ValueError, match="2-D"):
+        K.matmul(a[0], b)
+
+
 def test_matmul_out_and_mixed_dtypes(rng):
     a = rng.standard_normal((5, 4)).astype(np.float32)
     b = rng.standard_normal((4, 3))  # float64: promoted like NumPy

@@ -75,7 +75,7 @@ if sys.argv[1] == "parallel kernels first":
     O.optimizer_update(0, p, p.copy(), np.zeros_like(p), p[:0], 0.1, 0.9, 0.0, False, 0.0,
                        0.0, 0.0, False, 1, True)
     C = K.matmul(X, W, trans_b=True)
-else:   # their callers: sgd_update, and gemm and matmul_into for read-only operands
+else:   # their callers: sgd_update, and gemm and matmul_checked for read-only operands
     K.sgd_update(p, p.copy(), np.zeros_like(p), 0.1, 0.9)
     X.flags.writeable = W.flags.writeable = False
     C = K.matmul(X, W, trans_b=True)

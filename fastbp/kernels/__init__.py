@@ -101,17 +101,36 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
     Returns C (M, N).  No BLAS is called.
     """
     ensure_threads()
-    trans_a, trans_b = bool(trans_a), bool(trans_b)
-    if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2
-            and a.dtype == b.dtype and a.dtype in _FLOATS
-            and a.flags.c_contiguous and b.flags.c_contiguous):
-        dtype = a.dtype              # the common case, without the conversions below
-    else:
-        a = _as_array(a, "a")
-        b = _as_array(b, "b")
-        dtype = _float_dtype(a, b)
-        a, trans_a = _operand(a, trans_a, "a", dtype)
-        b, trans_b = _operand(b, trans_b, "b", dtype)
+    # Fast path: float arrays of one dtype, C-contiguous (checked in compiled code, see
+    # gemm.matmul_checked), the packing workspace already large enough.
+    if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype is b.dtype:
+        ws = getattr(_scratch, "bufs", _NO_BUFS).get(a.dtype)
+        if ws is not None and ws[3] is not None and (
+                out is None or (type(out) is np.ndarray and out.dtype is a.dtype
+                                and out.flags.writeable)):
+            ta, tb = bool(trans_a), bool(trans_b)
+            c = out
+            if c is None:
+                sa, sb = a.shape, b.shape
+                if len(sa) == 2 and len(sb) == 2:
+                    c = np.empty((sa[1] if ta else sa[0], sb[0] if tb else sb[1]), a.dtype)
+            if c is not None and ws[3](a, ta, b, tb, c, ws[0], ws[1], ws[2]) == 0:
+                return c
+    return _matmul_general(a, b, out, bool(trans_a), bool(trans_b))
+
+
+_NO_BUFS = {}
+
+
+def _matmul_general(a, b, out, trans_a, trans_b):
+    """matmul for everything the fast path does not take: conversions (other dtypes,
+    mixed dtypes, non-contiguous views), errors, empty products, and the first product of
+    a size on a thread (its packing workspace is grown here)."""
+    a = _as_array(a, "a")
+    b = _as_array(b, "b")
+    dtype = _float_dtype(a, b)
+    a, trans_a = _operand(a, trans_a, "a", dtype)
+    b, trans_b = _operand(b, trans_b, "b", dtype)
     M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
     Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if K != Kb:
@@ -131,8 +150,12 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
     if K == 0:
         out[...] = 0
         return out
-    ap, bp = _pack_buffers(M, N, K, dtype)
-    _gemm.matmul_into(a, trans_a, b, trans_b, out, ap, bp, _gemm.column_chunk_address(dtype))
+    ap, bp, addr, entry = _pack_buffers(M, N, K, dtype)
+    if entry is None:        # the thread's first matmul of this dtype
+        entry = _gemm.matmul_entry(dtype)
+        _scratch.bufs[dtype] = (ap, bp, addr, entry)
+    done = entry(a, trans_a, b, trans_b, out, ap, bp, addr)
+    assert done == 0, "matmul_checked refused checked arguments"
     return out
 
 
@@ -140,21 +163,26 @@ _scratch = threading.local()
 
 
 def _pack_buffers(M, N, K, dtype):
-    """Packing workspace for one product: per-thread buffers that only ever grow, so that
-    repeated calls neither allocate nor page-fault on fresh memory."""
+    """(apack, bpack, chunk address, matmul entry or None) for one product of dtype:
+    per-thread packing buffers that only ever grow, so that repeated calls neither allocate
+    nor page-fault on fresh memory, gemm's chunk address, and matmul's compiled entry once
+    matmul has run on this thread (its fast path looks them all up at once)."""
     na, nb = _gemm.pack_sizes(M, N, K)
     bufs = getattr(_scratch, "bufs", None)
     if bufs is None:
         bufs = _scratch.bufs = {}
-    pair = bufs.get(dtype)   # no default pair: building one cost 0.4 us of every call
-    if pair is None:
-        pair = (np.empty(0, dtype), np.empty(0, dtype))
-    a, b = pair
+    ws = bufs.get(dtype)
+    if ws is None:
+        ws = (np.empty(0, dtype), np.empty(0, dtype), _gemm.column_chunk_address(dtype), None)
+    a, b, addr, entry = ws
     if a.size < na or b.size < nb:
         a = _gemm.pack_buffer(max(na, a.size), dtype) if a.size < na else a
         b = _gemm.pack_buffer(max(nb, b.size), dtype) if b.size < nb else b
-        bufs[dtype] = (a, b)
-    return a, b
+        ws = (a, b, addr, entry)
+        bufs[dtype] = ws
+    elif dtype not in bufs:
+        bufs[dtype] = ws
+    return ws
 
 
 def linear(x, weight, bias=None, activation="identity", slope=0.01):
@@ -183,7 +211,7 @@ def linear(x, weight, bias=None, activation="identity", slope=0.01):
     z = np.empty((x.shape[0], n_out), dtype=dtype)
     a = np.empty_like(z)
     e = _empty(dtype)
-    ap, bp = _pack_buffers(x.shape[0], n_out, x.shape[1], dtype)
+    ap, bp, _, _ = _pack_buffers(x.shape[0], n_out, x.shape[1], dtype)
     _gemm.gemm(x, False, weight, True, z, _gemm.EPI_BIAS_ACT, bias, code, float(slope), a, e,
                e, _none(dtype), ap, bp, True, _gemm.column_chunk_address(dtype))
     return z, a
@@ -211,13 +239,13 @@ def linear_backward(delta, x, weight):
     e = _empty(dtype)
     no_bias = _none(dtype)
     dx = np.empty_like(x)
-    ap, bp = _pack_buffers(b, x.shape[1], n_out, dtype)
+    ap, bp, _, _ = _pack_buffers(b, x.shape[1], n_out, dtype)
     chunk = _gemm.column_chunk_address(dtype)
     _gemm.gemm(delta, False, weight, False, dx, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e,
                no_bias, ap, bp, True, chunk)
     dw = np.empty_like(weight)
     db = np.empty(n_out, dtype=dtype)
-    ap, bp = _pack_buffers(n_out, x.shape[1], b, dtype)
+    ap, bp, _, _ = _pack_buffers(n_out, x.shape[1], b, dtype)
     _gemm.gemm(delta, True, x, False, dw, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e, db, ap, bp,
                True, chunk)
     return dx, dw, db

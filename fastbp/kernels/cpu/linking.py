@@ -67,6 +67,23 @@ def as_writable(typingctx, arr):
 
 
 @intrinsic
+def assume_c(typingctx, arr):
+    """arr itself, typed as a writable C-contiguous array: for an array of any layout whose
+    strides the caller has checked to be C-contiguous (see gemm.matmul_checked)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    retty = arr.copy(layout="C", readonly=False)
+
+    def codegen(context, builder, sig, args):
+        out = args[0]      # the same data model for every layout: only the type changes
+        if context.enable_nrt:
+            context.nrt.incref(builder, retty, out)   # a new reference, as a view would be
+        return out
+    return retty(arr), codegen
+
+
+@intrinsic
 def reshape_c(typingctx, arr, shape):
     """arr (C-contiguous) viewed with the given shape (a tuple of ints), without Numba's
     reshape: that calls a C helper (numba_attempt_nocopy_reshape) on every reshape, ~12 ns
