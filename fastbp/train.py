@@ -231,6 +231,13 @@ def _load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histo
 
 
 SERIAL_STEP_FLOPS = 3e7
+# Steps of up to this many flops (and more than SERIAL_STEP_FLOPS) compute their weight
+# gradients and updates shared out by rows (see steps.run_steps).  Measured (2 threads,
+# geometric means of 4 processes, each interleaving both ways): 784-512-512-10 b128
+# (0.5 GFLOP a step) 1.027x and, in another set, 1.064x; 784-2048-2048-10 b256 (8 GFLOP)
+# 0.983x and 0.979x.  SplitChooser could not tell a gain this size from the noise of
+# single steps (with it, 1.00x), so this is a fixed threshold.
+ROW_SPLIT_MAX_FLOPS = 2e9
 SPLIT_MIN_ROWS = 16           # rows per thread below which a split step is not worth it
 
 
@@ -281,8 +288,9 @@ def layer_row_split(sizes, n_split):
 
 
 class SplitChooser:
-    """Chooses, while training, whether each chunk of small steps runs split over n_split
-    threads or on one thread.
+    """Chooses, while training, whether each chunk of steps runs split over n_split
+    threads (see steps.run_steps: a small step's rows, a large step's weight gradients)
+    or not (a small step on one thread, a large one with parallel products throughout).
 
     Both give the same bits, so only speed decides, and on these 2-core VMs which one is
     faster changes with the machine's state from one second to the next (split against
@@ -296,8 +304,9 @@ class SplitChooser:
     PROBE = 2
     PERIOD = 50
 
-    def __init__(self, n_split):
-        self.options = (n_split, 1) if n_split > 1 else (1,)
+    def __init__(self, n_split, probe=True):
+        """Options: n_split threads or one, or (probe False, or n_split 1) n_split only."""
+        self.options = (n_split, 1) if n_split > 1 and probe else (n_split,)
         self.current = self.options[0]
         self.calls = 0
         self.times = {n: [] for n in self.options}
@@ -329,10 +338,14 @@ class SplitChooser:
 _CHOOSERS = weakref.WeakKeyDictionary()
 
 
-def _chooser(model, bs, n_split):
-    """The SplitChooser for model's steps of bs rows split over n_split threads."""
+def _chooser(model, bs, n_split, probe=True):
+    """The SplitChooser for model's steps of bs rows split over n_split threads (probe:
+    whether it measures split against not split, or always splits)."""
     per_model = _CHOOSERS.setdefault(model, {})
-    return per_model.setdefault((bs, n_split), SplitChooser(n_split))
+    key = (bs, n_split, probe)
+    if key not in per_model:
+        per_model[key] = SplitChooser(n_split, probe)
+    return per_model[key]
 
 
 def _split_pack_buffers(model, bs, n_split):
@@ -393,13 +406,19 @@ class _Compiled:
         # (measured: 40-100-100-10 batch 32, 1.25-1.7x).  With threads to spare it is split
         # by rows instead (run_steps' n_split): two parallel regions per step in all, where
         # SplitChooser finds that this is faster than one thread.
+        # A larger step runs its products in parallel, and up to ROW_SPLIT_MAX_FLOPS its
+        # weight gradients and updates are shared out by rows (run_steps with n_split > 1
+        # and parallel), always.
         # With matmul="blas" the products run on OpenBLAS's threads: nothing of the step
         # runs a Numba parallel region (see optimizer_update) and the step is not split.
         blas = model.matmul == "blas"
         self.serial = blas or flops < SERIAL_STEP_FLOPS
-        self.n_split = split_threads(model.sizes, bs) if self.serial and not blas else 1
+        if blas or (not self.serial and flops > ROW_SPLIT_MAX_FLOPS):
+            self.n_split = 1
+        else:
+            self.n_split = split_threads(model.sizes, bs)
         self.row_split = {n: layer_row_split(model.sizes, n) for n in {self.n_split, 1}}
-        self.chooser = _chooser(model, bs, self.n_split)
+        self.chooser = _chooser(model, bs, self.n_split, probe=self.serial)
         self.layer_loss = np.zeros(len(model.sizes) - 1)
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every

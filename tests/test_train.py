@@ -227,6 +227,41 @@ def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act, dtype
         assert split[1] == python[1]
 
 
+@pytest.mark.parametrize("sizes,l2", [([300, 700, 10], 0.0), ([300, 700, 10], 1e-3),
+                                      ([12, 16, 9, 4], 1e-3)])
+@pytest.mark.parametrize("by_rows", [True, False])
+def test_large_steps_with_weight_gradients_by_rows_equal_python_steps(monkeypatch, sizes, l2,
+                                                                      by_rows):
+    """A large step (parallel products) whose weight gradients and updates are shared out
+    by rows (run_steps with n_split > 1 and parallel), and the same step with parallel
+    weight-gradient products, give the same bits as the Python path."""
+    from fastbp import train as T
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((69, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], size=69)
+    monkeypatch.setattr(T, "SERIAL_STEP_FLOPS", 0.0)
+    monkeypatch.setattr(T, "ROW_SPLIT_MAX_FLOPS", np.inf if by_rows else 0.0)
+    monkeypatch.setattr(T, "split_threads", lambda sizes, bs: 2)
+    results = []
+    for python_path in (False, True):
+        for make in (lambda m: fastbp.SGD(m, 0.05, momentum=0.9),
+                     lambda m: fastbp.Adam(m, 1e-3)):
+            m = fastbp.MLP(sizes, seed=0)
+            opt = make(m)
+            if python_path:
+                opt.step = opt.step
+            else:
+                comp = T._Compiled(m, opt, X, y, 17, l2, True, 0)
+                assert not comp.serial and comp.n_split == (2 if by_rows else 1)
+                assert comp.chooser.options == (comp.n_split,)
+            h = fastbp.fit(m, X, y, optimizer=opt, batch_size=17, epochs=2, seed=1,
+                           verbose=0, l2=l2)
+            results.append((m.params.copy(), h["loss"]))
+    for split, python in zip(results[:2], results[2:]):
+        assert np.array_equal(split[0], python[0])
+        assert split[1] == python[1]
+
+
 def test_split_threads_choice():
     from fastbp import train as T
     from fastbp.runtime import threadsafe
