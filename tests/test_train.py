@@ -211,20 +211,30 @@ def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act, dtype
     else:
         y = (rng.random((69, sizes[-1])) > 0.5).astype(dtype)
     monkeypatch.setattr(T, "split_threads", lambda sizes, bs: n_split)
+    _assert_compiled_equals_python(
+        lambda: fastbp.MLP(sizes, activation=act, loss=loss, dtype=dtype, seed=0), X, y, l2)
+
+
+def _assert_compiled_equals_python(make_model, X, y, l2, adam_lr=1e-2, check=None):
+    """Two epochs of batches of 17 with SGD (momentum) and Adam, on the compiled path and on
+    the Python path (an optimizer whose step is replaced): the same parameters and losses,
+    bit for bit.  check(model, optimizer) runs before each compiled fit."""
     results = []
     for python_path in (False, True):
         for make in (lambda m: fastbp.SGD(m, 0.05, momentum=0.9),
-                     lambda m: fastbp.Adam(m, 1e-2)):
-            m = fastbp.MLP(sizes, activation=act, loss=loss, dtype=dtype, seed=0)
+                     lambda m: fastbp.Adam(m, adam_lr)):
+            m = make_model()
             opt = make(m)
             if python_path:
                 opt.step = opt.step
+            elif check is not None:
+                check(m, opt)
             h = fastbp.fit(m, X, y, optimizer=opt, batch_size=17, epochs=2, seed=1,
                            verbose=0, l2=l2)
             results.append((m.params.copy(), h["loss"]))
-    for split, python in zip(results[:2], results[2:]):
-        assert np.array_equal(split[0], python[0])
-        assert split[1] == python[1]
+    for compiled, python in zip(results[:2], results[2:]):
+        assert np.array_equal(compiled[0], python[0])
+        assert compiled[1] == python[1]
 
 
 @pytest.mark.parametrize("sizes,l2", [([300, 700, 10], 0.0), ([300, 700, 10], 1e-3),
@@ -242,24 +252,12 @@ def test_large_steps_with_weight_gradients_by_rows_equal_python_steps(monkeypatc
     monkeypatch.setattr(T, "SERIAL_STEP_FLOPS", 0.0)
     monkeypatch.setattr(T, "ROW_SPLIT_MAX_FLOPS", np.inf if by_rows else 0.0)
     monkeypatch.setattr(T, "split_threads", lambda sizes, bs: 2)
-    results = []
-    for python_path in (False, True):
-        for make in (lambda m: fastbp.SGD(m, 0.05, momentum=0.9),
-                     lambda m: fastbp.Adam(m, 1e-3)):
-            m = fastbp.MLP(sizes, seed=0)
-            opt = make(m)
-            if python_path:
-                opt.step = opt.step
-            else:
-                comp = T._Compiled(m, opt, X, y, 17, l2, True, 0)
-                assert not comp.serial and comp.n_split == (2 if by_rows else 1)
-                assert comp.chooser.options == (comp.n_split,)
-            h = fastbp.fit(m, X, y, optimizer=opt, batch_size=17, epochs=2, seed=1,
-                           verbose=0, l2=l2)
-            results.append((m.params.copy(), h["loss"]))
-    for split, python in zip(results[:2], results[2:]):
-        assert np.array_equal(split[0], python[0])
-        assert split[1] == python[1]
+
+    def check(m, opt):
+        comp = T._Compiled(m, opt, X, y, 17, l2, True, 0)
+        assert not comp.serial and comp.n_split == (2 if by_rows else 1)
+        assert comp.chooser.options == (comp.n_split,)
+    _assert_compiled_equals_python(lambda: fastbp.MLP(sizes, seed=0), X, y, l2, 1e-3, check)
 
 
 def test_split_threads_choice():
