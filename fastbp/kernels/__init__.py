@@ -179,9 +179,7 @@ def _pack_buffers(M, N, K, dtype):
         a = _gemm.pack_buffer(max(na, a.size), dtype) if a.size < na else a
         b = _gemm.pack_buffer(max(nb, b.size), dtype) if b.size < nb else b
         ws = (a, b, addr, entry)
-        bufs[dtype] = ws
-    elif dtype not in bufs:
-        bufs[dtype] = ws
+    bufs[dtype] = ws
     return ws
 
 

@@ -528,8 +528,7 @@ def matmul_checked(A, trans_a, B, trans_b, C, apack, bpack, chunk_addr):
     K = k_a
     if not (_is_c_contiguous(A) and _is_c_contiguous(B) and _is_c_contiguous(C)):
         return 1
-    if (apack.shape[0] < ((M + MR - 1) // MR * MR * K + 15) // 16 * 16
-            or bpack.shape[0] < (N + NR - 1) // NR * NR * K):
+    if apack.shape[0] < _a_copy_size(M, K) or bpack.shape[0] < (N + NR - 1) // NR * NR * K:
         return 1
     none = apack[:0]
     empty = reshape_c(none, (0, 0))

@@ -318,18 +318,12 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     n = X.shape[0]
     n_out = sizes[L]
     # runtime values: a literal argument would compile another copy of each callee
-    no, yes = np.bool_(False), np.bool_(True)
+    no = np.bool_(False)
     zero, one = np.int64(0), np.int64(1)
     for s in range(n_steps):
         stop = min(pos + bs, n)
         m = stop - pos
-        if n_split > 1 and parallel:
-            # a large step: forward and data gradients with parallel products, the weight
-            # gradients and updates shared out by rows below
-            rows_fn(X, ylab, ytgt, order, pos, m, zero, one, sizes, act_code, slope,
-                    loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
-                    ylab_buf, ytgt_buf, no, yes, l2, layer_loss, gemm_fn, chunk_addr)
-        elif n_split > 1:
+        if n_split > 1 and not parallel:
             for t in prange(n_split):   # kernels called with parallel=False in here
                 th = np.int64(t)          # prange's index is unsigned
                 rows_fn(X, ylab, ytgt, order, pos, m, th, n_split, sizes, act_code, slope,
@@ -337,9 +331,12 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                         xbuf, ylab_buf, ytgt_buf, no, no, l2, layer_loss, gemm_fn,
                         chunk_addr)
         else:
+            # all rows on the calling thread; with n_split > 1 (a large step, parallel
+            # products) the weight gradients and updates are shared out by rows below
             rows_fn(X, ylab, ytgt, order, pos, m, zero, one, sizes, act_code, slope,
                     loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
-                    ylab_buf, ytgt_buf, yes, parallel, l2, layer_loss, gemm_fn, chunk_addr)
+                    ylab_buf, ytgt_buf, np.bool_(n_split == 1), parallel, l2, layer_loss,
+                    gemm_fn, chunk_addr)
         loss = mean_row_loss(row_loss[:m], loss_scale(loss_code, m, n_out))
         if n_split > 1:
             for t in prange(n_split):
