@@ -369,6 +369,7 @@ class _Compiled:
 
         from .kernels.cpu import steps as S
         from .kernels.cpu.gemm import pack_buffer
+        from .kernels.cpu.sync import sync_buffer
         from .optim import SGD
         from .runtime import ensure_threads
         ensure_threads()   # run_steps reaches parallel kernels from compiled code
@@ -402,7 +403,7 @@ class _Compiled:
         flops = 6.0 * bs * sum(_layer_weights(model.sizes))
         # A step this small runs faster on one thread than with a parallel region per product
         # (measured: 40-100-100-10 batch 32, 1.25-1.7x).  With threads to spare it is split
-        # by rows instead (run_steps' n_split): two parallel regions per step in all, where
+        # by rows instead (run_steps' n_split): one parallel region per chunk of steps, where
         # SplitChooser finds that this is faster than one thread.
         # A larger step runs its products in parallel, and up to ROW_SPLIT_MAX_FLOPS its
         # weight gradients and updates are shared out by rows (run_steps with n_split > 1
@@ -425,6 +426,7 @@ class _Compiled:
         self.row_split = {n: layer_row_split(model.sizes, n) for n in {self.n_split, 1}}
         self.chooser = _chooser(model, bs, self.n_split, probe=self.serial)
         self.layer_loss = np.zeros(len(model.sizes) - 1)
+        self.sync = sync_buffer(self.n_split)
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
@@ -464,7 +466,7 @@ class _Compiled:
                                self.apack, self.bpack, self.xbuf, self.ylab_buf, self.ytgt_buf,
                                self.l2, self.count_acc, *args, self.out, not self.serial,
                                n_split, self.row_split[n_split], self.layer_loss,
-                               *self.kernels)
+                               self.sync, *self.kernels)
 
 
 def _epoch_compiled(model, optimizer, X, run, bs, comp, bar, good_params, history,

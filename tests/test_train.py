@@ -215,6 +215,27 @@ def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act, dtype
         lambda: fastbp.MLP(sizes, activation=act, loss=loss, dtype=dtype, seed=0), X, y, l2)
 
 
+@pytest.mark.parametrize("n_split", [2, 3])
+def test_split_steps_on_one_thread_equal_python_steps(monkeypatch, n_split):
+    """The parts of a split step are shared among the threads that turn up: with one
+    thread running the parallel region's iterations one after the other, the first does
+    every part of every step (it would wait forever for the others if it did only its
+    own), and the bits are the same."""
+    import numba
+
+    from fastbp import train as T
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((69, 12)).astype(np.float32)
+    y = rng.integers(0, 4, size=69)
+    monkeypatch.setattr(T, "split_threads", lambda sizes, bs: n_split)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        _assert_compiled_equals_python(lambda: fastbp.MLP([12, 16, 9, 4], seed=0), X, y, 1e-3)
+    finally:
+        numba.set_num_threads(threads)
+
+
 def _assert_compiled_equals_python(make_model, X, y, l2, adam_lr=1e-2, check=None):
     """Two epochs of batches of 17 with SGD (momentum) and Adam, on the compiled path and on
     the Python path (an optimizer whose step is replaced): the same parameters and losses,

@@ -18,14 +18,21 @@ A step too small for parallel products (each product's parallel region costs mor
 saves) is either run on one thread or, with threads to spare, split: the batch's rows are
 shared among the threads for gather, forward, loss and data gradients (rows are
 independent there), then the layers' output rows are shared out for the weight gradients
-and updates, in runs of equal work (train.layer_row_split).  Two parallel regions per step
-instead of one per product, and the same bits (see run_steps).  Measured (2 threads, SGD,
-in-process A/B against one thread, medians per process): 40-100-100-10 and 64-128-64-10
-batch 32 1.0-1.26x (the spread is the machine's: some processes see no gain),
+and updates, in runs of equal work (train.layer_row_split).  One parallel region per chunk
+of steps instead of one per product, and the same bits (see run_steps).  Measured (2
+threads, SGD, in-process A/B against one thread, medians per process): 40-100-100-10 and
+64-128-64-10 batch 32 1.0-1.26x (the spread is the machine's: some processes see no gain),
 100-200-200-200-10 batch 64 1.24-1.39x.  Shared out by whole layers, as first done, a
 network whose weights sit in one layer lost (784-100-10: 0.89-0.96x) and was not split;
 shared by rows it gains (20 rounds, medians: 784-100-10 b32 split against one thread
 1.10x; 40-100-100-10 b32 against the split by whole layers 1.04x).
+
+What limits the split is the data the threads hand each other: every thread reads all of
+W, half of it just updated on the other core, and the weight gradients read all rows of
+the activations, half of them written on the other core.  Timed with the cycle counter
+(40-100-100-10 b32, 2 threads): a split step took 38-41 us with shared buffers and
+28.6-29.5 us with each thread on private copies of everything (wrong results, right
+work); software prefetching of the other core's lines did not help.
 
 The GEMM and the optimizer update are passed in as compiled functions (``kernel_pointers``)
 instead of being called by name.  A call by name links the callee's compiled code, and
@@ -61,6 +68,7 @@ from .losses import (
     mse_rows,
 )
 from .optim import OPT_ADAM, OPT_SGD, optimizer_update  # noqa: F401 (OPT_* for the trainer)
+from .sync import claim_part, part_done, reset_phases, wait_for_phase
 
 LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE, LOSS_BCE = 0, 1, 2, 3
 
@@ -270,12 +278,27 @@ def _layer_rows_update(th, n_split, row_split, m, sizes, act_code, params, grads
                   momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled, step, no)
 
 
+@njit(cache=True, _nrt=False)
+def _record_step(out, loss, m, count_acc, loss_code, sizes, zbuf, ylab_buf, ytgt_buf):
+    """Add a finished step's loss (times its m rows) to out[0] and, with count_acc, its
+    correct predictions to out[1]."""
+    out[0] += loss * m
+    if count_acc:
+        L = sizes.shape[0] - 1
+        n_out = sizes[L]
+        ZL = _rows(zbuf, activation_offset(sizes, L - 1, m), m, n_out, 0, m)
+        if loss_code == LOSS_CE_LABELS:
+            out[1] += count_correct_labels(ZL, ylab_buf[:m])
+        elif loss_code == LOSS_BCE:
+            out[1] += count_correct_multilabel(ZL, reshape_c(ytgt_buf[:m * n_out], (m, n_out)))
+
+
 @njit(cache=True, parallel=True)
 def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, loss_code,
               params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf, ylab_buf,
               ytgt_buf, l2, count_acc,
               opt_code, state1, state2, lr, momentum, weight_decay, nesterov, beta1, beta2,
-              eps, decoupled, step0, out, parallel, n_split, row_split, layer_loss,
+              eps, decoupled, step0, out, parallel, n_split, row_split, layer_loss, sync,
               gemm_fn, chunk_addr, update_fn, rows_fn, layers_fn):
     """Train n_steps batches of bs rows, taking rows order[pos:...] of X (n, d) and of the
     targets: ylab (n,) int64 labels for LOSS_CE_LABELS, else ytgt (n, k) (the other one is
@@ -291,7 +314,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     hold n_split equal workspaces, each a multiple of 64 bytes.  row_split (L, n_split + 1)
     int64: thread t computes the weight gradients and updates of layer l's output rows
     row_split[l, t]:row_split[l, t + 1].  layer_loss (L,) float64: workspace for the L2
-    terms.
+    terms.  sync: sync.sync_buffer(n_split), the split steps' counters.
     gemm_fn, update_fn, rows_fn, layers_fn: gemm.gemm, optim.optimizer_update, _batch_rows
     and _layer_rows_update as ``kernel_pointers`` gives them; chunk_addr: gemm's
     (gemm.column_chunk_address).
@@ -303,7 +326,11 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     dW and db over all rows of the batch for its share of the layers' output rows
     (row_split) and updates those rows of W and b.  Every value is computed by the same
     kernel calls with the same summation order as one thread would, so results are
-    bit-identical to n_split = 1.
+    bit-identical to n_split = 1.  The whole chunk of steps runs in one parallel region,
+    whose threads wait for each other between the two halves of a step and between steps
+    (sync.py), instead of a region for each half.  Measured (2 threads, 40-100-100-10 b32,
+    training, geometric means of 4 processes each interleaving both versions): split
+    steps 1.088x, with the SplitChooser as trained 1.068x.
 
     Large steps (parallel) with n_split > 1 keep the first half on the calling thread with
     parallel products, and share out the second half the same way: the weight gradients
@@ -320,23 +347,52 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     # runtime values: a literal argument would compile another copy of each callee
     no = np.bool_(False)
     zero, one = np.int64(0), np.int64(1)
+    if n_split > 1 and not parallel:
+        # one parallel region for the chunk: phase 2s is step s's rows, phase 2s + 1 its
+        # layers' rows, each in n_split parts, the threads waiting between phases
+        # (sync.py); thread t runs part t where it can, for the rows of W it updates
+        reset_phases(sync, n_split)
+        for t in prange(n_split):   # kernels called with parallel=False in here
+            me = np.int64(t)          # prange's index is unsigned
+            for q in range(2 * n_steps):
+                start = min(pos + (q // 2) * bs, n)
+                m = min(start + bs, n) - start
+                wait_for_phase(sync, q, n_split)
+                for k in range(n_split):
+                    part = (me + k) % n_split
+                    if not claim_part(sync, q, part):
+                        continue
+                    if q % 2 == 0:
+                        rows_fn(X, ylab, ytgt, order, start, m, part, n_split, sizes,
+                                act_code, slope, loss_code, params, grads, zbuf, abuf, gbuf,
+                                row_loss, apack, bpack, xbuf, ylab_buf, ytgt_buf, no, no, l2,
+                                layer_loss, gemm_fn, chunk_addr)
+                    else:
+                        if part == 0:   # the rows phase is finished and W not yet updated
+                            loss = mean_row_loss(row_loss[:m], loss_scale(loss_code, m, n_out))
+                            if l2 != 0.0:
+                                for l in range(L):
+                                    loss += layer_loss[l]
+                            _record_step(out, loss, m, count_acc, loss_code, sizes, zbuf,
+                                         ylab_buf, ytgt_buf)
+                        layers_fn(part, n_split, row_split, m, sizes, act_code, params, grads,
+                                  zbuf, abuf, gbuf, xbuf, apack, bpack, l2, opt_code, state1,
+                                  state2, lr, momentum, weight_decay, nesterov, beta1, beta2,
+                                  eps, decoupled, step0 + q // 2 + 1, gemm_fn, chunk_addr,
+                                  update_fn)
+                    part_done(sync)
+        for s in range(n_steps):
+            pos = min(pos + bs, n)
+        return pos
     for s in range(n_steps):
         stop = min(pos + bs, n)
         m = stop - pos
-        if n_split > 1 and not parallel:
-            for t in prange(n_split):   # kernels called with parallel=False in here
-                th = np.int64(t)          # prange's index is unsigned
-                rows_fn(X, ylab, ytgt, order, pos, m, th, n_split, sizes, act_code, slope,
-                        loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack,
-                        xbuf, ylab_buf, ytgt_buf, no, no, l2, layer_loss, gemm_fn,
-                        chunk_addr)
-        else:
-            # all rows on the calling thread; with n_split > 1 (a large step, parallel
-            # products) the weight gradients and updates are shared out by rows below
-            rows_fn(X, ylab, ytgt, order, pos, m, zero, one, sizes, act_code, slope,
-                    loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
-                    ylab_buf, ytgt_buf, np.bool_(n_split == 1), parallel, l2, layer_loss,
-                    gemm_fn, chunk_addr)
+        # all rows on the calling thread; with n_split > 1 (a large step, parallel
+        # products) the weight gradients and updates are shared out by rows below
+        rows_fn(X, ylab, ytgt, order, pos, m, zero, one, sizes, act_code, slope, loss_code,
+                params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf, ylab_buf,
+                ytgt_buf, np.bool_(n_split == 1), parallel, l2, layer_loss, gemm_fn,
+                chunk_addr)
         loss = mean_row_loss(row_loss[:m], loss_scale(loss_code, m, n_out))
         if n_split > 1:
             for t in prange(n_split):
@@ -356,13 +412,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                     loss += add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
             update_fn(opt_code, params, grads, state1, state2, lr, momentum, weight_decay,
                       nesterov, beta1, beta2, eps, decoupled, step0 + s + 1, parallel)
-        out[0] += loss * m
-        if count_acc:
-            ZL = _rows(zbuf, activation_offset(sizes, L - 1, m), m, n_out, 0, m)
-            if loss_code == LOSS_CE_LABELS:
-                out[1] += count_correct_labels(ZL, ylab_buf[:m])
-            elif loss_code == LOSS_BCE:
-                out[1] += count_correct_multilabel(ZL, reshape_c(ytgt_buf[:m * n_out], (m, n_out)))
+        _record_step(out, loss, m, count_acc, loss_code, sizes, zbuf, ylab_buf, ytgt_buf)
         pos = stop
     return pos
 
