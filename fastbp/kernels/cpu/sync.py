@@ -3,7 +3,7 @@
 A split training step (steps.run_steps) is two phases, each shared among n_parts threads:
 the batch's rows, then the layers' rows, and every phase needs all parts of the one before
 it.  Started as a parallel region per phase, that costs two region launches per step
-(~1.0-1.3 us each before a worker starts, ~0.3-0.5 us to join, measured with the cycle
+(~1.0-1.4 us each before a thread starts, ~0.2-0.5 us to join, measured with the cycle
 counter on 2 threads): ~7% of a 40-100-100-10 batch-32 step of ~40 us.  Instead one region
 runs a whole chunk of steps and its threads wait for each other between phases on a
 counter in shared memory.
