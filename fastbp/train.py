@@ -299,10 +299,14 @@ class SplitChooser:
     PERIOD chunks it runs PROBE chunks each way, alternating, and keeps the faster (per
     step, the best of its probes: the first chunk of a fit may include loading the
     compiled code) for the rest of the period.  A probe's slower half costs at most a
-    few percent of the period."""
+    few percent of the period.  A chunk that runs REPROBE times slower per step than its
+    way did in the last probes (the machine's state changed; in one benchmark run a split
+    step went from 45 to 104 us for a whole epoch while one thread took 62 us) starts the
+    next probes at once instead of at the end of the period."""
 
     PROBE = 2
     PERIOD = 50
+    REPROBE = 1.5
 
     def __init__(self, n_split, probe=True):
         """Options: n_split threads or one, or (probe False, or n_split 1) n_split only."""
@@ -310,6 +314,7 @@ class SplitChooser:
         self.current = self.options[0]
         self.calls = 0
         self.times = {n: [] for n in self.options}
+        self.reference = None     # seconds per step of the current way in the last probes
 
     def pick(self):
         """Threads for the next chunk of steps."""
@@ -322,11 +327,17 @@ class SplitChooser:
         """The chunk just run with n threads took seconds for steps steps."""
         phase = self.calls % self.PERIOD
         self.calls += 1
-        if len(self.options) == 1 or phase >= 2 * self.PROBE:
+        if len(self.options) == 1:
             return
-        self.times[n].append(seconds / steps)
+        per_step = seconds / steps
+        if phase >= 2 * self.PROBE:
+            if self.reference is not None and per_step > self.REPROBE * self.reference:
+                self.calls += (-self.calls) % self.PERIOD    # the next chunk starts a period
+            return
+        self.times[n].append(per_step)
         if phase == 2 * self.PROBE - 1:
             self.current = min(self.options, key=lambda k: min(self.times[k]))
+            self.reference = min(self.times[self.current])
             for k in self.options:
                 self.times[k].clear()
 

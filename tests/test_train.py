@@ -314,6 +314,27 @@ def test_split_chooser_keeps_the_faster_way():
     assert one.options == (1,) and one.pick() == 1
 
 
+def test_split_chooser_probes_again_when_its_way_slows_down():
+    """A chunk much slower per step than its way was at the last probes starts new probes
+    at once; chunks within REPROBE of it do not."""
+    from fastbp.train import SplitChooser
+    c = SplitChooser(2)
+    probe = 2 * c.PROBE
+    speed = {2: 1.0, 1: 2.0}
+    seen = []
+    for call in range(30):
+        if call == 10:
+            speed = {2: 1.4, 1: 2.0}      # slower, within REPROBE: no new probes
+        if call == 20:
+            speed = {2: 3.0, 1: 2.0}      # split now slower than one thread
+        n = c.pick()
+        seen.append(n)
+        c.record(n, speed[n] * 10, 10)
+    assert seen[:probe] == [2, 1] * c.PROBE and set(seen[probe:21]) == {2}
+    assert seen[21:21 + probe] == [2, 1] * c.PROBE      # probes right after the slow chunk
+    assert set(seen[21 + probe:]) == {1}
+
+
 def test_split_chooser_kept_across_fits():
     """A model's SplitChooser outlives one fit: the next fit with the same batch size goes
     on with its period (no new probes at its start) and the choice it made."""
