@@ -278,7 +278,7 @@ def _layer_rows_update(th, n_split, row_split, m, sizes, act_code, params, grads
                   momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled, step, no)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _record_step(out, loss, m, count_acc, loss_code, sizes, zbuf, ylab_buf, ytgt_buf):
     """Add a finished step's loss (times its m rows) to out[0] and, with count_acc, its
     correct predictions to out[1]."""
@@ -293,13 +293,56 @@ def _record_step(out, loss, m, count_acc, loss_code, sizes, zbuf, ylab_buf, ytgt
             out[1] += count_correct_multilabel(ZL, reshape_c(ytgt_buf[:m * n_out], (m, n_out)))
 
 
+@njit(cache=True, _nrt=False)
+def _split_steps(me, X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope,
+                 loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
+                 ylab_buf, ytgt_buf, l2, count_acc, opt_code, state1, state2, lr, momentum,
+                 weight_decay, nesterov, beta1, beta2, eps, decoupled, step0, out, n_split,
+                 row_split, layer_loss, sync, gemm_fn, chunk_addr, update_fn, rows_fn,
+                 layers_fn):
+    """Thread `me`'s loop over a chunk of split steps in run_steps' parallel region (its
+    arguments are run_steps'; sync reset by reset_phases).  Phase 2s is step s's rows (the
+    batch's rows shared out: _batch_rows), phase 2s + 1 its layers' rows (_layer_rows_update),
+    each in n_split parts, the threads waiting for each other between phases (sync.py).
+    Thread t runs part t where it can, so that it updates the same rows of W every step."""
+    L = sizes.shape[0] - 1
+    n = X.shape[0]
+    n_out = sizes[L]
+    no = np.bool_(False)
+    for q in range(2 * n_steps):
+        start = min(pos + (q // 2) * bs, n)
+        m = min(start + bs, n) - start
+        wait_for_phase(sync, q, n_split)
+        for k in range(n_split):
+            part = (me + k) % n_split
+            if not claim_part(sync, q, part):
+                continue
+            if q % 2 == 0:
+                rows_fn(X, ylab, ytgt, order, start, m, part, n_split, sizes, act_code, slope,
+                        loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack,
+                        xbuf, ylab_buf, ytgt_buf, no, no, l2, layer_loss, gemm_fn, chunk_addr)
+            else:
+                if part == 0:   # the rows phase is finished and W not yet updated
+                    loss = mean_row_loss(row_loss[:m], loss_scale(loss_code, m, n_out))
+                    if l2 != 0.0:
+                        for l in range(L):
+                            loss += layer_loss[l]
+                    _record_step(out, loss, m, count_acc, loss_code, sizes, zbuf, ylab_buf,
+                                 ytgt_buf)
+                layers_fn(part, n_split, row_split, m, sizes, act_code, params, grads, zbuf,
+                          abuf, gbuf, xbuf, apack, bpack, l2, opt_code, state1, state2, lr,
+                          momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled,
+                          step0 + q // 2 + 1, gemm_fn, chunk_addr, update_fn)
+            part_done(sync)
+
+
 @njit(cache=True, parallel=True)
 def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, loss_code,
               params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf, ylab_buf,
               ytgt_buf, l2, count_acc,
               opt_code, state1, state2, lr, momentum, weight_decay, nesterov, beta1, beta2,
               eps, decoupled, step0, out, parallel, n_split, row_split, layer_loss, sync,
-              gemm_fn, chunk_addr, update_fn, rows_fn, layers_fn):
+              gemm_fn, chunk_addr, update_fn, rows_fn, layers_fn, split_fn):
     """Train n_steps batches of bs rows, taking rows order[pos:...] of X (n, d) and of the
     targets: ylab (n,) int64 labels for LOSS_CE_LABELS, else ytgt (n, k) (the other one is
     an empty placeholder).
@@ -315,8 +358,8 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     int64: thread t computes the weight gradients and updates of layer l's output rows
     row_split[l, t]:row_split[l, t + 1].  layer_loss (L,) float64: workspace for the L2
     terms.  sync: sync.sync_buffer(n_split), the split steps' counters.
-    gemm_fn, update_fn, rows_fn, layers_fn: gemm.gemm, optim.optimizer_update, _batch_rows
-    and _layer_rows_update as ``kernel_pointers`` gives them; chunk_addr: gemm's
+    gemm_fn, update_fn, rows_fn, layers_fn, split_fn: gemm.gemm, optim.optimizer_update,
+    _batch_rows, _layer_rows_update and _split_steps as ``kernel_pointers`` gives them; chunk_addr: gemm's
     (gemm.column_chunk_address).
     Returns the position after the last row trained.
 
@@ -345,42 +388,17 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     n = X.shape[0]
     n_out = sizes[L]
     # runtime values: a literal argument would compile another copy of each callee
-    no = np.bool_(False)
     zero, one = np.int64(0), np.int64(1)
     if n_split > 1 and not parallel:
-        # one parallel region for the chunk: phase 2s is step s's rows, phase 2s + 1 its
-        # layers' rows, each in n_split parts, the threads waiting between phases
-        # (sync.py); thread t runs part t where it can, for the rows of W it updates
+        # one parallel region for the chunk (split_fn: _split_steps)
         reset_phases(sync, n_split)
         for t in prange(n_split):   # kernels called with parallel=False in here
-            me = np.int64(t)          # prange's index is unsigned
-            for q in range(2 * n_steps):
-                start = min(pos + (q // 2) * bs, n)
-                m = min(start + bs, n) - start
-                wait_for_phase(sync, q, n_split)
-                for k in range(n_split):
-                    part = (me + k) % n_split
-                    if not claim_part(sync, q, part):
-                        continue
-                    if q % 2 == 0:
-                        rows_fn(X, ylab, ytgt, order, start, m, part, n_split, sizes,
-                                act_code, slope, loss_code, params, grads, zbuf, abuf, gbuf,
-                                row_loss, apack, bpack, xbuf, ylab_buf, ytgt_buf, no, no, l2,
-                                layer_loss, gemm_fn, chunk_addr)
-                    else:
-                        if part == 0:   # the rows phase is finished and W not yet updated
-                            loss = mean_row_loss(row_loss[:m], loss_scale(loss_code, m, n_out))
-                            if l2 != 0.0:
-                                for l in range(L):
-                                    loss += layer_loss[l]
-                            _record_step(out, loss, m, count_acc, loss_code, sizes, zbuf,
-                                         ylab_buf, ytgt_buf)
-                        layers_fn(part, n_split, row_split, m, sizes, act_code, params, grads,
-                                  zbuf, abuf, gbuf, xbuf, apack, bpack, l2, opt_code, state1,
-                                  state2, lr, momentum, weight_decay, nesterov, beta1, beta2,
-                                  eps, decoupled, step0 + q // 2 + 1, gemm_fn, chunk_addr,
-                                  update_fn)
-                    part_done(sync)
+            split_fn(np.int64(t), X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code,
+                     slope, loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack,
+                     bpack, xbuf, ylab_buf, ytgt_buf, l2, count_acc, opt_code, state1,
+                     state2, lr, momentum, weight_decay, nesterov, beta1, beta2, eps,
+                     decoupled, step0, out, n_split, row_split, layer_loss, sync, gemm_fn,
+                     chunk_addr, update_fn, rows_fn, layers_fn)
         for s in range(n_steps):
             pos = min(pos + bs, n)
         return pos
@@ -439,7 +457,8 @@ _KERNELS = {}
 
 
 def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="own"):
-    """(gemm, gemm's chunk_addr, optimizer_update, _batch_rows, _layer_rows_update) for
+    """(gemm, gemm's chunk_addr, optimizer_update, _batch_rows, _layer_rows_update,
+    _split_steps) for
     run_steps with float arrays of dtype (float32 or float64): CompiledKernels for the
     argument types run_steps calls them with, and gemm.column_chunk_address(dtype).
     X_type, ylab_type, ytgt_type: the Numba types of the data arguments (``numba.typeof``:
@@ -447,10 +466,13 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="
     arrays of dtype (int64 labels).  matmul="blas": gemm.gemm_blas in place of the GEMM
     (same signature; its chunk_addr is 0 and unused).
 
-    The last two go by pointer too because run_steps calls them from three places (two
-    parallel regions and the one-thread path), each of which would otherwise link and
-    re-optimise them (measured, cold cache: run_steps' own compile 8.7 s with them linked
-    by name, 3.4-4.0 s through pointers)."""
+    _batch_rows and _layer_rows_update go by pointer too because run_steps calls them from
+    several places (parallel regions and the one-thread path), each of which would
+    otherwise link and re-optimise them (measured, cold cache: run_steps' own compile 8.7 s
+    with them linked by name, 3.4-4.0 s through pointers); _split_steps because a parallel
+    loop's body is compiled into a function of its own and then linked again into its
+    caller.  Compiled on their own (cold cache, the other modules' warm): _batch_rows
+    1.8-2.0 s, _layer_rows_update 0.6-0.7 s, _split_steps 0.8-1.1 s."""
     dtype = np.dtype(dtype)
     f = types.float32 if dtype == np.float32 else types.float64
     vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
@@ -480,10 +502,24 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="
                                 vec, vec, d, i, vec, vec, d, d, d, b,
                                 # beta1 beta2 eps decoupled step gemm_fn chunk update_fn
                                 d, d, d, b, i, gemm_t, i, update_t)
+        rows_t, layers_t = types.FunctionType(rows_sig), types.FunctionType(layers_sig)
+        #                    me X       ylab       ytgt       order pos n_steps bs sizes act
+        split_sig = types.none(i, X_type, ylab_type, ytgt_type, vi, i, i, i, vi, i,
+                               # slope loss params grads zbuf abuf gbuf row_loss apack bpack
+                               d, i, vec, vec, vec, vec, vec, vd, vec, vec,
+                               # xbuf ylab_buf ytgt_buf l2 count_acc opt s1 s2
+                               vec, vi, vec, d, b, i, vec, vec,
+                               # lr mom wd nesterov beta1 beta2 eps decoupled step0 out
+                               d, d, d, b, d, d, d, b, i, vd,
+                               # n_split row_split layer_loss sync
+                               i, mi, vd, vi,
+                               # gemm_fn chunk update_fn rows_fn layers_fn
+                               gemm_t, i, update_t, rows_t, layers_t)
         blas = matmul == "blas"
         _KERNELS[key] = (CompiledKernel(gemm_blas if blas else gemm, gemm_sig),
                          0 if blas else column_chunk_address(dtype),
                          CompiledKernel(optimizer_update, update_sig),
                          CompiledKernel(_batch_rows, rows_sig),
-                         CompiledKernel(_layer_rows_update, layers_sig))
+                         CompiledKernel(_layer_rows_update, layers_sig),
+                         CompiledKernel(_split_steps, split_sig))
     return _KERNELS[key]
