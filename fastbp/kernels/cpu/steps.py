@@ -359,8 +359,8 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     row_split[l, t]:row_split[l, t + 1].  layer_loss (L,) float64: workspace for the L2
     terms.  sync: sync.sync_buffer(n_split), the split steps' counters.
     gemm_fn, update_fn, rows_fn, layers_fn, split_fn: gemm.gemm, optim.optimizer_update,
-    _batch_rows, _layer_rows_update and _split_steps as ``kernel_pointers`` gives them; chunk_addr: gemm's
-    (gemm.column_chunk_address).
+    _batch_rows, _layer_rows_update and _split_steps as ``kernel_pointers`` gives them;
+    chunk_addr: gemm's (gemm.column_chunk_address).
     Returns the position after the last row trained.
 
     Split steps (n_split > 1, for networks too small for parallel products to pay): the
@@ -399,9 +399,7 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                      state2, lr, momentum, weight_decay, nesterov, beta1, beta2, eps,
                      decoupled, step0, out, n_split, row_split, layer_loss, sync, gemm_fn,
                      chunk_addr, update_fn, rows_fn, layers_fn)
-        for s in range(n_steps):
-            pos = min(pos + bs, n)
-        return pos
+        return min(pos + n_steps * bs, n)
     for s in range(n_steps):
         stop = min(pos + bs, n)
         m = stop - pos

@@ -20,7 +20,7 @@ swap), so each part of each phase runs exactly once.  Each thread claims its own
 first, then any part still unclaimed after it finished its own: a thread that the
 runtime started late (or never, where it runs the region's iterations one after the
 other on fewer threads) has its parts done by the others.  A thread only ever waits for
-parts that are claimed, that is being run by a thread that is running, so the waiting
+parts that are claimed, that is, being run by a thread that is running, so the waiting
 ends whatever the runtime does with the region's iterations.
 
 Waiting spins (the x86 ``pause`` hint between reads) and gives up the core to the
