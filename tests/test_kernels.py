@@ -1,5 +1,9 @@
 """Every kernel against a float64 NumPy reference: random and odd shapes, both dtypes,
 non-contiguous and Fortran-ordered inputs."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import (
@@ -255,7 +259,8 @@ def test_reshape_c_matches_numpy(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kc", [1, 3, 17, 384])
-@pytest.mark.parametrize("mr, nr", [(6, 16), (2, 16), (6, 4), (1, 1), (5, 15), (3, 9), (4, 8)])
+@pytest.mark.parametrize("mr, nr", [("MR", 16), (2, 16), ("MR", 4), (1, 1), (5, 15), (3, 9),
+                                    (4, 8), ("MR-1", 16), (6, 16)])
 def test_micro_kernel_tile(mr, nr, kc, dtype, rng):
     """The vector-IR micro-kernel: a tile of mr x nr at an offset inside a larger C,
     written (accumulate=False) and then added to (True), against float64 NumPy; the rest
@@ -263,6 +268,7 @@ def test_micro_kernel_tile(mr, nr, kc, dtype, rng):
     last rows of A and B at the very end of their buffers (edge tiles must not read past
     them): every layout gives the same bits."""
     from fastbp.kernels.cpu.microkernel import MR, NR, micro_kernel
+    mr = {"MR": MR, "MR-1": MR - 1}.get(mr, mr)         # full tiles of this CPU's shape
     a = rng.standard_normal((mr, kc)).astype(dtype)
     b = rng.standard_normal((kc, nr)).astype(dtype)
     ref = a.astype(np.float64) @ b.astype(np.float64)
@@ -443,3 +449,33 @@ def test_optimizer_kernels_against_reference(dtype, rng):
     ref = p0 - (0.01 / 0.1) * m_ref / (np.sqrt(v_ref) / np.sqrt(0.001) + 1e-8)
     assert rel_err(p, ref) <= 10 * tol(dtype)
     assert rel_err(m, m_ref) <= 10 * tol(dtype) and rel_err(s, v_ref) <= 10 * tol(dtype)
+
+
+def test_micro_kernel_shape_follows_the_target_cpu():
+    """8 x 16 tiles in 512-bit vectors where Numba compiles for AVX-512, else 6 x 16 in AVX2
+    vectors (FASTBP_EXPECT_AVX2 is set by the test below for its child process)."""
+    from fastbp.kernels.cpu import microkernel as mk
+    assert (mk.MR, mk.NR, mk.VECTOR_BYTES) == ((8, 16, 64) if mk.AVX512 else (6, 16, 32))
+    if os.environ.get("FASTBP_EXPECT_AVX2"):
+        assert not mk.AVX512
+
+
+def test_avx2_kernels_in_a_child_process():
+    """On an AVX-512 machine the AVX2 shape of the micro-kernel is never compiled by the
+    rest of the suite: the GEMM and micro-kernel tests run again in a child process whose
+    Numba compiles for this CPU without AVX-512 (NUMBA_CPU_FEATURES), so both shapes stay
+    tested.  (Elsewhere the suite itself runs the AVX2 shape.)"""
+    from fastbp.kernels.cpu import microkernel as mk
+    if not mk.AVX512 or os.environ.get("FASTBP_EXPECT_AVX2"):
+        pytest.skip("this process already runs the AVX2 kernel")
+    from numba.core.codegen import get_host_cpu_features
+    features = ",".join("-" + f[1:] if f.startswith("+avx512") else f
+                        for f in get_host_cpu_features().split(","))
+    env = dict(os.environ, NUMBA_CPU_FEATURES=features, FASTBP_EXPECT_AVX2="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        os.path.abspath(__file__), "-k",
+                        "micro_kernel or gemm or matmul or transposed_b_panels"],
+                       env=env, capture_output=True, text=True, timeout=1200)
+    print(r.stdout[-3000:], r.stderr[-2000:])
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert " passed" in r.stdout and " failed" not in r.stdout

@@ -20,7 +20,8 @@ while A is in cache (from packing it, or from its last use).
 How (BLIS-style): op(A) is packed into panels of MR rows and op(B) into panels of NR
 columns, k-major and zero-padded; the packing absorbs every transpose.  Each tile of C (MR
 x NR, smaller at the edges) is then accumulated by the register-blocked micro-kernel
-(microkernel.py: a 6 x 16 tile in 12 AVX2 accumulators, written as LLVM vector IR) over K
+(microkernel.py: an 8 x 16 tile in 512-bit vectors where the CPU has AVX-512, else a
+6 x 16 tile in 12 AVX2 accumulators, written as LLVM vector IR) over K
 in blocks of KC, with A in blocks of MC rows so that its slice stays in L2 (see
 _column_chunk), and the epilogue runs on each block of C.  Column panels are grouped into
 chunks split across threads, and the thread that owns a chunk packs its part of B before
@@ -56,13 +57,15 @@ thread, the training step's products, 40-100-100-10 batch 32): 49.1 -> 38.8 us a
 Training, 10 rounds of 1500 steps, medians: 40-100-100-10 b32 1.23x, 784-100-10 b32
 1.09x; 784-512-512-10 b128 1.05x (6 rounds).
 
-Measured here (AMD EPYC, AVX2, one core): the 6 x 16 tile runs at 74-87 GFLOP/s of a ~96
-peak on K = 32-384 panels (float64: 30-42 of 48).  It replaced a 4 x 16 tile of scalars
+Measured here (AMD EPYC, one core, in an early state of the machine): the AVX2 6 x 16
+tile ran at 74-87 GFLOP/s on K = 32-384 panels (float64: 30-42; the core's float32 peak
+later measured ~117).  It replaced a 4 x 16 tile of scalars
 vectorised by LLVM's SLP pass (60-85 GFLOP/s; float64 not vectorised): in-process A/B of
 the compiled training step, 2 threads, parameters bit-identical, 784-512-512-10 1.30x,
 40-100-100-10 1.07x, 784-2048-2048-10 1.05x.  KC = 256/320 and MC = 96/192 measured
 2-8% slower than 384/128 with it.  (An unpacked kernel streaming rows of A, tried before
-the strided micro-kernel, ran 5-6x slower than packing plus the micro-kernel.)
+the strided micro-kernel, ran 5-6x slower than packing plus the micro-kernel.)  The
+8 x 16 AVX-512 tile that took its place where the CPU has AVX-512: microkernel.py.
 
 Every element of C is summed over k in the same order whatever the thread count and the
 tile it lands in, so results are bit-identical run to run and independent of the batch
@@ -89,7 +92,7 @@ EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
 
 KC = 384                     # K block: a KC x NR slice of B is 24 KiB (float32), within L1 (measured: 128: 0.52x numpy, 256: 0.6-0.78x, 384: 0.62-0.72x)
 PARALLEL_MIN_WORK = 1 << 18  # M*N*K below which one thread beats a parallel region
-MC = 128                     # rows of A per block (21 panels of MR = 6): an MC x KC slice of packed A is <= 192 KiB, within L2
+MC = 128                     # rows of A per block (16 panels of MR = 8, 21 of MR = 6): an MC x KC slice of packed A is <= 192 KiB, within L2
 CHUNK_PANELS = 4             # column panels (of NR columns) per unit of parallel work
 IN_PLACE_MAX_WORK = 1 << 22  # M*N*K up to which operands are read in place (_a_in_place)
 IN_PLACE_MAX_PANELS = 2      # column panels up to which A (not transposed) is read in place

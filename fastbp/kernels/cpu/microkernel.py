@@ -18,25 +18,44 @@ summed over k in order, one fused multiply-add per k, into an accumulator that s
 zero, then stored or added to C: the result does not depend on where the tile lies, on
 whether its operands were packed, or on how many threads run.
 
-Partial tiles (mr < MR or nr < NR, at the edges of C) run loops sized to them: 2, 4 or 6
-rows, and one 8-lane vector of B's row instead of two where nr <= 8.  Rows past mr within
-that read valid memory (A's next values where they lie inside Af, else row mr - 1 again)
-and are not stored.  B's rows are loaded
-whole while the NR values lie inside Bf (the lanes past nr then hold the next row's
+Partial tiles (mr < MR or nr < NR, at the edges of C) run loops sized to them: 2, 4 or MR
+rows, and, where a row of the tile is two vectors, one of them where nr fits in it.  Rows
+past mr within that read valid memory (A's next values where they lie inside Af, else row
+mr - 1 again) and are not stored.  B's rows are loaded whole while the NR values lie inside Bf (the lanes past nr then hold the next row's
 values, or a packed panel's zero padding, and are never stored), masked near the end of
 Bf; C's partial rows are read and written with masked vector operations.
 
-The loop is written as LLVM vector IR (an @intrinsic), the textbook AVX2 6 x 16 kernel:
-per k, two 8-lane loads of the B row, then for each of the 6 rows of A a broadcast of
-A[i, k] and two FMAs into the row's two accumulators: 12 accumulator registers, 2 for
-B, 1 for the broadcast, of AVX2's 16.  float64 (4 lanes) runs the same loop twice, over
-columns 0-7 and 8-15, so that it too keeps 12 accumulators.  A full tile with A's rows
-adjacent (a_rs = 1) goes straight to one loop with A's rows at constant offsets from one
-pointer; everything else about a tile is decided only for the others.  Measured here, one
-core, float32, tiles in L1, GFLOP/s against the previous kernel (packed panels only,
-edge tiles through a scratch tile): full tiles K=32 75-101 against 81-113, K=100-384
-105-112 against 108-115 (the machine's state moves both); a 2-row edge tile at 3x and a
-4-column one at 1.5x a full tile's speed.
+The loop is written as LLVM vector IR (an @intrinsic), the textbook register-blocked
+kernel, in one of two shapes picked at import for the CPU Numba compiles for:
+
+    AVX-512 (``AVX512``): an 8 x 16 tile; per k, one 16-lane load of the B row, then for
+        each of the 8 rows of A a broadcast of A[i, k] and an FMA into the row's
+        accumulator.  float64 (8 lanes) holds two vectors a row: 16 accumulators of 32.
+    AVX2: a 6 x 16 tile; per k, two 8-lane loads of the B row, then for each of the 6
+        rows a broadcast and two FMAs: 12 accumulators, 2 for B, 1 for the broadcast, of
+        AVX2's 16.  float64 (4 lanes) runs the same loop twice, over columns 0-7 and 8-15,
+        so that it too keeps 12 accumulators.
+
+A full tile with A's rows adjacent (a_rs = 1) goes straight to one loop with A's rows at
+constant offsets from one pointer; everything else about a tile is decided only for the
+others.
+
+Why 8 x 16 in 512-bit vectors where the CPU has them, although Zen 4 (this project's
+machines) runs a 512-bit FMA as two 256-bit halves, so that the peak is the same: half
+the instructions per flop, one B load per k instead of two, and rows in multiples of 8
+(every usual batch size: no 2-row edge tile at M = 32 or 128).  Measured here (AMD EPYC
+Zen 4, float32, tiles in L1, one core): full tiles K = 32 110-111 -> 115-117 GFLOP/s, K =
+100-384 114-115 -> 115-117 (both near the core's ~117 peak); the products of the training
+steps (2 threads, interleaved): 784-512-512-10's 1.18-1.25x, 784-2048-2048-10's
+1.01-1.25x, 40-100-100-10 batch 32's 1.01-1.22x; training (4 processes each) 1.07-1.09x on
+all three shapes.  12 x 16 and 16 x 16 tiles (16 accumulators) were no faster than 8 x 16
+and slower on the small products.  The AVX2 shape's full tiles measured 74-87 GFLOP/s on
+one core in an earlier state of the machine, 110-115 in this one (the same code).
+
+The old measurements of the AVX2 kernel, against the previous kernel (packed panels only,
+edge tiles through a scratch tile), one core, float32, tiles in L1: full tiles K=32
+75-101 against 81-113, K=100-384 105-112 against 108-115 (the machine's state moves both);
+a 2-row edge tile at 3x and a 4-column one at 1.5x a full tile's speed.
 
 Why not plain Numba: the previous kernel kept a 4 x 16 tile in 64 scalar locals and relied
 on LLVM's SLP vectoriser to rebuild the vectors.  It could not do that for 6 rows (3-8
@@ -47,14 +66,36 @@ GFLOP/s (old 4 x 16 -> this kernel): float32 K=32 67 -> 86, K=384 77 -> 87; floa
 
 copy_mr and copy_nr copy one k-row (MR or NR values) of a panel for the packing routines.
 """
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import njit
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-MR = 6
-NR = 16
-_ACCUMULATORS = 12     # vector registers of C per pass over k (AVX2 has 16)
+
+
+def compiles_for_avx512():
+    """Whether Numba compiles for a CPU with AVX-512 F: the host's features, or
+    NUMBA_CPU_FEATURES where set, as numba.core.codegen picks them (NUMBA_ENABLE_AVX=0
+    turns both off).  Numba's cache is keyed on the same features, so a cached kernel of
+    the other shape is never loaded."""
+    from numba.core import config
+    if config.CPU_FEATURES is not None:
+        features = config.CPU_FEATURES
+    else:
+        try:
+            from numba.core.codegen import get_host_cpu_features
+            features = get_host_cpu_features()
+        except ImportError:                  # older or newer Numba: ask LLVM directly
+            features = llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
+
+
+AVX512 = compiles_for_avx512()
+VECTOR_BYTES = 64 if AVX512 else 32     # one vector register
+MR = 8 if AVX512 else 6                 # rows of a tile (of A)
+NR = 16                                 # columns of a tile (of B)
+_ACCUMULATORS = 16 if AVX512 else 12    # vector registers of C per pass over k (of 32 / 16)
 
 
 def _masked_access(builder, vec, store):
@@ -91,7 +132,7 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
                                for n, x in ((0, af), (4, bf), (7, cf)))
         intp = context.get_value_type(types.intp)
         width = dtype.bitwidth // 8
-        lanes = 32 // width                           # one 256-bit register
+        lanes = VECTOR_BYTES // width                 # one vector register
         vec = ir.VectorType(context.get_data_type(dtype), lanes)
         i32 = ir.IntType(32)
         masked_load = _masked_access(builder, vec, store=False)
@@ -215,8 +256,8 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
                 whole_rows = builder.select(builder.icmp_signed("<", whole_rows, kcv),
                                             whole_rows, kcv)
                 k_plain = builder.select(full_width, kcv, whole_rows)
-                # Loops sized to the tile: 2, 4 or 6 rows (the 2 rows left of a batch of 32
-                # at a third of a full tile's cost), and one vector of a pass's two where
+                # Loops sized to the tile: 2, 4 or MR rows (with MR = 6, the 2 rows left of a
+                # batch of 32 at a third of a full tile's cost), and one vector of a pass's two where
                 # nr ends within the first.  Each is a few lines of IR; a switch picks one.
                 row_class = builder.add(
                     builder.zext(builder.icmp_signed(">", mrv, const(2)), intp),
@@ -268,8 +309,8 @@ def micro_kernel(Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, c_ld, kc, mr
 
 
 @njit(cache=True, _nrt=False)
-def copy_mr(src, dst):
-    """dst[0:6] = src[0:6]: one k-row of an A panel when packing.  Every load comes
+def _copy6(src, dst):
+    """dst[0:6] = src[0:6]: one k-row of an A panel when packing (MR = 6).  Every load comes
     before the first store: LLVM cannot prove that src and dst do not overlap, and
     with loads and stores interleaved its SLP vectoriser leaves the copy scalar.
     """
@@ -288,9 +329,34 @@ def copy_mr(src, dst):
 
 
 @njit(cache=True, _nrt=False)
+def _copy8(src, dst):
+    """dst[0:8] = src[0:8]: one k-row of an A panel when packing (MR = 8; loads first,
+    as in _copy6)."""
+    v0 = src[0]
+    v1 = src[1]
+    v2 = src[2]
+    v3 = src[3]
+    v4 = src[4]
+    v5 = src[5]
+    v6 = src[6]
+    v7 = src[7]
+    dst[0] = v0
+    dst[1] = v1
+    dst[2] = v2
+    dst[3] = v3
+    dst[4] = v4
+    dst[5] = v5
+    dst[6] = v6
+    dst[7] = v7
+
+
+copy_mr = _copy8 if MR == 8 else _copy6
+
+
+@njit(cache=True, _nrt=False)
 def copy_nr(src, dst):
     """dst[0:16] = src[0:16]: one k-row of a B panel when packing (loads first, as in
-    copy_mr)."""
+    _copy6)."""
     v0 = src[0]
     v1 = src[1]
     v2 = src[2]
