@@ -73,7 +73,6 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 
-
 def compiles_for_avx512():
     """Whether Numba compiles for a CPU with AVX-512 F: the host's features, or
     NUMBA_CPU_FEATURES where set, as numba.core.codegen picks them (NUMBA_ENABLE_AVX=0
