@@ -71,3 +71,48 @@ class SoftmaxCrossEntropy:
 
     def time_cross_entropy(self, bc):
         K.cross_entropy(self.z, self.y)
+
+
+class MicroKernel:
+    """The GEMM micro-kernel alone (kernels/cpu/microkernel.py), on one thread: full tiles
+    of MR x NR (8 x 16 with AVX-512, else 6 x 16) from packed panels, a B panel of K rows
+    against 16 A panels, as the GEMM's inner loops run it.  track_gflops is the figure to
+    compare with the core's peak (~117 GFLOP/s float32 on the benchmark machine)."""
+    params = [32, 100, 384]
+    param_names = ["K"]
+
+    def setup(self, k):
+        from numba import njit
+
+        from fastbp.kernels.cpu.microkernel import MR, NR, micro_kernel
+
+        @njit(nogil=True)
+        def tiles(ap, bp, c, k, n_panels, reps):
+            for _ in range(reps):
+                for ip in range(n_panels):
+                    micro_kernel(ap, ip * k * MR, MR, 1, bp, 0, NR, c, ip * MR * NR, NR, k,
+                                 MR, NR, False)
+
+        rng = np.random.default_rng(0)
+        self.n_panels = 16
+        self.ap = rng.standard_normal(self.n_panels * k * MR).astype(np.float32)
+        self.bp = rng.standard_normal(k * NR).astype(np.float32)
+        self.c = np.empty(self.n_panels * MR * NR, np.float32)
+        self.flops = 2 * self.n_panels * MR * NR * k
+        self.tiles = tiles
+        tiles(self.ap, self.bp, self.c, k, self.n_panels, 1)
+
+    def time_tiles(self, k):
+        self.tiles(self.ap, self.bp, self.c, k, self.n_panels, 1)
+
+    def track_gflops(self, k):
+        import time
+        reps = max(1, int(1e9 / self.flops))
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            self.tiles(self.ap, self.bp, self.c, k, self.n_panels, reps)
+            best = min(best, time.perf_counter() - t)
+        return self.flops * reps / best / 1e9
+
+    track_gflops.unit = "GFLOP/s"
