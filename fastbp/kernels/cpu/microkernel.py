@@ -273,8 +273,13 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
                         merge = builder.append_basic_block("tile.loaded")
                         choice = builder.switch(variant, merge)
                         for c, rows in enumerate((2, 4, MR)):
-                            for half in (False, True):   # (with one vector, half = whole)
-                                for adjacent in (False, True):
+                            for adjacent in (False, True):
+                                for half in (False, True):
+                                    if half and len(cols) == 1:
+                                        # one vector a row: the same loop as the whole row
+                                        choice.add_case(
+                                            ir.Constant(intp, 4 * c + 2 + adjacent), block)
+                                        continue
                                     block = builder.append_basic_block("tile.loop")
                                     choice.add_case(
                                         ir.Constant(intp, 4 * c + 2 * half + adjacent), block)
