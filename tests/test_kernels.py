@@ -458,6 +458,15 @@ def test_micro_kernel_shape_follows_the_target_cpu():
     assert (mk.MR, mk.NR, mk.VECTOR_BYTES) == ((8, 16, 64) if mk.AVX512 else (6, 16, 32))
     if os.environ.get("FASTBP_EXPECT_AVX2"):
         assert not mk.AVX512
+    # Portable code (NUMBA_CPU_NAME=generic, as for caches shared between machines) has no
+    # AVX-512 whatever the host: the kernel must not assume it.
+    env = dict(os.environ, NUMBA_CPU_NAME="generic")
+    env.pop("NUMBA_CPU_FEATURES", None)
+    code = "from fastbp.kernels.cpu import microkernel as m; print(m.AVX512, m.MR)"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "6"]
 
 
 def test_avx2_kernels_in_a_child_process():
