@@ -49,7 +49,7 @@ array with strides, so where a packed panel would be read too few times to pay f
 copy, the panel is not made (_a_in_place, _b_in_place: op(A) = A^T and B not transposed
 up to IN_PLACE_MAX_WORK; A itself only for N <= 32; B only for M <= 17 MR).  NT's W^T is
 always packed (its columns are not contiguous).  Edge tiles run loops sized to them
-(2/4/6 rows, one or two vectors) with masked loads and stores instead of a scratch tile.
+(2/4/MR rows, one or two vectors) with masked loads and stores instead of a scratch tile.
 Measured (in-process A/B against the packed-only kernel with scratch edge tiles, one
 thread, the training step's products, 40-100-100-10 batch 32): 49.1 -> 38.8 us a step
 (1.27x; the sized edge loops alone 1.16x); 784-100-10: 1.11-1.14x; 784-512-512-10 batch
@@ -96,7 +96,7 @@ MC = 128                     # rows of A per block (16 panels of MR = 8, 21 of M
 CHUNK_PANELS = 4             # column panels (of NR columns) per unit of parallel work
 IN_PLACE_MAX_WORK = 1 << 22  # M*N*K up to which operands are read in place (_a_in_place)
 IN_PLACE_MAX_PANELS = 2      # column panels up to which A (not transposed) is read in place
-IN_PLACE_MAX_ROW_PANELS = 17  # row panels up to which B is read in place (M <= 102 with MR = 6, 136 with MR = 8: in place as fast as packed at 104-136 rows, K = 10-100)
+IN_PLACE_MAX_ROW_PANELS = 17  # row panels up to which B is read in place (M <= 102 or 136)
 MAX_A_COPIES = 8             # threads up to which each packs a copy of A of its own
 
 

@@ -21,9 +21,10 @@ whether its operands were packed, or on how many threads run.
 Partial tiles (mr < MR or nr < NR, at the edges of C) run loops sized to them: 2, 4 or MR
 rows, and, where a row of the tile is two vectors, one of them where nr fits in it.  Rows
 past mr within that read valid memory (A's next values where they lie inside Af, else row
-mr - 1 again) and are not stored.  B's rows are loaded whole while the NR values lie inside Bf (the lanes past nr then hold the next row's
-values, or a packed panel's zero padding, and are never stored), masked near the end of
-Bf; C's partial rows are read and written with masked vector operations.
+mr - 1 again) and are not stored.  B's rows are loaded whole while the NR values lie
+inside Bf (the lanes past nr then hold the next row's values, or a packed panel's zero
+padding, and are never stored), masked near the end of Bf; C's partial rows are read and
+written with masked vector operations.
 
 The loop is written as LLVM vector IR (an @intrinsic), the textbook register-blocked
 kernel, in one of two shapes picked at import for the CPU Numba compiles for:
@@ -256,8 +257,9 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
                                             whole_rows, kcv)
                 k_plain = builder.select(full_width, kcv, whole_rows)
                 # Loops sized to the tile: 2, 4 or MR rows (with MR = 6, the 2 rows left of a
-                # batch of 32 at a third of a full tile's cost), and one vector of a pass's two where
-                # nr ends within the first.  Each is a few lines of IR; a switch picks one.
+                # batch of 32 at a third of a full tile's cost), and one vector of a pass's
+                # two where nr ends within the first.  Each is a few lines of IR; a switch
+                # picks one.
                 row_class = builder.add(
                     builder.zext(builder.icmp_signed(">", mrv, const(2)), intp),
                     builder.zext(builder.icmp_signed(">", mrv, const(4)), intp))
@@ -272,17 +274,18 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
                             builder.zext(adjacent_rows, intp)))
                         merge = builder.append_basic_block("tile.loaded")
                         choice = builder.switch(variant, merge)
+                        # (with one vector a row, the one-vector case is the whole row's
+                        # loop: one block serves both)
+                        halves = (False,) if len(cols) == 1 else (False, True)
                         for c, rows in enumerate((2, 4, MR)):
-                            for adjacent in (False, True):
-                                for half in (False, True):
-                                    if half and len(cols) == 1:
-                                        # one vector a row: the same loop as the whole row
-                                        choice.add_case(
-                                            ir.Constant(intp, 4 * c + 2 + adjacent), block)
-                                        continue
+                            for half in halves:
+                                for adjacent in (False, True):
                                     block = builder.append_basic_block("tile.loop")
                                     choice.add_case(
                                         ir.Constant(intp, 4 * c + 2 * half + adjacent), block)
+                                    if len(cols) == 1:
+                                        choice.add_case(
+                                            ir.Constant(intp, 4 * c + 2 + adjacent), block)
                                     builder.position_at_end(block)
                                     k_loop(acc, rows, cols[:1] if half else cols, const(0),
                                            k_plain, whole,
