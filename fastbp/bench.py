@@ -214,7 +214,10 @@ def machine():
                     if line.startswith("model name")), platform.processor())
     except OSError:
         cpu = platform.processor()
-    return f"{cpu}, {os.cpu_count()} cores, numba {numba.__version__} ({numba.get_num_threads()} threads)"
+    from .kernels.cpu.microkernel import AVX512, MR, NR
+    tile = f"GEMM tile {MR}x{NR} {'AVX-512' if AVX512 else 'AVX2'}"
+    return (f"{cpu}, {os.cpu_count()} cores, numba {numba.__version__} "
+            f"({numba.get_num_threads()} threads), {tile}")
 
 
 def run(quick=False):
