@@ -260,13 +260,15 @@ def test_reshape_c_matches_numpy(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kc", [1, 3, 17, 384])
 @pytest.mark.parametrize("mr, nr", [("MR", 16), (2, 16), ("MR", 4), (1, 1), (5, 15), (3, 9),
-                                    (4, 8), ("MR-1", 16), (6, 16)])
+                                    (4, 8), ("MR-1", 16), (6, 16), ("MR", 8), ("MR-1", 5),
+                                    ("MR", 9)])
 def test_micro_kernel_tile(mr, nr, kc, dtype, rng):
     """The vector-IR micro-kernel: a tile of mr x nr at an offset inside a larger C,
     written (accumulate=False) and then added to (True), against float64 NumPy; the rest
     of C is untouched.  Its operands packed, A in place (both layouts) and B in place, the
     last rows of A and B at the very end of their buffers (edge tiles must not read past
-    them): every layout gives the same bits."""
+    them): every layout gives the same bits.  Widths up to 8 run in half-width vectors
+    where a row is one vector (float32 with AVX-512), 9 and up in whole ones."""
     from fastbp.kernels.cpu.microkernel import MR, NR, micro_kernel
     mr = {"MR": MR, "MR-1": MR - 1}.get(mr, mr)         # full tiles of this CPU's shape
     a = rng.standard_normal((mr, kc)).astype(dtype)

@@ -19,7 +19,8 @@ zero, then stored or added to C: the result does not depend on where the tile li
 whether its operands were packed, or on how many threads run.
 
 Partial tiles (mr < MR or nr < NR, at the edges of C) run loops sized to them: 2, 4 or MR
-rows, and, where a row of the tile is two vectors, one of them where nr fits in it.  Rows
+rows, and, where a row of the tile is two vectors, one of them where nr fits in it; where
+it is one (float32 with AVX-512), vectors of half its width where nr fits in those.  Rows
 past mr within that read valid memory (A's next values where they lie inside Af, else row
 mr - 1 again) and are not stored.  B's rows are loaded whole while the NR values lie
 inside Bf (the lanes past nr then hold the next row's values, or a packed panel's zero
@@ -133,23 +134,24 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
         intp = context.get_value_type(types.intp)
         width = dtype.bitwidth // 8
         lanes = VECTOR_BYTES // width                 # one vector register
-        vec = ir.VectorType(context.get_data_type(dtype), lanes)
+        element = context.get_data_type(dtype)
+        vec = ir.VectorType(element, lanes)
         i32 = ir.IntType(32)
-        masked_load = _masked_access(builder, vec, store=False)
-        masked_store = _masked_access(builder, vec, store=True)
         align = ir.Constant(i32, width)
 
         def const(x):
             return ir.Constant(intp, x)
 
-        def vector_at(base, index):
-            return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
+        # Every helper below takes the vector type vt it works in: vec, or half of it for
+        # the narrow edge tiles (see the edge path).
+        def vector_at(base, index, vt):
+            return builder.bitcast(builder.gep(base, [index]), vt.as_pointer())
 
-        def broadcast(x):
-            one = builder.insert_element(ir.Constant(vec, ir.Undefined), x,
+        def broadcast(x, vt):
+            one = builder.insert_element(ir.Constant(vt, ir.Undefined), x,
                                          ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
-                                          ir.Constant(ir.VectorType(i32, lanes), None))
+            return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined),
+                                          ir.Constant(ir.VectorType(i32, vt.count), None))
 
         a_base = builder.gep(a_arr.data, [aoff])
         b_base = builder.gep(b_arr.data, [boff])
@@ -160,59 +162,63 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
         whole = {v: None for v in range(n_vec)}        # no masks: whole vectors
         adjacent_offsets = [const(r) for r in range(MR)]
 
-        def lane_mask(v):
-            """Lanes of vector v of a row (columns v*lanes ...) that lie before nr."""
-            vty = ir.VectorType(i32, lanes)
-            first = ir.Constant(vty, [v * lanes + x for x in range(lanes)])
+        def lane_mask(v, vt):
+            """Lanes of vector v of a row (columns v*vt.count ...) that lie before nr."""
+            vty = ir.VectorType(i32, vt.count)
+            first = ir.Constant(vty, [v * vt.count + x for x in range(vt.count)])
             limit = builder.insert_element(ir.Constant(vty, ir.Undefined),
                                            builder.trunc(nrv, i32), ir.Constant(i32, 0))
             limit = builder.shuffle_vector(limit, ir.Constant(vty, ir.Undefined),
                                            ir.Constant(vty, None))
             return builder.icmp_signed("<", first, limit)
 
-        def load(ptr, mask):
+        def load(ptr, mask, vt):
             if mask is None:
                 return builder.load(ptr, align=width)
-            return builder.call(masked_load, [ptr, align, mask, ir.Constant(vec, None)])
+            return builder.call(_masked_access(builder, vt, store=False),
+                                [ptr, align, mask, ir.Constant(vt, None)])
 
-        def store(value, ptr, mask):
+        def store(value, ptr, mask, vt):
             if mask is None:
                 builder.store(value, ptr, align=width)
             else:
-                builder.call(masked_store, [value, ptr, align, mask])
+                builder.call(_masked_access(builder, vt, store=True),
+                             [value, ptr, align, mask])
 
-        def zeroed_accumulators(cols):
+        def zeroed_accumulators(cols, vt):
             # allocas; LLVM's mem2reg turns them into registers
-            return {(r, v): cgutils.alloca_once_value(builder, ir.Constant(vec, None))
+            return {(r, v): cgutils.alloca_once_value(builder, ir.Constant(vt, None))
                     for r in range(MR) for v in cols}
 
-        def k_loop(acc, rows, cols, k0, k1, masks, row_offsets):
+        def k_loop(acc, rows, cols, k0, k1, masks, row_offsets, vt):
             """acc[r, v] += A[r, k] * B[k, v-th vector] for r < rows, v in cols and
             k0 <= k < k1, A's row r at row_offsets[r] from its k-th column."""
             with cgutils.for_range(builder, k1, start=k0) as loop:
                 k = loop.index
                 b_row = builder.gep(b_base, [builder.mul(k, bks)])
-                b = {v: load(vector_at(b_row, const(v * lanes)), masks[v]) for v in cols}
+                b = {v: load(vector_at(b_row, const(v * vt.count), vt), masks[v], vt)
+                     for v in cols}
                 a_k = builder.gep(a_base, [builder.mul(k, aks)])
                 for r in range(rows):
-                    a = broadcast(builder.load(builder.gep(a_k, [row_offsets[r]])))
+                    a = broadcast(builder.load(builder.gep(a_k, [row_offsets[r]])), vt)
                     for v in cols:
                         # acc += a * b, fused where the target has FMA ('contract')
                         prod = builder.fmul(a, b[v], flags=("contract",))
                         builder.store(builder.fadd(builder.load(acc[r, v]), prod,
                                                    flags=("contract",)), acc[r, v])
 
-        def store_row(acc, r, cols, masks):
+        def store_row(acc, r, cols, masks, vt):
             """C's row r (+)= acc[r, :]."""
             c_row = builder.gep(c_base, [builder.mul(const(r), cld)])
             for v in cols:
-                dst = vector_at(c_row, const(v * lanes))
+                dst = vector_at(c_row, const(v * vt.count), vt)
                 total = builder.load(acc[r, v])
                 with builder.if_else(acc_flag) as (add, overwrite):
                     with add:
-                        store(builder.fadd(load(dst, masks[v]), total), dst, masks[v])
+                        store(builder.fadd(load(dst, masks[v], vt), total), dst, masks[v],
+                              vt)
                     with overwrite:
-                        store(total, dst, masks[v])
+                        store(total, dst, masks[v], vt)
 
         # A full tile with A's rows adjacent (a_rs = 1: packed panels, or op(A) = A^T in
         # place), the common case: one loop, A's rows at constant offsets from one pointer,
@@ -223,10 +229,10 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
         with builder.if_else(full_tile) as (full, other):
             with full:
                 for cols in passes:
-                    acc = zeroed_accumulators(cols)
-                    k_loop(acc, MR, cols, const(0), kcv, whole, adjacent_offsets)
+                    acc = zeroed_accumulators(cols, vec)
+                    k_loop(acc, MR, cols, const(0), kcv, whole, adjacent_offsets, vec)
                     for r in range(MR):
-                        store_row(acc, r, cols, whole)
+                        store_row(acc, r, cols, whole, vec)
             with other:
                 # Edge tiles, and A's rows apart (A in place, not transposed).  Rows past
                 # mr read row mr - 1 again, or A's next values where those lie inside Af.
@@ -263,44 +269,67 @@ def _tile_product(typingctx, Af, a_off, a_ks, a_rs, Bf, b_off, b_ks, Cf, c_off, 
                 row_class = builder.add(
                     builder.zext(builder.icmp_signed(">", mrv, const(2)), intp),
                     builder.zext(builder.icmp_signed(">", mrv, const(4)), intp))
+
+                def edge_pass(cols, vt):
+                    """One pass over k for the vectors cols of the tile's rows, in vectors
+                    of type vt, then the tile's rows stored."""
+                    acc = zeroed_accumulators(cols, vt)
+                    masks = {v: lane_mask(v, vt) for v in cols}
+                    narrow = builder.icmp_signed("<=", nrv, const((cols[0] + 1) * vt.count))
+                    variant = builder.add(builder.mul(row_class, const(4)), builder.add(
+                        builder.mul(builder.zext(narrow, intp), const(2)),
+                        builder.zext(adjacent_rows, intp)))
+                    merge = builder.append_basic_block("tile.loaded")
+                    choice = builder.switch(variant, merge)
+                    # (with one vector a row, the one-vector case is the whole row's
+                    # loop: one block serves both)
+                    halves = (False,) if len(cols) == 1 else (False, True)
+                    for c, rows in enumerate((2, 4, MR)):
+                        for half in halves:
+                            for adjacent in (False, True):
+                                block = builder.append_basic_block("tile.loop")
+                                choice.add_case(
+                                    ir.Constant(intp, 4 * c + 2 * half + adjacent), block)
+                                if len(cols) == 1:
+                                    choice.add_case(
+                                        ir.Constant(intp, 4 * c + 2 + adjacent), block)
+                                builder.position_at_end(block)
+                                k_loop(acc, rows, cols[:1] if half else cols, const(0),
+                                       k_plain, whole,
+                                       adjacent_offsets if adjacent else a_row_offsets, vt)
+                                builder.branch(merge)
+                    builder.position_at_end(merge)
+                    k_loop(acc, MR, cols, k_plain, kcv, masks, a_row_offsets, vt)
+                    for r in range(MR):
+                        stored = builder.icmp_signed("<", const(r), mrv)
+                        if vt is not vec:        # never a full-width row
+                            with builder.if_then(stored):
+                                store_row(acc, r, cols, masks, vt)
+                            continue
+                        with builder.if_then(stored), \
+                                builder.if_else(full_width) as (wide, narrower):
+                            with wide:
+                                store_row(acc, r, cols, whole, vec)
+                            with narrower:
+                                store_row(acc, r, cols, masks, vec)
+
+                # A row of one vector (float32 with AVX-512): where nr fits in half of
+                # it, the tile runs in half-width vectors.  Zen 4 splits a 512-bit FMA
+                # into two 256-bit ones, so a half-width edge tile (the 4 columns left of
+                # N = 100, say) costs half as much; the sums are the same.
+                half_vec = ir.VectorType(element, lanes // 2) if n_vec == 1 else None
                 for cols in passes:
-                    acc = zeroed_accumulators(cols)
                     v0 = cols[0]
                     with builder.if_then(builder.icmp_signed(">", nrv, const(v0 * lanes))):
-                        masks = {v: lane_mask(v) for v in cols}
-                        narrow = builder.icmp_signed("<=", nrv, const((v0 + 1) * lanes))
-                        variant = builder.add(builder.mul(row_class, const(4)), builder.add(
-                            builder.mul(builder.zext(narrow, intp), const(2)),
-                            builder.zext(adjacent_rows, intp)))
-                        merge = builder.append_basic_block("tile.loaded")
-                        choice = builder.switch(variant, merge)
-                        # (with one vector a row, the one-vector case is the whole row's
-                        # loop: one block serves both)
-                        halves = (False,) if len(cols) == 1 else (False, True)
-                        for c, rows in enumerate((2, 4, MR)):
-                            for half in halves:
-                                for adjacent in (False, True):
-                                    block = builder.append_basic_block("tile.loop")
-                                    choice.add_case(
-                                        ir.Constant(intp, 4 * c + 2 * half + adjacent), block)
-                                    if len(cols) == 1:
-                                        choice.add_case(
-                                            ir.Constant(intp, 4 * c + 2 + adjacent), block)
-                                    builder.position_at_end(block)
-                                    k_loop(acc, rows, cols[:1] if half else cols, const(0),
-                                           k_plain, whole,
-                                           adjacent_offsets if adjacent else a_row_offsets)
-                                    builder.branch(merge)
-                        builder.position_at_end(merge)
-                        k_loop(acc, MR, cols, k_plain, kcv, masks, a_row_offsets)
-                        for r in range(MR):
-                            stored = builder.icmp_signed("<", const(r), mrv)
-                            with builder.if_then(stored), \
-                                    builder.if_else(full_width) as (wide, narrower):
-                                with wide:
-                                    store_row(acc, r, cols, whole)
-                                with narrower:
-                                    store_row(acc, r, cols, masks)
+                        if half_vec is None:
+                            edge_pass(cols, vec)
+                            continue
+                        fits_half = builder.icmp_signed("<=", nrv, const(half_vec.count))
+                        with builder.if_else(fits_half) as (narrow_tile, wide_tile):
+                            with narrow_tile:
+                                edge_pass(cols, half_vec)
+                            with wide_tile:
+                                edge_pass(cols, vec)
         return context.get_dummy_value()
 
     return sig, codegen
