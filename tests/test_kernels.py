@@ -23,6 +23,14 @@ from fastbp import kernels as K
 SIZES = st.sampled_from([1, 2, 3, 5, 17, 33, 64, 100, 129])
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _thread_pool():
+    """Numba's thread pool running before any test calls a compiled kernel directly (gemm,
+    the micro-kernel), as fastbp's Python entries make sure it is (runtime.ensure_threads):
+    run alone, a test calling gemm first crashed when the cache was warm."""
+    fastbp.runtime.ensure_threads()
+
+
 def _layout(x, kind):
     """The same values as x, laid out as 'C', 'F' or a strided (non-contiguous) view."""
     if kind == "C":
@@ -125,6 +133,36 @@ def test_linear_fused_epilogue(activation, dtype, rng):
     zr = x.astype(np.float64) @ w.astype(np.float64).T + b
     assert rel_err(z, zr) <= tol(dtype)
     assert rel_err(a, ref_activation(activation, zr)) <= 10 * tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("code", [0, 1])
+def test_gemm_bias_activation_epilogue_in_one_pass(code, dtype, rng):
+    """The GEMM's bias + identity / ReLU epilogue (one pass over each row): Z = A W^T + b
+    and f(Z), into a separate array or, for the identity, into Z itself; a NaN in the
+    input reaches both Z and f(Z) (ReLU keeps it, as torch.relu does)."""
+    from fastbp.kernels.cpu import gemm as G
+    M, K_, N = 33, 40, 100                  # edge tiles in both directions
+    a = rng.standard_normal((M, K_)).astype(dtype)
+    a[5, 3] = np.nan
+    w = rng.standard_normal((N, K_)).astype(dtype)
+    bias = rng.standard_normal(N).astype(dtype)
+    zr = a.astype(np.float64) @ w.astype(np.float64).T + bias
+    fr = np.where(np.isnan(zr) | (zr > 0), zr, 0.0) if code == 1 else zr
+    none = np.empty(0, dtype)
+    empty = np.empty((0, 0), dtype)
+    na, nb = G.pack_sizes(M, N, K_)
+    ok = ~np.isnan(zr)
+    for separate in (True, False) if code == 0 else (True,):
+        z = np.full((M, N), 7.0, dtype)
+        f = np.full((M, N), 7.0, dtype) if separate else z
+        G.gemm(a, False, w, True, z, G.EPI_BIAS_ACT, bias, code, 0.0, f, empty, empty, none,
+               G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), True,
+               G.column_chunk_address(dtype))
+        assert np.array_equal(np.isnan(z), ~ok) and np.array_equal(np.isnan(f), ~ok)
+        assert rel_err(z[ok], zr[ok]) <= tol(dtype)
+        assert rel_err(f[ok], fr[ok]) <= tol(dtype)
+        assert np.all((f == 0) | (f == z) | ~ok)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

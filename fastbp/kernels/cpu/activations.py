@@ -75,10 +75,11 @@ def activation_forward_rows(Z, A, i0, i1, j0, j1, code, slope):
             for j in range(z.shape[0]):
                 a[j] = z[j]
     elif code == RELU:
+        zero = Z.dtype.type(0.0)     # max(z, 0.0) would compare (and vectorise) in float64
         for i in range(i0, i1):
             z, a = Z[i, j0:j1], A[i, j0:j1]
             for j in range(z.shape[0]):
-                a[j] = max(z[j], 0.0)
+                a[j] = max(z[j], zero)
     elif code == LEAKY_RELU:
         for i in range(i0, i1):
             z, a = Z[i, j0:j1], A[i, j0:j1]
@@ -111,10 +112,11 @@ def activation_backward_rows(G, Z, A, i0, i1, j0, j1, code, slope):
     select, not a masked store), so the loops vectorise.
     """
     if code == RELU:
+        zero = G.dtype.type(0.0)     # with 0.0 the select would be made in float64
         for i in range(i0, i1):
             g, z = G[i, j0:j1], Z[i, j0:j1]
             for j in range(g.shape[0]):
-                g[j] = g[j] if z[j] > 0 else 0.0
+                g[j] = g[j] if z[j] > 0 else zero
     elif code == LEAKY_RELU:
         for i in range(i0, i1):
             g, z = G[i, j0:j1], Z[i, j0:j1]

@@ -76,7 +76,12 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .activations import activation_backward_rows, activation_forward_rows
+from .activations import (
+    IDENTITY,
+    RELU,
+    activation_backward_rows,
+    activation_forward_rows,
+)
 from .linking import (
     as_writable,
     assume_c,
@@ -279,13 +284,30 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
 # ----------------------------------------------------------------------------- epilogue
 @njit(cache=True, _nrt=False)
 def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+    """Block [i0:i1, j0:j1] of C, just computed: EPI_BIAS_ACT: C += bias (Z), Aout = f(Z);
+    EPI_ACT_GRAD: C *= f'(Zsrc) (f(Zsrc) = Asrc).
+
+    ReLU and the identity add the bias and apply f in one pass over each row (a small
+    product's block is a few dozen values a row, so each row's loop setup counts: 32x100
+    blocks, one-thread step of 40-100-100-10 b32, 0.66-0.70 -> 0.15-0.25 us each); the
+    identity writes Aout only where it is not C itself."""
     if epilogue == EPI_BIAS_ACT:
         b = bias[j0:j1]
+        if code == RELU:
+            zero = C.dtype.type(0.0)
+            for i in range(i0, i1):
+                c, a = C[i, j0:j1], Aout[i, j0:j1]
+                for j in range(c.shape[0]):
+                    v = c[j] + b[j]
+                    c[j] = v
+                    a[j] = max(v, zero)
+            return
         for i in range(i0, i1):
             c = C[i, j0:j1]
             for j in range(c.shape[0]):
                 c[j] += b[j]
-        activation_forward_rows(C, Aout, i0, i1, j0, j1, code, slope)
+        if code != IDENTITY or Aout.ctypes.data != C.ctypes.data:
+            activation_forward_rows(C, Aout, i0, i1, j0, j1, code, slope)
     elif epilogue == EPI_ACT_GRAD:
         activation_backward_rows(C, Zsrc, Asrc, i0, i1, j0, j1, code, slope)
 
