@@ -385,6 +385,38 @@ def test_activations_and_derivatives(name, dtype, rng):
     assert rel_err(dg, g * ref_activation_grad(name, z)) <= 10 * tol(dtype)
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "gelu"])
+def test_float32_activations_value_by_value(name):
+    """float32 sigmoid, tanh and GELU are vectorised polynomials, not libm's functions
+    (kernels/cpu/activations.py): value by value against float64 over [-30, 30], tiny |z|
+    and huge ones, within 3 float32 ulps (subnormal results included), GELU within
+    eps * |z| (its float32 formula cancels in 1 + tanh(u) at negative z, torch's as well);
+    their derivatives within 1e-6 absolute, and nothing non-finite from finite z."""
+    z = np.concatenate([np.linspace(-30, 30, 600_001), np.geomspace(1e-30, 1e-2, 2001),
+                        -np.geomspace(1e-30, 1e-2, 2001),
+                        [0.0, 87.0, 89.0, -87.0, -89.0, -100.0, 1e30, -1e30]])
+    z = z.astype(np.float32)
+    z64 = z.astype(np.float64)
+    if name == "sigmoid":      # not as 0.5 (1 + tanh(z / 2)): that cancels at negative z
+        e = np.exp(-np.abs(z64))
+        ref = np.where(z64 >= 0, 1 / (1 + e), e / (1 + e))
+        ref_grad = ref * (1 - ref)
+    else:
+        ref, ref_grad = ref_activation(name, z64), ref_activation_grad(name, z64)
+    a = K.activation(z[None], name)[0]
+    g = K.activation_grad(np.ones_like(z)[None], z[None], name)[0]
+    assert np.all(np.isfinite(a)) and np.all(np.isfinite(g))
+    tiny = float(np.finfo(np.float32).smallest_subnormal)
+    ulp = np.maximum(np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64), tiny)
+    err = np.abs(a.astype(np.float64) - ref)
+    if name == "gelu":
+        assert np.all(err <= 3 * ulp + np.finfo(np.float32).eps * np.abs(z64))
+    else:
+        assert np.all(err <= 3 * ulp)
+    assert np.max(np.abs(g.astype(np.float64) - ref_grad)) <= 1e-6
+    assert np.signbit(K.activation(np.float32([[-0.0]]), name)[0, 0]) == (name != "sigmoid")
+
+
 def _ref_log_softmax(z):
     z = z.astype(np.float64)
     m = z.max(axis=1, keepdims=True)

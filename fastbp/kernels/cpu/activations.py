@@ -14,10 +14,16 @@ argument (one compiled specialisation serves all activations):
 
 Kernels work on row ranges of 2-D C-contiguous arrays so that the GEMM can call them on a
 tile while it is still in cache; the whole-array versions call them with the full range.
+
+float32 values go through float32 versions of exp and tanh that vectorise (below: 16
+values at a time, ~30x faster than libm's, within 3 ulps); float64 values through libm.
 """
 import math
 
-from numba import njit, prange
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
 
 IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, GELU = 0, 1, 2, 3, 4, 5
 
@@ -36,8 +42,101 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_K = 0.044715
 
 
+# ----------------------------------------------------------------------------- float32
+# exp, tanh, sigmoid and GELU for float32 values that LLVM vectorises: plain arithmetic in
+# float32, no call into libm and no branch (both ways computed, then selected), and the
+# error model "numpy" (Python's, Numba's default, tests every division for zero and so
+# keeps the loop scalar).  libm's tanhf/tanh cost ~16 ns a value here, these ~0.5 ns
+# (16 lanes); a 784-512-512-10 b128 step with GELU spent more time in tanh than in its
+# products.  Accuracy, against float64 over [-12, 12] and tiny |x|: exp <= 1 ulp, tanh
+# <= 1.3 ulp.  exp_f32 clamps its argument to [-104, 88] (0 to about 1.6e38); the
+# functions below reach the upper bound only where their results have saturated, and GELU
+# takes its cube of z clamped to [-20, 20] (tanh is +-1 in float32 well before that).  The polynomials
+# are Cephes' (S. Moshier): expf's on [-ln2/2, ln2/2] after 2^n is split off, tanhf's
+# below |x| = 0.625.  float64 values keep libm's exp and tanh.
+_F = np.float32
+_EXP_LO, _EXP_HI = _F(-104.0), _F(88.0)   # exp(-104) < half the least subnormal
+_LOG2E, _LN2_HI, _LN2_LO = _F(1.4426950408889634), _F(0.693359375), _F(-2.12194440e-4)
+_EXP_P = (_F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3),
+          _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1))
+_TANH_P = (_F(-5.70498872745e-3), _F(2.06390887954e-2), _F(-5.37397155531e-2),
+           _F(1.33314422036e-1), _F(-3.33332819422e-1))
+_TANH_SMALL = _F(0.625)
+_ONE, _HALF, _TWO, _THREE = _F(1.0), _F(0.5), _F(2.0), _F(3.0)
+_GELU_C32, _GELU_K32 = _F(_GELU_C), _F(_GELU_K)
+_GELU_ZMIN, _GELU_ZMAX = _F(-20.0), _F(20.0)
+
+
+@intrinsic
+def _float32_with_bits(typingctx, bits):
+    """The float32 whose bit pattern is the low 32 bits of the integer bits."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        low = args[0]
+        if bits.bitwidth > 32:
+            low = builder.trunc(low, ir.IntType(32))
+        return builder.bitcast(low, ir.FloatType())
+    return types.float32(bits), codegen
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def exp_f32(x):
+    """exp(x), x float32: x = n ln2 + r, exp(r) by a polynomial, times 2^n as two powers of
+    two built from their exponent bits (so that results below 2^-126 come out subnormal,
+    as expf's do)."""
+    x = min(max(x, _EXP_LO), _EXP_HI)
+    n = np.floor(x * _LOG2E + _HALF)
+    r = x - n * _LN2_HI - n * _LN2_LO
+    p0, p1, p2, p3, p4, p5 = _EXP_P
+    p = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * r * r + r + _ONE
+    k = np.int64(n)
+    half = k >> 1
+    return (p * _float32_with_bits((half + 127) << 23)
+            * _float32_with_bits((k - half + 127) << 23))
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def tanh_f32(x):
+    """tanh(x), x float32: an odd polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1)
+    above, with x's sign (tanh(-0.0) = -0.0)."""
+    ax = abs(x)
+    large = _ONE - _TWO / (exp_f32(_TWO * ax) + _ONE)
+    z = x * x
+    t0, t1, t2, t3, t4 = _TANH_P
+    small = ((((t0 * z + t1) * z + t2) * z + t3) * z + t4) * z * ax + ax
+    return math.copysign(small if ax < _TANH_SMALL else large, x)
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def sigmoid_f32(z):
+    """1 / (1 + exp(-z)), z float32, from e = exp(-|z|) <= 1 either way."""
+    e = exp_f32(-abs(z))
+    s = _ONE / (_ONE + e)
+    return s if z >= 0 else e * s
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def gelu_f32(z):
+    zc = min(max(z, _GELU_ZMIN), _GELU_ZMAX)    # z^3 overflows float32 past |z| ~ 7e12
+    return _HALF * z * (_ONE + tanh_f32(_GELU_C32 * (zc + _GELU_K32 * zc * zc * zc)))
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def gelu_grad_f32(z):
+    zc = min(max(z, _GELU_ZMIN), _GELU_ZMAX)
+    t = tanh_f32(_GELU_C32 * (zc + _GELU_K32 * zc * zc * zc))
+    return (_HALF * (_ONE + t)
+            + _HALF * z * (_ONE - t * t) * _GELU_C32 * (_ONE + _THREE * _GELU_K32 * zc * zc))
+
+
+# ----------------------------------------------------------------------------- any dtype
+# The scalar functions the kernels call: the float32 versions above for float32 values,
+# libm in float64 for the rest (Numba picks one by the argument's type when it compiles a
+# caller: overload).  Plain Python, they are the float64 ones.
 @njit(cache=True, inline="always")
-def sigmoid_scalar(z):
+def _sigmoid64(z):
     # Two branches so that exp never overflows: exp(-|z|) <= 1.
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
@@ -46,18 +145,62 @@ def sigmoid_scalar(z):
 
 
 @njit(cache=True, inline="always")
-def gelu_scalar(z):
+def _gelu64(z):
     inner = _GELU_C * (z + _GELU_K * z * z * z)
     return 0.5 * z * (1.0 + math.tanh(inner))
 
 
 @njit(cache=True, inline="always")
-def gelu_grad_scalar(z):
+def _gelu_grad64(z):
     # d/dz [0.5 z (1 + t)],  t = tanh(u),  u = c (z + k z^3)
     #   = 0.5 (1 + t) + 0.5 z (1 - t^2) c (1 + 3 k z^2)
     inner = _GELU_C * (z + _GELU_K * z * z * z)
     t = math.tanh(inner)
     return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_K * z * z)
+
+
+def sigmoid_scalar(z):
+    return _sigmoid64(z)
+
+
+def tanh_scalar(z):
+    return math.tanh(z)
+
+
+def gelu_scalar(z):
+    return _gelu64(z)
+
+
+def gelu_grad_scalar(z):
+    return _gelu_grad64(z)
+
+
+@overload(sigmoid_scalar, inline="always")
+def _sigmoid_scalar_by_type(z):
+    if z == types.float32:
+        return lambda z: sigmoid_f32(z)
+    return lambda z: _sigmoid64(z)
+
+
+@overload(tanh_scalar, inline="always")
+def _tanh_scalar_by_type(z):
+    if z == types.float32:
+        return lambda z: tanh_f32(z)
+    return lambda z: math.tanh(z)
+
+
+@overload(gelu_scalar, inline="always")
+def _gelu_scalar_by_type(z):
+    if z == types.float32:
+        return lambda z: gelu_f32(z)
+    return lambda z: _gelu64(z)
+
+
+@overload(gelu_grad_scalar, inline="always")
+def _gelu_grad_scalar_by_type(z):
+    if z == types.float32:
+        return lambda z: gelu_grad_f32(z)
+    return lambda z: _gelu_grad64(z)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -95,7 +238,7 @@ def activation_forward_rows(Z, A, i0, i1, j0, j1, code, slope):
         for i in range(i0, i1):
             z, a = Z[i, j0:j1], A[i, j0:j1]
             for j in range(z.shape[0]):
-                a[j] = math.tanh(z[j])
+                a[j] = tanh_scalar(z[j])
     elif code == GELU:
         for i in range(i0, i1):
             z, a = Z[i, j0:j1], A[i, j0:j1]
