@@ -44,16 +44,16 @@ _GELU_K = 0.044715
 
 # ----------------------------------------------------------------------------- float32
 # exp, tanh, sigmoid and GELU for float32 values that LLVM vectorises: plain arithmetic in
-# float32, no call into libm and no branch (both ways computed, then selected), and the
-# error model "numpy" (Python's, Numba's default, tests every division for zero and so
-# keeps the loop scalar).  libm's tanhf/tanh cost ~16 ns a value here, these ~0.5 ns
-# (16 lanes); a 784-512-512-10 b128 step with GELU spent more time in tanh than in its
-# products.  Accuracy, against float64 over [-12, 12] and tiny |x|: exp <= 1 ulp, tanh
-# <= 1.3 ulp.  exp_f32 clamps its argument to [-104, 88] (0 to about 1.6e38); the
-# functions below reach the upper bound only where their results have saturated, and GELU
-# takes its cube of z clamped to [-20, 20] (tanh is +-1 in float32 well before that).  The polynomials
-# are Cephes' (S. Moshier): expf's on [-ln2/2, ln2/2] after 2^n is split off, tanhf's
-# below |x| = 0.625.  float64 values keep libm's exp and tanh.
+# float32, no call into libm and no branch (both ways computed, then selected), and
+# error_model="numpy" (Numba's default tests every division for zero, which keeps a loop
+# scalar).  libm's tanhf/tanh cost ~16 ns a value here, these ~0.5 ns (16 lanes); a
+# 784-512-512-10 b128 step with GELU spent more time in tanh than in its products.
+# Accuracy against float64 over [-30, 30], tiny and huge values: exp <= 1 ulp, tanh <= 1.2,
+# sigmoid <= 2.5 (subnormal results included).  exp_f32 clamps its argument to [-104, 88]
+# (0 to about 1.6e38); the functions below reach the upper bound only where their results
+# have saturated, and GELU cubes z clamped to [-20, 20] (tanh is +-1 in float32 well
+# before that).  The polynomials are Cephes' (S. Moshier): expf's on [-ln2/2, ln2/2] after
+# 2^n is split off, tanhf's below |x| = 0.625.  float64 values keep libm's exp and tanh.
 _F = np.float32
 _EXP_LO, _EXP_HI = _F(-104.0), _F(88.0)   # exp(-104) < half the least subnormal
 _LOG2E, _LN2_HI, _LN2_LO = _F(1.4426950408889634), _F(0.693359375), _F(-2.12194440e-4)
