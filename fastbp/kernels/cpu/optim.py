@@ -76,10 +76,17 @@ def _adam_block(p, g, m, v, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, eps, 
             p[i] = p[i] - step_size * (mi / (math.sqrt(vi) / sqrt_bias2 + eps))
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _update_block(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nesterov, T_lr, T_mu,
                   T_wd, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, T_eps, decay,
                   decoupled, l2):
+    """One block of either update, _sgd_block's or _adam_block's loops inlined here.
+
+    error_model="numpy": with Numba's default, every division tests its divisor for zero
+    (to raise ZeroDivisionError), and that branch kept Adam's loop scalar: 3.2 -> 0.39 ns
+    a parameter (one thread, float32, same bits); training with Adam 1.38x on
+    784-512-512-10 b128 and 1.46x on 40-100-100-10 b32.  Adam's divisor is >= eps > 0;
+    with eps = 0 and v = 0 it now gives inf or nan, as torch does, instead of raising."""
     if opt_code == OPT_SGD:
         _sgd_block(p, g, s1, T_lr, T_mu, T_wd, momentum, weight_decay, nesterov)
     else:
