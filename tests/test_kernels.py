@@ -424,7 +424,23 @@ def _ref_log_softmax(z):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (17, 10), (1000, 3)])
+@pytest.mark.parametrize("n, k", [(10, 0), (10, 9), (40, 5), (40, 33), (40, 39)])
+def test_cross_entropy_rows_nan_logit_gives_nan_row(n, k, dtype, rng):
+    """A NaN logit anywhere in a row (first, last, inside the 8 partial sums of the
+    exponentials or past them) makes that row's loss and gradient NaN and no other's, so
+    that training reports the divergence."""
+    from fastbp.kernels.cpu import losses as L
+    z = rng.standard_normal((3, n)).astype(dtype)
+    z[1, k] = np.nan
+    g = np.empty_like(z)
+    row_loss = np.empty(3)
+    L.cross_entropy_labels_rows(z, np.array([0, 1, 2]), g, row_loss, 1.0 / 3)
+    assert np.isnan(row_loss[1]) and np.all(np.isnan(g[1]))
+    assert np.all(np.isfinite(row_loss[[0, 2]])) and np.all(np.isfinite(g[[0, 2]]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (17, 10), (1000, 3), (3, 131), (5, 1000)])
 def test_cross_entropy_labels_and_targets(shape, dtype, rng):
     b, c = shape
     z = (rng.standard_normal(shape) * 3).astype(dtype)

@@ -159,6 +159,10 @@ def _gelu_grad64(z):
     return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_K * z * z)
 
 
+def exp_scalar(z):
+    return math.exp(z)
+
+
 def sigmoid_scalar(z):
     return _sigmoid64(z)
 
@@ -173,6 +177,13 @@ def gelu_scalar(z):
 
 def gelu_grad_scalar(z):
     return _gelu_grad64(z)
+
+
+@overload(exp_scalar, inline="always")
+def _exp_scalar_by_type(z):
+    if z == types.float32:
+        return lambda z: exp_f32(z)
+    return lambda z: math.exp(z)
 
 
 @overload(sigmoid_scalar, inline="always")

@@ -27,28 +27,45 @@ import math
 import numpy as np
 from numba import njit
 
-from .activations import sigmoid_scalar
+from .activations import exp_scalar, sigmoid_scalar
 
 
 @njit(cache=True, inline="always")
 def _row_exp(Z, i, E):
-    """E[i, c] = exp(Z[i, c] - m) for row i, m = max_c Z[i, c]; returns (m, sum_c exp(...)).
+    """E[i, c] = exp(Z[i, c] - m) for row i, m = max_c Z[i, c]; returns (m, sum_c E[i, c]).
 
-    The exponentials are computed in float64 and summed before rounding; E keeps them in
-    its storage dtype, so the gradient pass scales them instead of calling exp again (exp
-    was half the time of a 32 x 10 cross-entropy).  E (b, C) is the caller's output array,
-    overwritten afterwards, never Z itself."""
+    The exponentials are computed in Z's dtype (float32: exp_scalar's vectorised float32
+    exp, 16 classes at a time; float64: libm) and stored in E, whose values the sum adds
+    in float64 and the gradient pass scales (no second exp).  The sum runs in 8 interleaved
+    partial sums, a fixed order, so that it vectorises too.  Measured against the earlier
+    kernel (exp in float64 through libm, one value at a time), one thread, float32:
+    cross_entropy_labels_rows 32 x 10 1.8 -> 1.4 us, 256 x 100 129 -> 39 us, 1024 x 1000
+    5.2 -> 1.5 ms; row losses within 2.3e-8 of it.  (The maximum in 8 partial maxima as
+    well: 1.5 -> 1.3 ms, but 0.9 s more compile of the training step; not kept.)
+    E (b, C) is the caller's output array, overwritten afterwards, never Z itself."""
     n = Z.shape[1]
-    m = Z[i, 0]
+    z = Z[i]
+    e = E[i]
+    m = z[0]
     for c in range(1, n):
-        if Z[i, c] > m:
-            m = Z[i, c]
-    s = 0.0
+        if z[c] > m:
+            m = z[c]
     for c in range(n):
-        e = math.exp(np.float64(Z[i, c]) - m)
-        s += e
-        E[i, c] = e
-    return m, s
+        e[c] = exp_scalar(z[c] - m)
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    n8 = n - n % 8
+    for c in range(0, n8, 8):
+        s0 += e[c]
+        s1 += e[c + 1]
+        s2 += e[c + 2]
+        s3 += e[c + 3]
+        s4 += e[c + 4]
+        s5 += e[c + 5]
+        s6 += e[c + 6]
+        s7 += e[c + 7]
+    for c in range(n8, n):
+        s0 += e[c]
+    return m, ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @njit(cache=True, _nrt=False)
