@@ -287,9 +287,10 @@ def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
     """Block [i0:i1, j0:j1] of C, just computed: EPI_BIAS_ACT: C += bias (Z), Aout = f(Z);
     EPI_ACT_GRAD: C *= f'(Zsrc) (f(Zsrc) = Asrc).
 
-    ReLU and the identity add the bias and apply f in one pass over each row (a small
-    product's block is a few dozen values a row, so each row's loop setup counts: 32x100
-    blocks, one-thread step of 40-100-100-10 b32, 0.66-0.70 -> 0.15-0.25 us each); the
+    ReLU and the identity add the bias and apply f in one pass over each row, ReLU's
+    zero in C's dtype (with 0.0 it compared in float64).  Measured alone, one thread:
+    32x100 in two column chunks 1.04 -> 0.31 us, 256x2048 in 128x64 blocks 149 -> 122 us;
+    inside a small product ~0.15 us less (there the stores to Aout weigh most).  The
     identity writes Aout only where it is not C itself."""
     if epilogue == EPI_BIAS_ACT:
         b = bias[j0:j1]
