@@ -16,7 +16,8 @@ Kernels work on row ranges of 2-D C-contiguous arrays so that the GEMM can call 
 tile while it is still in cache; the whole-array versions call them with the full range.
 
 float32 values go through float32 versions of exp and tanh that vectorise (below: 16
-values at a time, ~30x faster than libm's, within 3 ulps); float64 values through libm.
+values at a time, within 3 ulps; the sigmoid, tanh and GELU kernels 12-28x faster
+than with libm's); float64 values through libm.
 """
 import math
 
