@@ -385,17 +385,19 @@ def test_activations_and_derivatives(name, dtype, rng):
     assert rel_err(dg, g * ref_activation_grad(name, z)) <= 10 * tol(dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "gelu"])
-def test_float32_activations_value_by_value(name):
-    """float32 sigmoid, tanh and GELU are vectorised polynomials, not libm's functions
-    (kernels/cpu/activations.py): value by value against float64 over [-30, 30], tiny |z|
-    and huge ones, within 3 float32 ulps (subnormal results included), GELU within
-    eps * |z| (its float32 formula cancels in 1 + tanh(u) at negative z, torch's as well);
-    their derivatives within 1e-6 absolute, and nothing non-finite from finite z."""
+def test_vectorised_activations_value_by_value(name, dtype):
+    """sigmoid, tanh and GELU are vectorised polynomials, not libm's functions
+    (kernels/cpu/activations.py): value by value against float64 NumPy (libm) over
+    [-30, 30], tiny |z| and huge ones, within 3 ulps of the dtype (subnormal results
+    included); GELU within eps * |z| more (its formula cancels in 1 + tanh(u) at negative z,
+    torch's as well); their derivatives within 1e-6 (float32) or 1e-14 (float64) absolute,
+    nothing non-finite from finite z, and the sign of -0.0 kept."""
     z = np.concatenate([np.linspace(-30, 30, 600_001), np.geomspace(1e-30, 1e-2, 2001),
                         -np.geomspace(1e-30, 1e-2, 2001),
                         [0.0, 87.0, 89.0, -87.0, -89.0, -100.0, 1e30, -1e30]])
-    z = z.astype(np.float32)
+    z = z.astype(dtype)
     z64 = z.astype(np.float64)
     if name == "sigmoid":      # not as 0.5 (1 + tanh(z / 2)): that cancels at negative z
         e = np.exp(-np.abs(z64))
@@ -406,15 +408,20 @@ def test_float32_activations_value_by_value(name):
     a = K.activation(z[None], name)[0]
     g = K.activation_grad(np.ones_like(z)[None], z[None], name)[0]
     assert np.all(np.isfinite(a)) and np.all(np.isfinite(g))
-    tiny = float(np.finfo(np.float32).smallest_subnormal)
-    ulp = np.maximum(np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64), tiny)
+    info = np.finfo(dtype)
+    if dtype == np.float32:
+        ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    else:
+        ulp = np.spacing(np.abs(ref))
+    ulp = np.maximum(ulp, float(info.smallest_subnormal))
     err = np.abs(a.astype(np.float64) - ref)
     if name == "gelu":
-        assert np.all(err <= 3 * ulp + np.finfo(np.float32).eps * np.abs(z64))
+        assert np.all(err <= 3 * ulp + info.eps * np.abs(z64))
     else:
         assert np.all(err <= 3 * ulp)
-    assert np.max(np.abs(g.astype(np.float64) - ref_grad)) <= 1e-6
-    assert np.signbit(K.activation(np.float32([[-0.0]]), name)[0, 0]) == (name != "sigmoid")
+    grad_tol = 1e-6 if dtype == np.float32 else 1e-14
+    assert np.max(np.abs(g.astype(np.float64) - ref_grad)) <= grad_tol
+    assert np.signbit(K.activation(np.array([[-0.0]], dtype), name)[0, 0]) == (name != "sigmoid")
 
 
 def _ref_log_softmax(z):

@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .activations import exp_scalar, sigmoid_scalar
+from .activations import exp_scalar
 
 
 @njit(cache=True, inline="always")
@@ -133,8 +133,10 @@ def binary_cross_entropy_rows(Z, T, G, row_loss, scale):
         for c in range(n):
             z = np.float64(Z[i, c])
             t = np.float64(T[i, c])
-            acc += max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
-            G[i, c] = (sigmoid_scalar(z) - t) * scale
+            e = math.exp(-abs(z))            # one exp for the loss and sigmoid(z)
+            acc += max(z, 0.0) - z * t + math.log1p(e)
+            sig = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+            G[i, c] = (sig - t) * scale
         row_loss[i] = acc
 
 
