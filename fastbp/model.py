@@ -201,8 +201,9 @@ class MLP:
 
     # ------------------------------------------------------------------ compute
     def _chunk_address(self):
-        """gemm's chunk_addr for this model's dtype (0 for the BLAS variant, which has none)."""
-        return _gemm.column_chunk_address(self.dtype) if self.matmul == "own" else 0
+        """gemm's chunk_addr for this model's dtype and activation (0 for the BLAS variant,
+        which has none)."""
+        return _gemm.column_chunk_address(self.dtype, self.act_code) if self.matmul == "own" else 0
 
     def _forward(self, X, ws):
         """Fused forward pass into the workspace; returns the output pre-activation Z_L."""

@@ -442,7 +442,8 @@ class _Compiled:
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
         self.kernels = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
-                                         numba.typeof(self.ytgt), model.matmul)
+                                         numba.typeof(self.ytgt), model.matmul,
+                                         model.act_code)
 
     @staticmethod
     def eligible(model, optimizer, dp):

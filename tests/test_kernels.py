@@ -137,10 +137,12 @@ def test_linear_fused_epilogue(activation, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("code", [0, 1])
-def test_gemm_bias_activation_epilogue_in_one_pass(code, dtype, rng):
+@pytest.mark.parametrize("lean", [False, True])
+def test_gemm_bias_activation_epilogue_in_one_pass(lean, code, dtype, rng):
     """The GEMM's bias + identity / ReLU epilogue (one pass over each row): Z = A W^T + b
     and f(Z), into a separate array or, for the identity, into Z itself; a NaN in the
-    input reaches both Z and f(Z) (ReLU keeps it, as torch.relu does)."""
+    input reaches both Z and f(Z) (ReLU keeps it, as torch.relu does).  In both column
+    chunks: the one for every activation and the one for these (lean)."""
     from fastbp.kernels.cpu import gemm as G
     M, K_, N = 33, 40, 100                  # edge tiles in both directions
     a = rng.standard_normal((M, K_)).astype(dtype)
@@ -158,11 +160,48 @@ def test_gemm_bias_activation_epilogue_in_one_pass(code, dtype, rng):
         f = np.full((M, N), 7.0, dtype) if separate else z
         G.gemm(a, False, w, True, z, G.EPI_BIAS_ACT, bias, code, 0.0, f, empty, empty, none,
                G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), True,
-               G.column_chunk_address(dtype))
+               G.column_chunk_address(dtype, code if lean else None))
         assert np.array_equal(np.isnan(z), ~ok) and np.array_equal(np.isnan(f), ~ok)
         assert rel_err(z[ok], zr[ok]) <= tol(dtype)
         assert rel_err(f[ok], fr[ok]) <= tol(dtype)
         assert np.all((f == 0) | (f == z) | ~ok)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_piecewise_linear_chunk(dtype, rng):
+    """The column chunk compiled for the identity, ReLU and leaky ReLU only
+    (column_chunk_address(dtype, code)) gives the same bits as the chunk for every
+    activation, for the forward (bias + f) and the backward (times f') epilogues and
+    without one; given sigmoid, tanh or GELU, which it does not have, it makes C all
+    NaN instead of a wrong activation."""
+    from fastbp.kernels.cpu import gemm as G
+    M, K_, N = 131, 100, 200               # parallel, edge tiles in both directions
+    a = rng.standard_normal((M, K_)).astype(dtype)
+    w = rng.standard_normal((N, K_)).astype(dtype)
+    bias = rng.standard_normal(N).astype(dtype)
+    z = rng.standard_normal((M, N)).astype(dtype)
+    none = np.empty(0, dtype)
+    empty = np.empty((0, 0), dtype)
+    na, nb = G.pack_sizes(M, N, K_)
+    full = G.column_chunk_address(dtype)
+    lean = G.column_chunk_address(dtype, G.RELU)
+    assert lean != full
+    for code in range(6):
+        assert G.column_chunk_address(dtype, code) == (lean if code <= 2 else full)
+        for epi in (G.EPI_NONE, G.EPI_BIAS_ACT, G.EPI_ACT_GRAD):
+            outs = []
+            for chunk in (full, lean):
+                c = np.empty((M, N), dtype)
+                f = np.empty((M, N), dtype) if epi == G.EPI_BIAS_ACT else empty
+                zs = z if epi == G.EPI_ACT_GRAD else empty
+                G.gemm(a, False, w, True, c, epi, bias, code, 0.2, f, zs, zs, none,
+                       G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), True, chunk)
+                outs.append((c, f))
+            (c_full, f_full), (c_lean, f_lean) = outs
+            if code <= 2 or epi == G.EPI_NONE:
+                assert np.array_equal(c_lean, c_full) and np.array_equal(f_lean, f_full)
+            else:
+                assert np.isnan(c_lean).all() and not np.isnan(c_full).any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -181,7 +181,8 @@ def _pack_buffers(M, N, K, dtype):
         bufs = _scratch.bufs = {}
     ws = bufs.get(dtype)
     if ws is None:
-        ws = (np.empty(0, dtype), np.empty(0, dtype), _gemm.column_chunk_address(dtype), None)
+        chunk = _gemm.column_chunk_address(dtype, _gemm.IDENTITY)
+        ws = (np.empty(0, dtype), np.empty(0, dtype), chunk, None)
     a, b, addr, entry = ws
     if a.size < na or b.size < nb:
         a = _gemm.pack_buffer(max(na, a.size), dtype) if a.size < na else a
@@ -219,7 +220,7 @@ def linear(x, weight, bias=None, activation="identity", slope=0.01):
     e = _empty(dtype)
     ap, bp, _, _ = _pack_buffers(x.shape[0], n_out, x.shape[1], dtype)
     _gemm.gemm(x, False, weight, True, z, _gemm.EPI_BIAS_ACT, bias, code, float(slope), a, e,
-               e, _none(dtype), ap, bp, True, _gemm.column_chunk_address(dtype))
+               e, _none(dtype), ap, bp, True, _gemm.column_chunk_address(dtype, code))
     return z, a
 
 
@@ -246,7 +247,7 @@ def linear_backward(delta, x, weight):
     no_bias = _none(dtype)
     dx = np.empty_like(x)
     ap, bp, _, _ = _pack_buffers(b, x.shape[1], n_out, dtype)
-    chunk = _gemm.column_chunk_address(dtype)
+    chunk = _gemm.column_chunk_address(dtype, _gemm.IDENTITY)
     _gemm.gemm(delta, False, weight, False, dx, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e,
                no_bias, ap, bp, True, chunk)
     dw = np.empty_like(weight)

@@ -454,15 +454,17 @@ class CompiledKernel:
 _KERNELS = {}
 
 
-def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="own"):
+def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="own",
+                    act_code=None):
     """(gemm, gemm's chunk_addr, optimizer_update, _batch_rows, _layer_rows_update,
     _split_steps) for
     run_steps with float arrays of dtype (float32 or float64): CompiledKernels for the
-    argument types run_steps calls them with, and gemm.column_chunk_address(dtype).
+    argument types run_steps calls them with, and gemm.column_chunk_address(dtype, act_code).
     X_type, ylab_type, ytgt_type: the Numba types of the data arguments (``numba.typeof``:
     read-only data such as a memory map has its own); by default writable C-contiguous
     arrays of dtype (int64 labels).  matmul="blas": gemm.gemm_blas in place of the GEMM
-    (same signature; its chunk_addr is 0 and unused).
+    (same signature; its chunk_addr is 0 and unused).  act_code: the network's activation
+    (gemm.column_chunk_address; None: the chunk for every activation).
 
     _batch_rows and _layer_rows_update go by pointer too because run_steps calls them from
     several places (parallel regions and the one-thread path), each of which would
@@ -479,7 +481,7 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="
     X_type = X_type or mat
     ylab_type = ylab_type or vi
     ytgt_type = ytgt_type or mat
-    key = (dtype, X_type, ylab_type, ytgt_type, matmul)
+    key = (dtype, X_type, ylab_type, ytgt_type, matmul, act_code)
     if key not in _KERNELS:
         #                 A    ta B    tb C    epi bias code slope Aout Zsrc Asrc rowsum apack bpack parallel chunk
         gemm_sig = types.none(mat, b, mat, b, mat, i, vec, i, d, mat, mat, mat, vec, vec, vec, b, i)
@@ -515,7 +517,7 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="
                                gemm_t, i, update_t, rows_t, layers_t)
         blas = matmul == "blas"
         _KERNELS[key] = (CompiledKernel(gemm_blas if blas else gemm, gemm_sig),
-                         0 if blas else column_chunk_address(dtype),
+                         0 if blas else column_chunk_address(dtype, act_code),
                          CompiledKernel(optimizer_update, update_sig),
                          CompiledKernel(_batch_rows, rows_sig),
                          CompiledKernel(_layer_rows_update, layers_sig),
