@@ -387,6 +387,31 @@ def test_layer_row_split():
             assert (split[:, 0] == 0).all() and (split[:, -1] == sizes[1:]).all()
 
 
+def test_loss_rows_by_kind_of_loss():
+    """The compiled step calls the loss through a pointer that kernel_pointers picks by
+    the kind of loss (integer labels or float targets), so that a network compiles only
+    its kind; both agree with the loss kernels called directly."""
+    from fastbp.kernels.cpu import losses as Lk
+    from fastbp.kernels.cpu import steps as S
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((5, 3)).astype(np.float32)
+    ylab = np.array([2, 0, 1, 1, 0])
+    y = rng.random((5, 3)).astype(np.float32)
+    for code, fn, ref in ((S.LOSS_CE_LABELS, S._label_loss_rows, None),
+                          (S.LOSS_CE_TARGETS, S._target_loss_rows,
+                           Lk.cross_entropy_targets_rows),
+                          (S.LOSS_MSE, S._target_loss_rows, Lk.mse_rows),
+                          (S.LOSS_BCE, S._target_loss_rows, Lk.binary_cross_entropy_rows)):
+        assert S.kernel_pointers(np.float32, loss_code=code)[6].dispatcher is fn
+        g, rl, g0, rl0 = np.zeros_like(z), np.zeros(5), np.zeros_like(z), np.zeros(5)
+        fn(code, z, ylab, y, g, rl, 0.2)
+        if ref is None:
+            Lk.cross_entropy_labels_rows(z, ylab, g0, rl0, 0.2)
+        else:
+            ref(z, y, g0, rl0, 0.2)
+        assert np.array_equal(g, g0) and np.array_equal(rl, rl0)
+
+
 def test_read_only_inputs_give_the_same_bits():
     """Read-only arrays (a memory-mapped data set, say) are a type of their own to Numba;
     the GEMM passes them to its column kernel as writable views (linking.as_writable).
