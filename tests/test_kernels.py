@@ -170,7 +170,8 @@ def test_gemm_bias_activation_epilogue_in_one_pass(lean, code, dtype, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gemm_piecewise_linear_chunk(dtype, rng):
     """The column chunk compiled for the identity, ReLU and leaky ReLU only
-    (column_chunk_address(dtype, code)) gives the same bits as the chunk for every
+    (column_chunk_address(dtype, code), one table for each dtype however it is spelled)
+    gives the same bits as the chunk for every
     activation, for the forward (bias + f) and the backward (times f') epilogues and
     without one; given sigmoid, tanh or GELU, which it does not have, it makes C all
     NaN instead of a wrong activation."""
@@ -186,6 +187,12 @@ def test_gemm_piecewise_linear_chunk(dtype, rng):
     full = G.column_chunk_address(dtype)
     lean = G.column_chunk_address(dtype, G.RELU)
     assert lean != full
+    # every spelling of the dtype gets the same table (a second one made for another
+    # spelling once replaced, and so freed, the first while callers still held it)
+    name = np.dtype(dtype).name
+    for spelling in (np.dtype(dtype), name, dtype):
+        assert G.column_chunk_address(spelling, G.RELU) == lean
+        assert G.column_chunk_address(spelling) == full
     for code in range(6):
         assert G.column_chunk_address(dtype, code) == (lean if code <= 2 else full)
         for epi in (G.EPI_NONE, G.EPI_BIAS_ACT, G.EPI_ACT_GRAD):

@@ -36,9 +36,9 @@ in-process, best of 10 rounds): the 784-512-512-10 step's products 1.04x (forwar
 versions) 784-512-512-10 b128 1.035x, 784-2048-2048-10 b256 1.02x (4 processes).
 gemm runs the chunks through the compiled chunk's address (``chunk_addr`` from
 ``column_chunk_address``; see linking.py), so their code is compiled once instead of again
-in the parallel loop and in gemm.  There are two chunks, which differ only in their
-epilogue: one for every activation, and a leaner one for the identity, ReLU and leaky ReLU
-(1 s less to compile, what the default training needs).  Products below PARALLEL_MIN_WORK run on one thread,
+in the parallel loop and in gemm.  The chunk calls its epilogue by address too: one for
+every activation, or a leaner one for the identity, ReLU and leaky ReLU, which is all the
+default training needs and compiles without the vectorised sigmoid, tanh and GELU.  Products below PARALLEL_MIN_WORK run on one thread,
 since a parallel region costs more than they do.  Packing buffers are caller-owned
 workspace (``pack_sizes``), so nothing is allocated per call.  gemm and its inner
 functions are compiled without Numba's reference counting (``_nrt=False``): every array
@@ -75,6 +75,7 @@ composition.
 """
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
@@ -378,10 +379,10 @@ def _n_column_chunks(n_jp):
     return max(1, min(n_ch, n_jp))
 
 
-@njit(cache=True, _nrt=False, inline="always")
-def _chunk_tiles(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a, B, trans_b, pack_b,
-                 Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc,
-                 Asrc, epilogue_fn):
+@njit(cache=True, _nrt=False)
+def _column_chunk(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a, B, trans_b, pack_b,
+                  Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc,
+                  Asrc, epi_addr):
     """Column panels jp0..jp1-1 of C: pack all of op(A) into Af (pack_a: the first chunk a
     thread runs, see gemm), pack the chunk's B panels (pack_b), then every tile, then the
     epilogue.  The thread that owns a chunk packs it, so B's packing needs no parallel
@@ -429,32 +430,9 @@ def _chunk_tiles(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a, B, tr
                     i0 = ip * MR
                     micro_kernel(Af, ip * a_ip + pc * a_pc, a_ks, a_rs, Bf, b_off, b_ks, Cf,
                                  i0 * N + j0, N, kn, min(MR, M - i0), nr, acc)
+        epilogue_fn = _epilogue_at(epi_addr, C)
         epilogue_fn(C, ib * MR, min(ie * MR, M), jp0 * NR, min(jp1 * NR, N), epilogue, bias,
                     code, slope, Aout, Zsrc, Asrc)
-
-
-@njit(cache=True, _nrt=False)
-def _column_chunk(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a, B, trans_b, pack_b,
-                  Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc,
-                  Asrc):
-    """_chunk_tiles with the epilogue for every activation."""
-    _chunk_tiles(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a, B, trans_b, pack_b,
-                 Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc,
-                 Asrc, _epilogue)
-
-
-@njit(cache=True, _nrt=False)
-def _column_chunk_piecewise_linear(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a,
-                                   B, trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M, N, K,
-                                   epilogue, bias, code, slope, Aout, Zsrc, Asrc):
-    """_chunk_tiles with the epilogue for the identity, ReLU and leaky ReLU only: what
-    training a network of those activations needs (column_chunk_address).  It compiles
-    without the vectorised sigmoid, tanh and GELU.  Measured, cold cache, `fastbp train
-    --epochs 1` (six runs each, alternating): this chunk 3.9-4.6 s against 5.0-5.5 s for
-    _column_chunk, the whole command 16.3-19.0 s (median 17.1) against 17.7-18.7 (18.2)."""
-    _chunk_tiles(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a, B, trans_b, pack_b,
-                 Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc,
-                 Asrc, _epilogue_piecewise_linear)
 
 
 def column_chunk_signature(f):
@@ -466,8 +444,16 @@ def column_chunk_signature(f):
     return types.none(i, i, vec, i, i, i, i, mat, b, b, mat, b, b,
                       # Bf b_jp b_pc b_ks
                       vec, i, i, i,
-                      # C  M  N  K  epi bias code slope Aout Zsrc Asrc
-                      mat, i, i, i, i, vec, i, d, mat, mat, mat)
+                      # C  M  N  K  epi bias code slope Aout Zsrc Asrc epi_addr
+                      mat, i, i, i, i, vec, i, d, mat, mat, mat, i)
+
+
+def epilogue_signature(f):
+    """The signature of _epilogue and _epilogue_piecewise_linear, given the float type f."""
+    mat, vec = types.Array(f, 2, "C"), types.Array(f, 1, "C")
+    i, d = types.int64, types.float64
+    #                 C  i0 i1 j0 j1 epi bias code slope Aout Zsrc Asrc
+    return types.none(mat, i, i, i, i, i, vec, i, d, mat, mat, mat)
 
 
 @intrinsic
@@ -480,33 +466,69 @@ def _column_chunk_at(typingctx, addr, C):
     return fnty(addr, C), codegen
 
 
-_CHUNK_ADDRESS = {}
+@intrinsic
+def _epilogue_at(typingctx, addr, C):
+    """The compiled epilogue for C's dtype at addr (from column_chunk_address)."""
+    fnty = types.FunctionType(epilogue_signature(C.dtype))
+
+    def codegen(context, builder, sig, args):
+        return function_at(context, builder, fnty, args[0])
+    return fnty(addr, C), codegen
+
+
+@intrinsic
+def _table_entry(typingctx, table, i):
+    """The int64 at index i of the table at address `table` (column_chunk_address)."""
+    def codegen(context, builder, sig, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        return builder.load(builder.gep(ptr, [args[1]]))
+    return types.int64(types.int64, types.int64), codegen
+
+
+_CHUNK_TABLE = {}
 PIECEWISE_LINEAR = (IDENTITY, RELU, LEAKY_RELU)
 
 
 def column_chunk_address(dtype, code=None):
-    """Address of the column chunk compiled for float arrays of dtype (a numpy dtype or
-    float type): gemm's chunk_addr.  code: the one activation (besides the identity) that
-    the products using it apply or differentiate in their epilogue.  For one in
-    PIECEWISE_LINEAR, or for products with no activation, it is the chunk that links only
-    their epilogue; for any other code, or None (the default), the chunk for every
-    activation.  Looked up as given first (np.dtype() cost 0.25 us of a 5 us small
-    product)."""
+    """gemm's chunk_addr for float arrays of dtype (a numpy dtype or float type): the
+    address of a table of two entry addresses, the column chunk's and its epilogue's.
+    code: the one activation (besides the identity) that the products using it apply or
+    differentiate in their epilogue.  For one in PIECEWISE_LINEAR, or for products with no
+    activation, the epilogue is _epilogue_piecewise_linear, which compiles without the
+    vectorised sigmoid, tanh and GELU; for any other code, or None (the default), it is
+    _epilogue, every activation's.  Looked up as given first (np.dtype() cost 0.25 us of
+    a 5 us small product).
+
+    Why a table: gemm takes one int (typing it costs Python ~30 ns a call, a tuple more),
+    and the chunk takes its epilogue as an address, not by name, so that a network of
+    ReLUs compiles only the lean one.  Measured, cold cache, `fastbp train --epochs 1`:
+    the chunk with every activation's epilogue linked by name compiled in 5.0-5.5 s; two
+    chunks sharing an inlined body, each linking one epilogue, 3.9-4.6 s (the inlining
+    itself cost ~0.6 s); one chunk calling the lean epilogue by address, 2.6-2.9 s plus
+    0.5-0.6 s for the epilogue.  Training runs at the same speed (40-100-100-10 b32, 10
+    processes, 1.012x).  The tables live as long as the process (this dict keeps them)."""
     lean = code in PIECEWISE_LINEAR
-    addr = _CHUNK_ADDRESS.get((dtype, lean))
-    if addr is None:
+    table = _CHUNK_TABLE.get((dtype, lean))
+    if table is None:
+        # One table per dtype: np.float32, "float32" and np.dtype("float32") hash apart,
+        # and a table replaced under any of them would free memory that callers still
+        # hold the address of.
         dt = np.dtype(dtype)
-        f = types.float32 if dt == np.float32 else types.float64
-        chunk = _column_chunk_piecewise_linear if lean else _column_chunk
-        addr = jit_address(chunk, column_chunk_signature(f))
-        _CHUNK_ADDRESS[(dtype, lean)] = _CHUNK_ADDRESS[(dt, lean)] = addr
-    return addr
+        table = _CHUNK_TABLE.get((dt, lean))
+        if table is None:
+            f = types.float32 if dt == np.float32 else types.float64
+            epilogue = _epilogue_piecewise_linear if lean else _epilogue
+            table = np.array([jit_address(_column_chunk, column_chunk_signature(f)),
+                              jit_address(epilogue, epilogue_signature(f))], np.int64)
+            _CHUNK_TABLE[(dt, lean)] = table
+        _CHUNK_TABLE[(dtype, lean)] = table
+    return table.ctypes.data
 
 
 @njit(parallel=True, cache=True, _nrt=False)
 def _column_chunks_parallel(chunk, n_parts, n_ch, n_jp, Af, a_copy, a_str, A, trans_a, pack_a,
                             B, trans_b, pack_b, Bf, b_str, C, M, N, K, epilogue, bias, code,
-                            slope, Aout, Zsrc, Asrc):
+                            slope, Aout, Zsrc, Asrc, epi_addr):
     """gemm's n_ch column chunks shared out in n_parts contiguous runs, one per thread.
     With pack_a, part p first packs op(A) into its own copy, Af[p * a_copy:].
     a_str, b_str: the chunk's (a_ip, a_pc, a_ks, a_rs) and (b_jp, b_pc, b_ks), as tuples
@@ -520,7 +542,7 @@ def _column_chunks_parallel(chunk, n_parts, n_ch, n_jp, Af, a_copy, a_str, A, tr
             first = ch == p * n_ch // n_parts
             chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, Afp, a_ip, a_pc, a_ks, a_rs, A,
                   trans_a, pack_a and first, B, trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M,
-                  N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+                  N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc, epi_addr)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -590,24 +612,28 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     if rowsum.shape[0] > 0:
         _op_row_sums(A, trans_a, rowsum)
     n_ch = _n_column_chunks(n_jp)
-    # The column chunks run through chunk_addr, not by name (linking.py): 4-5 s less compile.
-    chunk = _column_chunk_at(chunk_addr, C)
+    # The column chunks run through their address, not by name (linking.py): 4-5 s less
+    # compile.  chunk_addr is a table of the chunk's and its epilogue's addresses.
+    chunk = _column_chunk_at(_table_entry(chunk_addr, 0), C)
+    epi_addr = _table_entry(chunk_addr, 1)
     if parallel and M * N * K >= PARALLEL_MIN_WORK and n_ch > 1:
         n_parts = min(num_threads(), n_ch)
         if pack_a and apack.shape[0] < n_parts * a_copy:
             # Too few copies in the workspace: one, shared, packed on this thread first
             # (a chunk of no columns).
             chunk(0, 0, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, True, B, trans_b, pack_b, Bf,
-                  b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+                  b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
+                  epi_addr)
             pack_a, a_copy = False, 0
         _column_chunks_parallel(chunk, n_parts, n_ch, n_jp, Af, a_copy, (a_ip, a_pc, a_ks, a_rs),
                                 A, trans_a, pack_a, B, trans_b, pack_b, Bf, (b_jp, b_pc, b_ks),
-                                C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+                                C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
+                                epi_addr)
     else:   # the same chunks on this thread, the first packing A
         for ch in range(n_ch):
             chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, Af, a_ip, a_pc, a_ks, a_rs, A,
                   trans_a, pack_a and ch == 0, B, trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M,
-                  N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+                  N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc, epi_addr)
 
 
 @njit(cache=True, inline="always")
