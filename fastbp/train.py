@@ -443,7 +443,7 @@ class _Compiled:
         self.out = np.zeros(2)
         self.kernels = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
                                          numba.typeof(self.ytgt), model.matmul,
-                                         model.act_code, self.loss_code)
+                                         model.act_code, self.loss_code, not self.serial)
 
     @staticmethod
     def eligible(model, optimizer, dp):

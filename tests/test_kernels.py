@@ -571,6 +571,31 @@ def test_blas_model_updates_on_the_calling_thread(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_serial_optimizer_update_same_bits(dtype, rng):
+    """optimizer_update_serial (what a trainer without parallel regions compiles) gives
+    the parallel optimizer_update's bits, for SGD with Nesterov momentum and L2 and for
+    Adam with decoupled weight decay, over enough blocks for the parallel loop to run."""
+    from fastbp.kernels.cpu import optim as O
+    n = 5 * O.BLOCK + 17
+    g = rng.standard_normal(n).astype(dtype)
+    p0 = rng.standard_normal(n).astype(dtype)
+    for code, mom, wd, nest, dec in ((O.OPT_SGD, 0.9, 0.01, True, False),
+                                     (O.OPT_ADAM, 0.0, 0.01, False, True)):
+        outs = []
+        for fn, parallel in ((O.optimizer_update, True), (O.optimizer_update_serial, True),
+                             (O.optimizer_update, False)):
+            p, s1, s2 = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+            for step in (1, 2, 3):
+                fn(np.int64(code), p, g, s1, s2, 0.01, mom, wd, np.bool_(nest), 0.9, 0.999,
+                   1e-8, np.bool_(dec), np.int64(step), np.bool_(parallel))
+            outs.append((p, s1, s2))
+        for p, s1, s2 in outs[1:]:
+            assert np.array_equal(p, outs[0][0]) and np.array_equal(s1, outs[0][1])
+            assert np.array_equal(s2, outs[0][2])
+        assert not np.array_equal(outs[0][0], p0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_optimizer_kernels_against_reference(dtype, rng):
     p = rng.standard_normal(1001).astype(dtype)
     g = rng.standard_normal(1001).astype(dtype)

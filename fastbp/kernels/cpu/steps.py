@@ -67,7 +67,12 @@ from .losses import (
     mean_row_loss,
     mse_rows,
 )
-from .optim import OPT_ADAM, OPT_SGD, optimizer_update  # noqa: F401 (OPT_* for the trainer)
+from .optim import (  # noqa: F401 (OPT_* for the trainer)
+    OPT_ADAM,
+    OPT_SGD,
+    optimizer_update,
+    optimizer_update_serial,
+)
 from .sync import claim_part, part_done, reset_phases, wait_for_phase
 
 LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE, LOSS_BCE = 0, 1, 2, 3
@@ -473,7 +478,7 @@ _KERNELS = {}
 
 
 def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="own",
-                    act_code=None, loss_code=LOSS_CE_LABELS):
+                    act_code=None, loss_code=LOSS_CE_LABELS, parallel=True):
     """(gemm, gemm's chunk_addr, optimizer_update, _batch_rows, _layer_rows_update,
     _split_steps, the loss rows) for
     run_steps with float arrays of dtype (float32 or float64): CompiledKernels for the
@@ -483,7 +488,9 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="
     arrays of dtype (int64 labels).  matmul="blas": gemm.gemm_blas in place of the GEMM
     (same signature; its chunk_addr is 0 and unused).  act_code: the network's activation
     (gemm.column_chunk_address; None: the chunk for every activation).  loss_code: the
-    loss run_steps will be given (_label_loss_rows or _target_loss_rows).
+    loss run_steps will be given (_label_loss_rows or _target_loss_rows).  parallel: the
+    one run_steps will be given; False gives optimizer_update_serial in place of
+    optimizer_update (same signature), which compiles without a parallel loop.
 
     _batch_rows and _layer_rows_update go by pointer too because run_steps calls them from
     several places (parallel regions and the one-thread path), each of which would
@@ -501,7 +508,7 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="
     ylab_type = ylab_type or vi
     ytgt_type = ytgt_type or mat
     labels = loss_code == LOSS_CE_LABELS
-    key = (dtype, X_type, ylab_type, ytgt_type, matmul, act_code, labels)
+    key = (dtype, X_type, ylab_type, ytgt_type, matmul, act_code, labels, parallel)
     if key not in _KERNELS:
         #                 A    ta B    tb C    epi bias code slope Aout Zsrc Asrc rowsum apack bpack parallel chunk
         gemm_sig = types.none(mat, b, mat, b, mat, i, vec, i, d, mat, mat, mat, vec, vec, vec, b, i)
@@ -541,7 +548,8 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="
         blas = matmul == "blas"
         _KERNELS[key] = (CompiledKernel(gemm_blas if blas else gemm, gemm_sig),
                          0 if blas else column_chunk_address(dtype, act_code),
-                         CompiledKernel(optimizer_update, update_sig),
+                         CompiledKernel(optimizer_update if parallel else optimizer_update_serial,
+                                        update_sig),
                          CompiledKernel(_batch_rows, rows_sig),
                          CompiledKernel(_layer_rows_update, layers_sig),
                          CompiledKernel(_split_steps, split_sig),
