@@ -310,13 +310,10 @@ def activation_forward_rows(Z, A, i0, i1, j0, j1, code, slope):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def activation_backward_rows(G, Z, A, i0, i1, j0, j1, code, slope):
-    """G[i0:i1, j0:j1] *= f'(Z) in place.
-
-    Uses the stored output A where that is exact (sigmoid, tanh) and Z otherwise (relu,
-    leaky_relu, gelu).  G, Z, A: (rows, cols).  Every branch stores unconditionally (a
-    select, not a masked store), so the loops vectorise.
-    """
+def relu_backward_rows(G, Z, i0, i1, j0, j1, code, slope):
+    """G[i0:i1, j0:j1] *= f'(Z) in place for ReLU and leaky ReLU (any other code: nothing).
+    Every branch stores unconditionally (a select, not a masked store), so the loops
+    vectorise."""
     if code == RELU:
         zero = G.dtype.type(0.0)     # with 0.0 the select would be made in float64
         for i in range(i0, i1):
@@ -328,6 +325,18 @@ def activation_backward_rows(G, Z, A, i0, i1, j0, j1, code, slope):
             g, z = G[i, j0:j1], Z[i, j0:j1]
             for j in range(g.shape[0]):
                 g[j] = g[j] if z[j] > 0 else g[j] * slope
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def activation_backward_rows(G, Z, A, i0, i1, j0, j1, code, slope):
+    """G[i0:i1, j0:j1] *= f'(Z) in place.
+
+    Uses the stored output A where that is exact (sigmoid, tanh) and Z otherwise (relu,
+    leaky_relu, gelu).  G, Z, A: (rows, cols).  Every branch stores unconditionally (a
+    select, not a masked store), so the loops vectorise.
+    """
+    if code == RELU or code == LEAKY_RELU:
+        relu_backward_rows(G, Z, i0, i1, j0, j1, code, slope)
     elif code == SIGMOID:
         for i in range(i0, i1):
             g, a = G[i, j0:j1], A[i, j0:j1]

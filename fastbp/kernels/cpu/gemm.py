@@ -38,8 +38,9 @@ gemm runs the chunks through the compiled chunk's address (``chunk_addr`` from
 ``column_chunk_address``; see linking.py), so their code is compiled once instead of again
 in the parallel loop and in gemm.  The chunk calls its epilogue by address too: one for
 every activation, or a leaner one for the identity, ReLU and leaky ReLU, which is all the
-default training needs and compiles without the vectorised sigmoid, tanh and GELU.  Products below PARALLEL_MIN_WORK run on one thread,
-since a parallel region costs more than they do.  Packing buffers are caller-owned
+default training needs and compiles without the vectorised sigmoid, tanh and GELU.
+Products below PARALLEL_MIN_WORK run on one thread, since a parallel region costs more
+than they do.  Packing buffers are caller-owned
 workspace (``pack_sizes``), so nothing is allocated per call.  gemm and its inner
 functions are compiled without Numba's reference counting (``_nrt=False``): every array
 view or argument otherwise costs two atomic operations on its buffer's count, and those
@@ -85,6 +86,7 @@ from .activations import (
     RELU,
     activation_backward_rows,
     activation_forward_rows,
+    relu_backward_rows,
 )
 from .linking import (
     as_writable,
@@ -338,17 +340,8 @@ def _epilogue_piecewise_linear(C, i0, i1, j0, j1, epilogue, bias, code, slope, A
                     a = Aout[i, j0:j1]
                     for j in range(c.shape[0]):
                         a[j] = c[j]
-    elif code == RELU:
-        zero = C.dtype.type(0.0)     # with 0.0 the select would be made in float64
-        for i in range(i0, i1):
-            g, z = C[i, j0:j1], Zsrc[i, j0:j1]
-            for j in range(g.shape[0]):
-                g[j] = g[j] if z[j] > 0 else zero
-    elif code == LEAKY_RELU:
-        for i in range(i0, i1):
-            g, z = C[i, j0:j1], Zsrc[i, j0:j1]
-            for j in range(g.shape[0]):
-                g[j] = g[j] if z[j] > 0 else g[j] * slope
+    else:
+        relu_backward_rows(C, Zsrc, i0, i1, j0, j1, code, slope)
 
 
 @njit(cache=True, _nrt=False)
@@ -510,18 +503,19 @@ def column_chunk_address(dtype, code=None):
     lean = code in PIECEWISE_LINEAR
     table = _CHUNK_TABLE.get((dtype, lean))
     if table is None:
-        # One table per dtype: np.float32, "float32" and np.dtype("float32") hash apart,
-        # and a table replaced under any of them would free memory that callers still
-        # hold the address of.
+        # One table per dtype, never replaced (a replaced table would be freed while
+        # callers still hold its address): np.float32, "float32" and np.dtype("float32")
+        # hash apart, so the table is stored under np.dtype first, and setdefault keeps
+        # the first one stored if two threads get here at once.
         dt = np.dtype(dtype)
         table = _CHUNK_TABLE.get((dt, lean))
         if table is None:
             f = types.float32 if dt == np.float32 else types.float64
             epilogue = _epilogue_piecewise_linear if lean else _epilogue
-            table = np.array([jit_address(_column_chunk, column_chunk_signature(f)),
-                              jit_address(epilogue, epilogue_signature(f))], np.int64)
-            _CHUNK_TABLE[(dt, lean)] = table
-        _CHUNK_TABLE[(dtype, lean)] = table
+            table = _CHUNK_TABLE.setdefault((dt, lean), np.array(
+                [jit_address(_column_chunk, column_chunk_signature(f)),
+                 jit_address(epilogue, epilogue_signature(f))], np.int64))
+        table = _CHUNK_TABLE.setdefault((dtype, lean), table)
     return table.ctypes.data
 
 

@@ -381,8 +381,9 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
     row_split[l, t]:row_split[l, t + 1].  layer_loss (L,) float64: workspace for the L2
     terms.  sync: sync.sync_buffer(n_split), the split steps' counters.
     gemm_fn, update_fn, rows_fn, layers_fn, split_fn, loss_fn: gemm.gemm,
-    optim.optimizer_update, _batch_rows, _layer_rows_update, _split_steps and the loss
-    (_label_loss_rows or _target_loss_rows) as ``kernel_pointers`` gives them;
+    optim.optimizer_update (optimizer_update_serial where parallel is False), _batch_rows,
+    _layer_rows_update, _split_steps and the loss (_label_loss_rows or _target_loss_rows)
+    as ``kernel_pointers`` gives them;
     chunk_addr: gemm's (gemm.column_chunk_address).
     Returns the position after the last row trained.
 
