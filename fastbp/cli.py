@@ -181,8 +181,8 @@ def cmd_train(args):
         + (f", {comm.Get_size()} MPI ranks" if comm is not None else ""))
     from .runtime import kernels_cached
     if not kernels_cached():
-        say("compiling fastbp's kernels for this machine: the first run takes a minute or "
-            "two; they are cached for every run after it")
+        say("compiling fastbp's kernels for this machine (once: 10-30 s on 2 cores, more for "
+            "other activations, losses or dtypes); they are cached for every run after it")
     t0 = time.perf_counter()
     hist = fastbp.fit(model, X_tr, y_tr, optimizer=opt, batch_size=args.batch_size,
                       epochs=args.epochs, seed=args.seed, validation_split=0.1,
