@@ -449,24 +449,26 @@ def epilogue_signature(f):
     return types.none(mat, i, i, i, i, i, vec, i, d, mat, mat, mat)
 
 
-@intrinsic
-def _column_chunk_at(typingctx, addr, C):
-    """The compiled _column_chunk for C's dtype at addr (from column_chunk_address)."""
-    fnty = types.FunctionType(column_chunk_signature(C.dtype))
+def _function_at_typed(signature, addr, C):
+    """An intrinsic's (typing, codegen): the first-class function of `signature` whose
+    entry is at addr (C only carries the dtype)."""
+    fnty = types.FunctionType(signature)
 
     def codegen(context, builder, sig, args):
         return function_at(context, builder, fnty, args[0])
     return fnty(addr, C), codegen
+
+
+@intrinsic
+def _column_chunk_at(typingctx, addr, C):
+    """The compiled _column_chunk for C's dtype at addr (from column_chunk_address)."""
+    return _function_at_typed(column_chunk_signature(C.dtype), addr, C)
 
 
 @intrinsic
 def _epilogue_at(typingctx, addr, C):
     """The compiled epilogue for C's dtype at addr (from column_chunk_address)."""
-    fnty = types.FunctionType(epilogue_signature(C.dtype))
-
-    def codegen(context, builder, sig, args):
-        return function_at(context, builder, fnty, args[0])
-    return fnty(addr, C), codegen
+    return _function_at_typed(epilogue_signature(C.dtype), addr, C)
 
 
 @intrinsic
