@@ -73,8 +73,39 @@ def test_recorded_launches_replay_on_new_data():
         assert np.array_equal(dst.copy_to_host(), src[idx[start:start + 2]])
 
 
+@pytest.mark.parametrize("M,Kd,N,splits", [(3, 17, 5, 2), (5, 40, 3, 3), (2, 9, 66, 8),
+                                            (1, 1, 1, 4)])
+@pytest.mark.parametrize("ta,tb", [(False, True), (True, False), (False, False)])
+def test_gemm_split_k(M, Kd, N, splits, ta, tb):
+    """K split over blocks (partial sums in a workspace, added by a second kernel),
+    including more splits than K slices and K not a multiple of the slice."""
+    a = RNG.standard_normal((Kd, M) if ta else (M, Kd)).astype(F)
+    b = RNG.standard_normal((N, Kd) if tb else (Kd, N)).astype(F)
+    C = dev(np.full((M, N), np.nan, F))
+    n = cuda.device_array(0, F)
+    KC.gemm(dev(a), ta, dev(b), tb, C, KC.EPI_NONE, n, 0, 0.0, empty2(), empty2(), empty2(),
+            tile=64, splits=splits)
+    assert rel_err(C.copy_to_host(), K.matmul(a, b, trans_a=ta, trans_b=tb)) <= TOL
+
+
+def test_choose_tiling():
+    from fastbp.kernels.cuda.gemm import MIN_SPLIT_K, choose_tiling
+    # the H100 measurements behind the rule (tools/cuda_gemm_lab.py, 2026-11-24)
+    assert choose_tiling(4096, 4096, 4096, 132) == (128, 1)       # 1024 tiles: no split
+    assert choose_tiling(1024, 512, 784, 132) == (64, 2)          # 128 tiles of 64
+    assert choose_tiling(512, 512, 1024, 132) == (64, 4)          # 64 tiles of 64
+    assert choose_tiling(256, 2048, 2048, 132) == (128, 4)        # long K: 4 x 32 tiles
+    assert choose_tiling(1024, 512, 10, 132) == (64, 1)           # K too short to split
+    for M, N, Kd in [(10, 512, 1024), (1024, 10, 512), (128, 512, 784), (1, 1, 1)]:
+        tile, splits = choose_tiling(M, N, Kd, 132)
+        assert tile in (64, 128) and 1 <= splits <= max(1, Kd // MIN_SPLIT_K)
+        tiles = -(-M // tile) * -(-N // tile)
+        assert tiles * splits <= (132 if tile == 128 else 264)   # one wave of blocks
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu", "sigmoid"])
-def test_gemm_bias_activation_epilogue(activation):
+@pytest.mark.parametrize("splits", [1, 3])
+def test_gemm_bias_activation_epilogue(activation, splits):
     x = RNG.standard_normal((19, 21)).astype(F)
     w = RNG.standard_normal((66, 21)).astype(F)
     bias = RNG.standard_normal(66).astype(F)
@@ -82,27 +113,57 @@ def test_gemm_bias_activation_epilogue(activation):
     Z = cuda.device_array((19, 66), F)
     A = cuda.device_array((19, 66), F)
     KC.gemm(dev(x), False, dev(w), True, Z, KC.EPI_BIAS_ACT, dev(bias), code, 0.0, A,
-            empty2(), empty2())
+            empty2(), empty2(), splits=splits)
     z_ref, a_ref = K.linear(x, w, bias, activation=activation)
     assert rel_err(Z.copy_to_host(), z_ref) <= TOL
     assert rel_err(A.copy_to_host(), a_ref) <= TOL
 
 
-@pytest.mark.parametrize("activation", ["tanh", "leaky_relu"])
-def test_gemm_activation_grad_epilogue_and_column_sum(activation):
-    d = RNG.standard_normal((13, 7)).astype(F)
-    w = RNG.standard_normal((7, 18)).astype(F)
+@pytest.mark.parametrize("activation,splits", [("tanh", 1), ("leaky_relu", 1),
+                                               ("leaky_relu", 2)])
+def test_gemm_activation_grad_epilogue_and_column_sum(activation, splits):
+    d = RNG.standard_normal((13, 17)).astype(F)
+    w = RNG.standard_normal((17, 18)).astype(F)
     z = RNG.standard_normal((13, 18)).astype(F)
     code = K.activation_code(activation)
     a = K.activation(z, activation)
     G = cuda.device_array((13, 18), F)
     KC.gemm(dev(d), False, dev(w), False, G, KC.EPI_ACT_GRAD, cuda.device_array(0, F), code,
-            0.01, empty2(), dev(z), dev(a))
+            0.01, empty2(), dev(z), dev(a), splits=splits)
     ref = K.activation_grad(K.matmul(d, w), z, activation)
     assert rel_err(G.copy_to_host(), ref) <= TOL
-    out = cuda.device_array(7, F)
+    out = cuda.device_array(17, F)
     KC.column_sum(dev(d), out)
     assert rel_err(out.copy_to_host(), d.sum(0)) <= TOL
+
+
+def test_column_sum_many_rows_and_columns():
+    """More rows than the block has (each thread sums several) and a partial column block;
+    a strided (non-contiguous) view."""
+    d = RNG.standard_normal((70, 2 * 35)).astype(F)
+    out = dev(np.full(35, np.nan, F))
+    KC.column_sum(dev(d)[:, ::2], out)
+    assert rel_err(out.copy_to_host(), d[:, ::2].astype(np.float64).sum(0)) <= TOL
+
+
+def test_split_k_recorded_launches_share_the_workspace():
+    """Two recorded split-K products on one stream, replayed in turn, both stay right."""
+    plans, refs = [], []
+    for M, Kd, N in [(4, 30, 6), (7, 25, 3)]:
+        a = RNG.standard_normal((M, Kd)).astype(F)
+        b = RNG.standard_normal((N, Kd)).astype(F)
+        C = cuda.device_array((M, N), F)
+        plan = []
+        KC.gemm(dev(a), False, dev(b), True, C, KC.EPI_NONE, cuda.device_array(0, F), 0, 0.0,
+                empty2(), empty2(), empty2(), plan=plan, splits=3)
+        assert len(plan) == 2
+        plans.append((plan, C))
+        refs.append(a.astype(np.float64) @ b.T)
+    for _ in range(2):
+        for (plan, C), ref in zip(plans, refs):
+            C.copy_to_device(np.full(C.shape, np.nan, F))
+            KC.run_plan(plan)
+            assert rel_err(C.copy_to_host(), ref) <= TOL
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

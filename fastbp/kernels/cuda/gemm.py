@@ -16,16 +16,28 @@ floats: the transposed stores of a warp then fall in distinct banks.  Loads outs
 matrix read as zero and only the final stores are guarded, so no thread leaves before a
 barrier.
 
-Two tile shapes, compiled from one template (_make_kernel): 128 x 128 (8 x 8 per thread)
-when that grid has at least one block per multiprocessor, else 64 x 64 (4 x 4), which
-keeps more of the GPU busy on the MLP shapes.  On an H100 (tools/cuda_gemm_lab.py,
-2026-11-23, TFLOP/s, cuBLAS with TF32 off in brackets): 4096^3 27.0 (51.3),
-1024x784 @ (512x784)^T 13.0 (30.5); the first kernel (64 x 64 tiles, 4 x 4 strided per
-thread, one shared buffer, K loop not unrolled) gave 11.5 and 8.1.  Capping registers at
-128 for two blocks per multiprocessor spilled and was slower (22 on 4096^3).
+Two tile shapes, compiled from one template (_make_kernel): 128 x 128 (8 x 8 per thread,
+216 registers, one block per multiprocessor) and 64 x 64 (4 x 4, 126 registers, two).
+The MLP products are too small to fill an H100's 132 multiprocessors with output tiles
+alone (1024 x 512 is 32 tiles of 128 x 128), so K is split as well (split-K): the blocks
+of one tile each sum a contiguous K range into a workspace, and _split_k_sum adds the
+parts in a fixed order (deterministic) and applies the epilogue.  choose_tiling picks
+the tile and the split count.
+
+On an H100 (tools/cuda_gemm_lab.py, 2026-11-24, TFLOP/s, cuBLAS with TF32 off in
+brackets): 4096^3 26.3 (51.6); 1024x784 @ (512x784)^T 16.2 (31.4) with 64 x 64 tiles and
+K in 2 parts, against 14.0 unsplit and 5.7 on 128 x 128 tiles unsplit; dW (1024x512)^T @
+1024x512 13.8 (26.2) in 4 parts, against 6.8 unsplit; the products with 10 outputs or
+inputs, 0.7 (1.2-1.3) against 0.1-0.3.  Tried and dropped: K steps of 16 or 32 (more
+registers, local memory on 64 x 64: slower on every shape), splits that give 128 x 128
+tiles more blocks than one wave (two waves: 9.7 against 14 on the 1024x784 product).
+Earlier (2026-11-23): the first kernel (64 x 64 tiles, 4 x 4 strided per thread, one
+shared buffer, K loop not unrolled) gave 11.5 on 4096^3; capping registers at 128 for
+two blocks of 128 x 128 per multiprocessor spilled and was slower (22).
 """
 import functools
 
+import numpy as np
 from numba import cuda, float32
 
 from .activations import act, act_grad
@@ -34,6 +46,20 @@ from .launch import launch
 EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
 BK = 8
 THREADS = 16   # per side of the thread block
+
+
+@cuda.jit(device=True, inline=True)
+def store_epilogue(C, i, j, v, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+    """C[i, j] = v (EPI_NONE); C[i, j] = v + bias[j], Aout[i, j] = f(C[i, j])
+    (EPI_BIAS_ACT); C[i, j] = v * f'(Zsrc[i, j]) (EPI_ACT_GRAD)."""
+    if epilogue == EPI_BIAS_ACT:
+        v += bias[j]
+        C[i, j] = v
+        Aout[i, j] = act(v, code, slope)
+    elif epilogue == EPI_ACT_GRAD:
+        C[i, j] = v * act_grad(Zsrc[i, j], Asrc[i, j], code, slope)
+    else:
+        C[i, j] = v
 
 
 def _make_kernel(BM, BN):
@@ -118,7 +144,7 @@ def _make_kernel(BM, BN):
 
     @cuda.jit(cache=True)
     def kernel(A, trans_a, B, trans_b, C, M, N, K, epilogue, bias, code, slope, Aout,
-               Zsrc, Asrc):
+               Zsrc, Asrc, kc, W):
         sA = cuda.shared.array((2, BK, SA_W), float32)   # sA[buf, k, i] = op(A)[row0+i, k0+k]
         sB = cuda.shared.array((2, BK, SB_W), float32)   # sB[buf, k, j] = op(B)[k0+k, col0+j]
         acc = cuda.local.array((TM, TN), float32)
@@ -131,17 +157,20 @@ def _make_kernel(BM, BN):
         tid = ty * THREADS + tx
         row0 = cuda.blockIdx.y * BM
         col0 = cuda.blockIdx.x * BN
+        split = cuda.blockIdx.z          # this block sums k in [kb, ke)
+        kb = split * kc
+        ke = min(K, kb + kc)
         for r in range(TM):
             for c in range(TN):
                 acc[r, c] = 0.0
-        load_slice(A, trans_a, B, trans_b, M, N, K, row0, col0, 0, tid, ra, rb)
+        load_slice(A, trans_a, B, trans_b, M, N, ke, row0, col0, kb, tid, ra, rb)
         store_slice(sA, sB, 0, trans_a, trans_b, tid, ra, rb)
         cuda.syncthreads()
         buf = 0
-        for k0 in range(0, K, BK):
-            more = k0 + BK < K
+        for k0 in range(kb, ke, BK):
+            more = k0 + BK < ke
             if more:      # the next slice's global loads are in flight during the FMAs
-                load_slice(A, trans_a, B, trans_b, M, N, K, row0, col0, k0 + BK, tid, ra, rb)
+                load_slice(A, trans_a, B, trans_b, M, N, ke, row0, col0, k0 + BK, tid, ra, rb)
             # written out for BK = 8: constant k offsets, and LLVM does not unroll a loop
             # this size by itself (unrolled: 27 against 19 TFLOP/s on 4096^3, H100)
             slice_fma(sA, sB, buf, 0, tx, ty, acc, fa, fb)
@@ -161,21 +190,19 @@ def _make_kernel(BM, BN):
             for c in range(TN):
                 j = col0 + (c // 4) * RUN_B + tx * 4 + (c % 4)
                 if i < M and j < N:
-                    v = acc[r, c]
-                    if epilogue == EPI_BIAS_ACT:
-                        v += bias[j]
-                        C[i, j] = v
-                        Aout[i, j] = act(v, code, slope)
-                    elif epilogue == EPI_ACT_GRAD:
-                        C[i, j] = v * act_grad(Zsrc[i, j], Asrc[i, j], code, slope)
+                    if cuda.gridDim.z > 1:      # a partial sum: _split_k_sum finishes it
+                        W[split, i, j] = acc[r, c]
                     else:
-                        C[i, j] = v
+                        store_epilogue(C, i, j, acc[r, c], epilogue, bias, code, slope,
+                                       Aout, Zsrc, Asrc)
 
     return kernel
 
 
 _gemm_64 = _make_kernel(64, 64)
 _gemm_128 = _make_kernel(128, 128)
+
+MIN_SPLIT_K = 96        # the fewest k worth a split of its own
 
 
 @functools.cache
@@ -186,34 +213,119 @@ def _sm_count():
         return 1 << 30
 
 
+def choose_tiling(M, N, K, sm_count):
+    """(tile, splits) for C (M, N) with inner dimension K on a GPU of sm_count
+    multiprocessors.
+
+    One 128 x 128 block fits on a multiprocessor (216 registers a thread), two 64 x 64
+    ones (126).  128 x 128 tiles when they alone give every multiprocessor a block, or
+    when splitting K into sm_count // tiles parts (one wave of blocks) leaves each part
+    at least 512 long.  Otherwise 64 x 64 tiles, K split so that about two blocks run
+    per multiprocessor, each part at least MIN_SPLIT_K long.  A split block sums its K
+    range into a workspace; _split_k_sum adds the parts in a fixed order and applies the
+    epilogue.  (Measured on an H100: tools/cuda_gemm_lab.py.)
+    """
+    tiles_128 = ((M + 127) // 128) * ((N + 127) // 128)
+    if tiles_128 >= sm_count:
+        return 128, 1
+    splits_128 = sm_count // tiles_128
+    if splits_128 >= 2 and K // splits_128 >= 512:
+        return 128, splits_128
+    tiles_64 = ((M + 63) // 64) * ((N + 63) // 64)
+    return 64, max(1, min(K // MIN_SPLIT_K, 2 * sm_count // tiles_64))
+
+
+_workspaces = {}        # stream -> float32 device buffer for split-K partial sums
+
+
+def _split_workspace(splits, M, N, stream):
+    """A (splits, M, N) view of this stream's workspace, grown on demand.  Launches on one
+    stream run in order, so every GEMM on it can share the buffer; a recorded launch keeps
+    the buffer it was given alive.  choose_tiling splits only products with fewer tiles
+    than blocks in a wave, so the buffer stays under sm_count * 128 * 128 floats (8.6 MB
+    on an H100)."""
+    need = splits * M * N
+    buf = _workspaces.get(stream)
+    if buf is None or buf.shape[0] < need:
+        buf = cuda.device_array(max(need, 1 << 16), np.float32)
+        _workspaces[stream] = buf
+    return buf[:need].reshape(splits, M, N)
+
+
+@functools.cache
+def _no_workspace():
+    """The empty workspace argument of a GEMM that does not split K."""
+    return cuda.device_array((0, 0, 0), np.float32)
+
+
 def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
-         stream=0, plan=None, tile=None):
+         stream=0, plan=None, tile=None, splits=None):
     """Launch the GEMM on device arrays (shapes validated by the caller); with a list as
-    ``plan``, record the launch there instead (see launch.py).  ``tile`` (64 or 128)
-    overrides the choice by size."""
+    ``plan``, record the launches there instead (see launch.py).  ``tile`` (64 or 128)
+    and ``splits`` (of K) override choose_tiling."""
     M, N = C.shape
     K = A.shape[0] if trans_a else A.shape[1]
-    if tile is None:
-        tiles_128 = ((M + 127) // 128) * ((N + 127) // 128)
-        tile = 128 if tiles_128 >= _sm_count() else 64
+    auto_tile, auto_splits = choose_tiling(M, N, K, _sm_count())
+    tile = auto_tile if tile is None else tile
+    splits = auto_splits if splits is None else max(1, min(splits, max(1, K)))
+    kc = -(-K // splits)
+    kc = -(-kc // BK) * BK                      # parts start on a slice boundary
+    splits = max(1, -(-K // kc))
     kernel = _gemm_128 if tile == 128 else _gemm_64
-    grid = ((N + tile - 1) // tile, (M + tile - 1) // tile)
+    grid = ((N + tile - 1) // tile, (M + tile - 1) // tile, splits)
+    W = _split_workspace(splits, M, N, stream) if splits > 1 else _no_workspace()
     launch(kernel, grid, (THREADS, THREADS),
            (A, trans_a, B, trans_b, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc,
-            Asrc), stream, plan)
+            Asrc, kc, W), stream, plan)
+    if splits > 1:
+        launch(_split_k_sum, (M * N + 255) // 256, 256,
+               (W, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc), stream, plan)
+
+
+@cuda.jit(cache=True)
+def _split_k_sum(W, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
+    """C = epilogue(W[0] + W[1] + ...), summed in that order: the end of a split-K GEMM."""
+    t = cuda.grid(1)
+    splits, M, N = W.shape
+    if t < M * N:
+        i = t // N
+        j = t - i * N
+        v = W[0, i, j]
+        for s in range(1, splits):
+            v += W[s, i, j]
+        store_epilogue(C, i, j, v, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+
+
+COLSUM_COLS, COLSUM_ROWS = 32, 32      # thread block of the column sum
 
 
 @cuda.jit(cache=True)
 def _column_sum_kernel(D, out):
-    j = cuda.grid(1)
+    """out[j] = sum_i D[i, j]: a block per 32 columns; thread (x, y) sums rows y, y + 32,
+    ... of column j = 32 * block + x (neighbouring threads read neighbouring addresses),
+    then the 32 partial sums of a column are added pairwise in a fixed order."""
+    part = cuda.shared.array((COLSUM_ROWS, COLSUM_COLS), float32)
+    x = cuda.threadIdx.x
+    y = cuda.threadIdx.y
+    j = cuda.blockIdx.x * COLSUM_COLS + x
+    s = float32(0.0)
     if j < D.shape[1]:
-        s = float32(0.0)
-        for i in range(D.shape[0]):
+        for i in range(y, D.shape[0], COLSUM_ROWS):
             s += D[i, j]
-        out[j] = s
+    part[y, x] = s
+    cuda.syncthreads()
+    width = COLSUM_ROWS // 2
+    while width > 0:
+        if y < width:
+            part[y, x] += part[y + width, x]
+        cuda.syncthreads()
+        width //= 2
+    if y == 0 and j < D.shape[1]:
+        out[j] = part[0, x]
 
 
 def column_sum(D, out, stream=0, plan=None):
     """out (N,) = sum over rows of D (M, N): the bias gradient."""
     n = D.shape[1]
-    launch(_column_sum_kernel, (n + 127) // 128, 128, (D, out), stream, plan)
+    launch(_column_sum_kernel, (n + COLSUM_COLS - 1) // COLSUM_COLS,
+           (COLSUM_COLS, COLSUM_ROWS), (D, out), stream, plan)
