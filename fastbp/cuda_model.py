@@ -66,6 +66,7 @@ class CudaMLP(MLP):
         self.layers = None  # the module view is CPU-only
         self._flat_w = self._flat_dw = None
         self._dev_workspaces = {}
+        self._split_ws = KC.SplitWorkspace()   # this model's split-K partial sums
         self._none = cuda.device_array(0, np.float32)
         self._empty2 = cuda.device_array((0, 0), np.float32)
         self._correct = cuda.to_device(np.zeros(1, np.int64))
@@ -103,7 +104,7 @@ class CudaMLP(MLP):
             code = 0 if l == last else self.act_code
             K.gemm(A_prev, False, self.weights[l], True, ws.Z[l], K.EPI_BIAS_ACT,
                    self.biases[l], code, self.slope, ws.A[l], self._empty2, self._empty2,
-                   plan=plan)
+                   plan=plan, workspace=self._split_ws)
             A_prev = ws.A[l]
         return ws.Z[last]
 
@@ -122,12 +123,13 @@ class CudaMLP(MLP):
         for l in range(self.n_layers - 1, -1, -1):
             A_prev = X if l == 0 else ws.A[l - 1]
             K.gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], K.EPI_NONE,
-                   self._none, 0, 0.0, self._empty2, self._empty2, self._empty2, plan=plan)
+                   self._none, 0, 0.0, self._empty2, self._empty2, self._empty2, plan=plan,
+                   workspace=self._split_ws)
             K.column_sum(ws.G[l], self.bias_grads[l], plan=plan)
             if l > 0:
                 K.gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1], K.EPI_ACT_GRAD,
                        self._none, self.act_code, self.slope, self._empty2, ws.Z[l - 1],
-                       ws.A[l - 1], plan=plan)
+                       ws.A[l - 1], plan=plan, workspace=self._split_ws)
 
     def _step_dev(self, X, y, l2=0.0):
         """One forward/backward on device arrays; the batch's summed loss is added to the

@@ -6,6 +6,7 @@ Run by tests/test_cuda.py in a child process under Numba's CUDA simulator
     FASTBP_CUDA_TESTS=1 python -m pytest tests/cuda
 The simulator runs each GPU thread as a Python thread, so shapes are kept small.
 """
+import importlib
 import os
 
 import numpy as np
@@ -147,18 +148,25 @@ def test_column_sum_many_rows_and_columns():
 
 
 def test_split_k_recorded_launches_share_the_workspace():
-    """Two recorded split-K products on one stream, replayed in turn, both stay right."""
+    """Recorded split-K products on one stream, replayed in turn, all stay right: two
+    sharing the default workspace, one with a workspace of its own (as each CUDA model
+    has, so that models trained from two threads do not share partial sums)."""
     plans, refs = [], []
-    for M, Kd, N in [(4, 30, 6), (7, 25, 3)]:
+    own = KC.SplitWorkspace()
+    for (M, Kd, N), ws in [((4, 30, 6), None), ((7, 25, 3), None), ((5, 20, 4), own)]:
         a = RNG.standard_normal((M, Kd)).astype(F)
         b = RNG.standard_normal((N, Kd)).astype(F)
         C = cuda.device_array((M, N), F)
         plan = []
         KC.gemm(dev(a), False, dev(b), True, C, KC.EPI_NONE, cuda.device_array(0, F), 0, 0.0,
-                empty2(), empty2(), empty2(), plan=plan, splits=3)
+                empty2(), empty2(), empty2(), plan=plan, splits=3, workspace=ws)
         assert len(plan) == 2
         plans.append((plan, C))
         refs.append(a.astype(np.float64) @ b.T)
+    w_shared, w_own = plans[0][0][0].args[-1], plans[2][0][0].args[-1]
+    assert w_shared.shape[1:] == (4, 6) and w_own.shape[1:] == (5, 4)   # K parts of 16
+    shared = importlib.import_module("fastbp.kernels.cuda.gemm")._shared_workspace
+    assert own._buffers[0] is not shared._buffers[0]
     for _ in range(2):
         for (plan, C), ref in zip(plans, refs):
             C.copy_to_device(np.full(C.shape, np.nan, F))

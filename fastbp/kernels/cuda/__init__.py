@@ -6,7 +6,7 @@ float32.  Launch helpers take device arrays and return nothing; nothing here syn
 with the host.
 """
 from .activations import activation_backward, activation_forward
-from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, column_sum, gemm
+from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, SplitWorkspace, column_sum, gemm
 from .launch import Prepared, launch, run_plan
 from .losses import (
     accumulate,
@@ -27,6 +27,7 @@ __all__ = [
     "EPI_BIAS_ACT",
     "EPI_NONE",
     "Prepared",
+    "SplitWorkspace",
     "accumulate",
     "accumulate_squares",
     "activation_backward",

@@ -235,21 +235,30 @@ def choose_tiling(M, N, K, sm_count):
     return 64, max(1, min(K // MIN_SPLIT_K, 2 * sm_count // tiles_64))
 
 
-_workspaces = {}        # stream -> float32 device buffer for split-K partial sums
+class SplitWorkspace:
+    """Device memory for split-K partial sums, one buffer per stream, grown on demand.
 
-
-def _split_workspace(splits, M, N, stream):
-    """A (splits, M, N) view of this stream's workspace, grown on demand.  Launches on one
-    stream run in order, so every GEMM on it can share the buffer; a recorded launch keeps
+    Launches on one stream run in order, so the GEMMs one caller issues on a stream can
+    share a buffer; callers that may launch at the same time (two threads training two
+    models) need a workspace each: every CUDA model owns one.  A recorded launch keeps
     the buffer it was given alive.  choose_tiling splits only products with fewer tiles
-    than blocks in a wave, so the buffer stays under sm_count * 128 * 128 floats (8.6 MB
-    on an H100)."""
-    need = splits * M * N
-    buf = _workspaces.get(stream)
-    if buf is None or buf.shape[0] < need:
-        buf = cuda.device_array(max(need, 1 << 16), np.float32)
-        _workspaces[stream] = buf
-    return buf[:need].reshape(splits, M, N)
+    than blocks in a wave, so a buffer stays under sm_count * 128 * 128 floats (8.6 MB on
+    an H100)."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def view(self, splits, M, N, stream=0):
+        """A (splits, M, N) float32 device array for a GEMM on ``stream``."""
+        need = splits * M * N
+        buf = self._buffers.get(stream)
+        if buf is None or buf.shape[0] < need:
+            buf = cuda.device_array(max(need, 1 << 16), np.float32)
+            self._buffers[stream] = buf
+        return buf[:need].reshape(splits, M, N)
+
+
+_shared_workspace = SplitWorkspace()    # for callers that pass none (one thread at a time)
 
 
 @functools.cache
@@ -259,10 +268,11 @@ def _no_workspace():
 
 
 def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
-         stream=0, plan=None, tile=None, splits=None):
+         stream=0, plan=None, tile=None, splits=None, workspace=None):
     """Launch the GEMM on device arrays (shapes validated by the caller); with a list as
     ``plan``, record the launches there instead (see launch.py).  ``tile`` (64 or 128)
-    and ``splits`` (of K) override choose_tiling."""
+    and ``splits`` (of K) override choose_tiling.  ``workspace``: the caller's
+    SplitWorkspace (default: one shared by every caller that passes none)."""
     M, N = C.shape
     K = A.shape[0] if trans_a else A.shape[1]
     auto_tile, auto_splits = choose_tiling(M, N, K, _sm_count())
@@ -273,7 +283,10 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     splits = max(1, -(-K // kc))
     kernel = _gemm_128 if tile == 128 else _gemm_64
     grid = ((N + tile - 1) // tile, (M + tile - 1) // tile, splits)
-    W = _split_workspace(splits, M, N, stream) if splits > 1 else _no_workspace()
+    if splits > 1:
+        W = (_shared_workspace if workspace is None else workspace).view(splits, M, N, stream)
+    else:
+        W = _no_workspace()
     launch(kernel, grid, (THREADS, THREADS),
            (A, trans_a, B, trans_b, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc,
             Asrc, kc, W), stream, plan)
