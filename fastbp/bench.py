@@ -18,6 +18,7 @@ epoch with shuffling, for fastbp (own GEMM), fastbp with matmul="blas" (np.dot i
 same compiled code), PyTorch (nn.Sequential of Linear/ReLU, CrossEntropyLoss, optim.SGD,
 eager) and scikit-learn's MLPClassifier(solver="sgd") via partial_fit.
 """
+import itertools
 import os
 import platform
 import time
@@ -123,19 +124,26 @@ def fastbp_epochs(sizes, batch, X, y, matmul="own"):
     return epoch
 
 
+def torch_mlp(sizes, device="cpu"):
+    """The benchmarks' PyTorch side: (nn.Sequential of Linear with ReLU between, SGD with
+    lr 0.01 and momentum 0.9, CrossEntropyLoss), on ``device``."""
+    import torch
+    layers = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers).to(device)
+    return (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+            torch.nn.CrossEntropyLoss())
+
+
 def torch_epochs(sizes, batch, X, y):
     """The same network, optimizer and loss in PyTorch (CPU); returns epoch(r) -> samples/s."""
     import torch
     torch.set_num_threads(int(os.environ.get("FASTBP_BENCH_THREADS", os.cpu_count())))
     torch.manual_seed(0)
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    lossf = torch.nn.CrossEntropyLoss()
+    model, opt, lossf = torch_mlp(sizes)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     n = X.shape[0]
 
@@ -162,6 +170,7 @@ def sklearn_epochs(sizes, batch, X, y):
     """scikit-learn's MLPClassifier (SGD, momentum) on a slice of the rows (it is slow);
     returns epoch(r) -> samples/s of one partial_fit over the slice."""
     import warnings
+
     from sklearn.neural_network import MLPClassifier
     clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), solver="sgd",
                         learning_rate_init=0.01, momentum=0.9, batch_size=batch,

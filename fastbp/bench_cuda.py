@@ -9,10 +9,11 @@ Training rates are one epoch's wall time with the data set already on the device
 fastbp the second epoch of a fit), each side shuffling and gathering its batches there
 and synchronising once at the end.  Ratios are within this one run.
 """
-import itertools
 import time
 
 import numpy as np
+
+from .bench import torch_mlp
 
 GEMM_SHAPES = [("4096^3", 4096, 4096, 4096, False, False),
                ("1024x784 @ (512x784)^T", 1024, 784, 512, False, True)]
@@ -109,14 +110,7 @@ def bench_train(sizes, batch, steps=200):
     epoch_s = ends[1] - ends[0]
     ours = n / epoch_s
     setup_s = ends[0] - t - epoch_s       # the first epoch's time beyond the second's
-    layers = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    tm = torch.nn.Sequential(*layers).cuda()
-    topt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
-    lossf = torch.nn.CrossEntropyLoss()
+    tm, topt, lossf = torch_mlp(sizes, "cuda")
     Xt, yt = torch.from_numpy(X).cuda(), torch.from_numpy(y).cuda()
 
     def epoch(rows):

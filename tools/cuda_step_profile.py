@@ -10,7 +10,6 @@ device time, the host's time to issue it, and its wall time in fit; the same thr
 PyTorch's eager step.  Wall time near device time: the GPU is the limit; near issue time:
 the host is.
 """
-import itertools
 import sys
 import time
 
@@ -20,6 +19,7 @@ from numba import cuda
 sys.path.insert(0, ".")
 
 import fastbp
+from fastbp.bench import torch_mlp
 from fastbp.bench_cuda import TRAIN_SHAPES, _event_time, hold_gpu
 from fastbp.kernels import cuda as KC
 
@@ -84,14 +84,7 @@ def profile(sizes, batch):
     print(f"fastbp step: launches summed {total * 1e6:.0f} us, device {dev_t * 1e6:.0f} us, "
           f"host issue {issue_t * 1e6:.0f} us, wall in fit {wall * 1e6:.0f} us")
 
-    layers = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    tm = torch.nn.Sequential(*layers).cuda()
-    topt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
-    lossf = torch.nn.CrossEntropyLoss()
+    tm, topt, lossf = torch_mlp(sizes, "cuda")
     Xt, yt = torch.from_numpy(X).cuda(), torch.from_numpy(y).cuda()
     perm = torch.randperm(n, device="cuda")
     pos = [0]
