@@ -309,25 +309,27 @@ def _split_k_sum(W, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
         store_epilogue(C, i, j, v, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
 
 
-COLSUM_COLS, COLSUM_ROWS = 32, 32      # thread block of the column sum
+COLSUM_COLS, COLSUM_ROWS = 32, 32      # thread block of the column sum, at most
 
 
 @cuda.jit(cache=True)
 def _column_sum_kernel(D, out):
-    """out[j] = sum_i D[i, j]: a block per 32 columns; thread (x, y) sums rows y, y + 32,
-    ... of column j = 32 * block + x (neighbouring threads read neighbouring addresses),
-    then the 32 partial sums of a column are added pairwise in a fixed order."""
+    """out[j] = sum_i D[i, j]: a block per 32 columns and R = blockDim.y threads per
+    column (a power of two up to 32); thread (x, y) sums rows y, y + R, ... of column
+    j = 32 * block + x (neighbouring threads read neighbouring addresses), then the R
+    partial sums of a column are added pairwise in a fixed order."""
     part = cuda.shared.array((COLSUM_ROWS, COLSUM_COLS), float32)
     x = cuda.threadIdx.x
     y = cuda.threadIdx.y
+    rows = cuda.blockDim.y
     j = cuda.blockIdx.x * COLSUM_COLS + x
     s = float32(0.0)
     if j < D.shape[1]:
-        for i in range(y, D.shape[0], COLSUM_ROWS):
+        for i in range(y, D.shape[0], rows):
             s += D[i, j]
     part[y, x] = s
     cuda.syncthreads()
-    width = COLSUM_ROWS // 2
+    width = rows // 2
     while width > 0:
         if y < width:
             part[y, x] += part[y + width, x]
@@ -338,7 +340,12 @@ def _column_sum_kernel(D, out):
 
 
 def column_sum(D, out, stream=0, plan=None):
-    """out (N,) = sum over rows of D (M, N): the bias gradient."""
-    n = D.shape[1]
-    launch(_column_sum_kernel, (n + COLSUM_COLS - 1) // COLSUM_COLS,
-           (COLSUM_COLS, COLSUM_ROWS), (D, out), stream, plan)
+    """out (N,) = sum over rows of D (M, N): the bias gradient.  Threads per column: 32
+    from 256 rows up (6.9-7.0 us for 1024 x 512 on an H100), fewer for fewer rows, so
+    that each sums about 8 rows or more."""
+    m, n = D.shape
+    rows = 1
+    while rows < COLSUM_ROWS and rows * 8 < m:
+        rows *= 2
+    launch(_column_sum_kernel, (n + COLSUM_COLS - 1) // COLSUM_COLS, (COLSUM_COLS, rows),
+           (D, out), stream, plan)
