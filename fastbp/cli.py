@@ -63,6 +63,8 @@ def build_parser():
     t.add_argument("--test-size", type=float, default=0.2, help="held-out test fraction")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    t.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: train on an NVIDIA GPU (float32; needs numba-cuda)")
     t.add_argument("--out", default="fastbp_out", help="output folder (created)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--distributed", action="store_true",
@@ -126,6 +128,15 @@ def cmd_train(args):
     from .data import encode_labels, load_digits, looks_like_regression, read_table
     from .io import atomic_write
 
+    if args.device == "cuda":
+        if args.dtype != "float32":
+            raise ValueError("--device cuda trains in float32; leave out --dtype float64")
+        if args.distributed:
+            raise ValueError("--distributed trains on the CPU; leave out --device cuda")
+        from .backend import cuda_status
+        status = cuda_status()
+        if not status.startswith("usable"):
+            raise ValueError(f"--device cuda: CUDA is {status}")
     comm = None
     if args.distributed:
         from .distributed import world
@@ -169,18 +180,22 @@ def cmd_train(args):
 
     sizes = [X.shape[1]] + args.hidden + [n_out]
     model = fastbp.MLP(sizes, activation=args.activation, loss=loss, dtype=args.dtype,
-                       seed=args.seed)
+                       seed=args.seed, device=args.device)
     lr = args.lr or (0.05 if args.optimizer == "sgd" else 1e-3)
     if args.optimizer == "sgd":
         opt = fastbp.SGD(model, lr=lr, momentum=args.momentum)
     else:
         opt = (fastbp.AdamW if args.optimizer == "adamw" else fastbp.Adam)(model, lr=lr)
     say(f"fastbp {fastbp.__version__}: training MLP {sizes} ({args.activation}, {loss}, "
-        f"{args.optimizer} lr={lr:g}, batch {args.batch_size}, {args.dtype}) on {name}: "
+        f"{args.optimizer} lr={lr:g}, batch {args.batch_size}, {args.dtype}"
+        + (", on the GPU" if args.device == "cuda" else "") + f") on {name}: "
         f"{len(X_tr)} train / {len(X_te)} test rows"
         + (f", {comm.Get_size()} MPI ranks" if comm is not None else ""))
     from .runtime import kernels_cached
-    if not kernels_cached():
+    if args.device == "cuda" and not kernels_cached("cuda"):
+        say("compiling fastbp's CUDA kernels (once: about 10 s); they are cached for every "
+            "run after it")
+    elif args.device == "cpu" and not kernels_cached():
         say("compiling fastbp's kernels for this machine (once: 10-30 s on 2 cores, more for "
             "other activations, losses or dtypes); they are cached for every run after it")
     t0 = time.perf_counter()

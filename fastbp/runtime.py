@@ -76,12 +76,13 @@ def threading_summary():
             f"loadable: {', '.join(available_layers())}), threads: {numba.get_num_threads()}")
 
 
-def kernels_cached():
-    """Whether Numba's on-disk cache already holds fastbp's compiled training step (so the
-    first call will load machine code rather than compile it)."""
+def kernels_cached(device="cpu"):
+    """Whether Numba's on-disk cache already holds fastbp's compiled training step for
+    ``device`` (so the first call will load machine code rather than compile it)."""
     import glob
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "cpu")
-    return bool(glob.glob(os.path.join(here, "__pycache__", "steps.run_steps-*.nbi")))
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", device)
+    name = "steps.run_steps-*.nbi" if device == "cpu" else "gemm.*.nbi"
+    return bool(glob.glob(os.path.join(here, "__pycache__", name)))
 
 
 _threads_started = False

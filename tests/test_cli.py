@@ -50,6 +50,8 @@ def test_train_on_user_csv_regression(tmp_path, capsys):
     (["train", "--target", "x"], 1, "--target applies only with --data"),
     (["predict", "/no/model.npz", "/no/x.csv"], 1, "no model file"),
     (["frobnicate"], 2, "invalid choice"),
+    (["train", "--device", "cuda", "--dtype", "float64"], 1, "--device cuda trains in float32"),
+    (["train", "--device", "tpu"], 2, "invalid choice"),
 ])
 def test_bad_arguments_give_one_line_errors(argv, code, message, capsys):
     try:
@@ -60,6 +62,15 @@ def test_bad_arguments_give_one_line_errors(argv, code, message, capsys):
     assert rc == code
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_train_on_cuda_without_a_gpu_is_a_one_line_error(capsys):
+    from fastbp.backend import cuda_status
+    if cuda_status().startswith("usable"):
+        pytest.skip("CUDA is usable here (tests/cuda trains on it)")
+    assert main(["train", "--device", "cuda", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "--device cuda: CUDA is" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_csv_is_reported(tmp_path, capsys):

@@ -276,3 +276,20 @@ def test_estimator_on_device():
     ref = fastbp.MLPClassifier((8,), max_iter=3, random_state=0, batch_size=20).fit(X, y)
     assert np.allclose(clf.loss_curve_, ref.loss_curve_, rtol=1e-4)
     assert np.allclose(clf.coefs_[0], ref.coefs_[0], atol=1e-5)
+
+
+def test_command_line_trains_on_the_device(tmp_path, capsys):
+    """fastbp train --device cuda: trains, evaluates and saves a model the CPU side loads."""
+    from fastbp.cli import main
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((30, 5))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    out = tmp_path / "out"
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--device", "cuda", "--epochs", "1",
+                 "--hidden", "8", "--batch-size", "32", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "on the GPU" in text and "test accuracy" in text
+    model = fastbp.load(str(out / "model.npz"))
+    assert model.device == "cpu" and model.sizes == [5, 8, 3]
+
