@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -137,6 +138,8 @@ def cmd_train(args):
         status = cuda_status()
         if not status.startswith("usable"):
             raise ValueError(f"--device cuda: CUDA is {status}")
+        # a small network's kernels are small grids on purpose: no warning per launch
+        warnings.filterwarnings("ignore", message=".*will likely result in GPU under-utiliz")
     comm = None
     if args.distributed:
         from .distributed import world
