@@ -89,6 +89,18 @@ def test_gemm_split_k(M, Kd, N, splits, ta, tb):
     assert rel_err(C.copy_to_host(), K.matmul(a, b, trans_a=ta, trans_b=tb)) <= TOL
 
 
+def test_gemm_with_empty_inner_dimension():
+    """K = 0: C is the epilogue of zeros (bias, then the activation), split or not."""
+    bias = np.array([1.0, -2.0, 3.0], F)
+    for splits in (None, 4):
+        Z, A = dev(np.full((2, 3), np.nan, F)), dev(np.full((2, 3), np.nan, F))
+        KC.gemm(dev(np.zeros((2, 0), F)), False, dev(np.zeros((3, 0), F)), True, Z,
+                KC.EPI_BIAS_ACT, dev(bias), K.activation_code("relu"), 0.0, A, empty2(),
+                empty2(), splits=splits)
+        assert np.array_equal(Z.copy_to_host(), np.tile(bias, (2, 1)))
+        assert np.array_equal(A.copy_to_host(), np.tile(np.maximum(bias, 0), (2, 1)))
+
+
 def test_choose_tiling():
     from fastbp.kernels.cuda.gemm import MIN_SPLIT_K, choose_tiling
     # the H100 measurements behind the rule (tools/cuda_gemm_lab.py, 2026-11-24)

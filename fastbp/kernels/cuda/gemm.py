@@ -279,7 +279,7 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     tile = auto_tile if tile is None else tile
     splits = auto_splits if splits is None else max(1, min(splits, max(1, K)))
     kc = -(-K // splits)
-    kc = -(-kc // BK) * BK                      # parts start on a slice boundary
+    kc = max(BK, -(-kc // BK) * BK)             # parts start on a slice boundary
     splits = max(1, -(-K // kc))
     kernel = _gemm_128 if tile == 128 else _gemm_64
     grid = ((N + tile - 1) // tile, (M + tile - 1) // tile, splits)
