@@ -9,6 +9,7 @@ Training rates are one epoch's wall time with the data set already on the device
 fastbp the second epoch of a fit), each side shuffling and gathering its batches there
 and synchronising once at the end.  Ratios are within this one run.
 """
+import functools
 import time
 
 import numpy as np
@@ -21,21 +22,22 @@ TRAIN_SHAPES = [([784, 512, 512, 10], 1024), ([784, 512, 512, 10], 128),
                 ([40, 100, 100, 10], 32), ([784, 2048, 2048, 10], 256)]
 
 
-_SPIN = []
+@functools.cache
+def _spin_kernel():
+    from numba import cuda
+
+    @cuda.jit
+    def spin(micro_seconds):
+        for _ in range(micro_seconds):
+            cuda.nanosleep(1000)
+    return spin
 
 
 def hold_gpu(ms):
     """Keep the GPU's default stream busy for about ``ms`` milliseconds (one thread
     sleeping), so that the launches queued behind it run back to back: device time then
     excludes the host's launch cost, whatever the kernel's length."""
-    from numba import cuda
-    if not _SPIN:
-        @cuda.jit
-        def spin(micro_seconds):
-            for _ in range(micro_seconds):
-                cuda.nanosleep(1000)
-        _SPIN.append(spin)
-    _SPIN[0][1, 1](int(ms * 1000))
+    _spin_kernel()[1, 1](int(ms * 1000))
 
 
 def _event_time(fn, reps):

@@ -277,7 +277,7 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     K = A.shape[0] if trans_a else A.shape[1]
     auto_tile, auto_splits = choose_tiling(M, N, K, _sm_count())
     tile = auto_tile if tile is None else tile
-    splits = auto_splits if splits is None else max(1, min(splits, max(1, K)))
+    splits = auto_splits if splits is None else max(1, splits)
     kc = -(-K // splits)
     kc = max(BK, -(-kc // BK) * BK)             # parts start on a slice boundary
     splits = max(1, -(-K // kc))
