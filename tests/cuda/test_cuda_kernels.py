@@ -201,6 +201,28 @@ def test_activation_kernels(activation):
     assert rel_err(Gd.copy_to_host(), K.activation_grad(g, z, activation)) <= TOL
 
 
+def test_activations_at_extreme_values():
+    """Saturated and tiny inputs, element by element against the CPU kernels (which compute
+    float32 values in float32 too): no inf or NaN where the true value is finite (GELU's
+    cube and square overflow float32 past |z| ~ 7e12 unless z is clamped first).  f'
+    within 1e-6 absolute: GELU's near z = -3 is a difference of two terms ~100x larger."""
+    z = np.array([[-1e30, -1e13, -100.0, -20.5, -1.0, -1e-30, -0.0, 0.0, 1e-30, 1.0, 20.5,
+                   100.0, 1e13, 1e30, 3.0, -3.0]], F)
+    g = np.ones_like(z)
+    for activation in ACTIVATIONS:
+        code = K.activation_code(activation)
+        A = cuda.device_array_like(z)
+        KC.activation_forward[(1, 1), (16, 16)](dev(z), A, code, 0.01)
+        a = A.copy_to_host()
+        Gd = dev(g)
+        KC.activation_backward[(1, 1), (16, 16)](Gd, dev(z), A, code, 0.01)
+        np.testing.assert_allclose(a, K.activation(z, activation, slope=0.01), rtol=2e-6,
+                                   atol=1e-7, err_msg=activation)
+        np.testing.assert_allclose(Gd.copy_to_host(),
+                                   K.activation_grad(g, z, activation, slope=0.01),
+                                   rtol=2e-6, atol=1e-6, err_msg=activation)
+
+
 def test_losses_against_cpu():
     b, c = 9, 5
     z = (RNG.standard_normal((b, c)) * 3).astype(F)

@@ -51,13 +51,14 @@ THREADS = 16   # per side of the thread block
 @cuda.jit(device=True, inline=True)
 def store_epilogue(C, i, j, v, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
     """C[i, j] = v (EPI_NONE); C[i, j] = v + bias[j], Aout[i, j] = f(C[i, j])
-    (EPI_BIAS_ACT); C[i, j] = v * f'(Zsrc[i, j]) (EPI_ACT_GRAD)."""
+    (EPI_BIAS_ACT); C[i, j] = v * f'(Zsrc[i, j]) (EPI_ACT_GRAD).  All in float32 (slope
+    is converted once)."""
     if epilogue == EPI_BIAS_ACT:
         v += bias[j]
         C[i, j] = v
-        Aout[i, j] = act(v, code, slope)
+        Aout[i, j] = act(v, code, float32(slope))
     elif epilogue == EPI_ACT_GRAD:
-        C[i, j] = v * act_grad(Zsrc[i, j], Asrc[i, j], code, slope)
+        C[i, j] = v * act_grad(Zsrc[i, j], Asrc[i, j], code, float32(slope))
     else:
         C[i, j] = v
 
