@@ -455,8 +455,11 @@ class _Compiled:
                 and type(optimizer) in (SGD, Adam, AdamW)
                 and "step" not in vars(optimizer))
 
-    def run(self, model, opt, X, order, pos, n_steps, bs):
-        self.out[0], self.out[1] = 0.0, 0.0
+    def run(self, model, opt, X, order, pos, n_steps, bs, loss_total=0.0):
+        """n_steps steps from row pos of order; returns the position after them.  The
+        steps add loss * rows to out[0], which starts at loss_total: the epoch's running
+        sum, so that it is summed in the same order as step by step in Python."""
+        self.out[0], self.out[1] = loss_total, 0.0
         if self.sgd:
             args = (self.S.OPT_SGD, opt.velocity, self.none, opt.lr, opt.momentum,
                     opt.weight_decay, opt.nesterov, 0.0, 0.0, 0.0, False, 0)
@@ -491,12 +494,13 @@ def _epoch_compiled(model, optimizer, X, run, bs, comp, bar, good_params, histor
         if comp.checkpoint_every:
             n_steps = min(n_steps, comp.checkpoint_every - run.step % comp.checkpoint_every)
         start = run.pos
-        stop = comp.run(model, optimizer, X, run.order, start, n_steps, bs)
-        loss_sum = comp.out[0]
-        if not math.isfinite(loss_sum):
-            raise _diverged(model, good_params, history, loss_sum / (stop - start),
+        stop = comp.run(model, optimizer, X, run.order, start, n_steps, bs, run.total_loss)
+        total = comp.out[0]
+        if not math.isfinite(total):     # the running sum was finite before this chunk
+            raise _diverged(model, good_params, history,
+                            (total - run.total_loss) / (stop - start),
                             f"at epoch {run.epoch + 1}, samples {start}-{stop}")
-        run.total_loss += loss_sum
+        run.total_loss = total
         run.correct += int(comp.out[1])
         run.seen += stop - start
         run.pos = stop
