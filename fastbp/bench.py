@@ -236,11 +236,36 @@ def run(quick=False):
     train_rows = []
     for sizes, batch in TRAIN_SHAPES:
         X, y = _data(sizes, _samples(sizes, batch, quick))
-        row = {"shape": "-".join(map(str, sizes)) + f" b{batch}", "torch": None,
-               "sklearn": None}
+        row = {"shape": "-".join(map(str, sizes)) + f" b{batch}", "sizes": sizes,
+               "torch": None, "sklearn": None}
         row.update(bench_training(sizes, batch, X, y, rounds=3 if quick else 5))
         train_rows.append(row)
     return gemm_rows, train_rows, header
+
+
+def product_flops_per_sample(sizes):
+    """FLOP of one training sample's matrix products: forward (2 in*out a layer), weight
+    gradient (the same) and data gradient (the same, for every layer but the first)."""
+    layers = [a * b for a, b in itertools.pairwise(sizes)]
+    return 4.0 * sum(layers) + 2.0 * sum(layers[1:])
+
+
+def ceiling_rows(gemm_rows, train_rows):
+    """(rate, rows): the best GEMM rate measured (GFLOP/s, fastbp or numpy, any shape) and,
+    for each training shape with its sizes, (shape, ceiling samples/s, fraction of it that
+    fastbp, PyTorch and scikit-learn reached).  The ceiling is the step's products alone
+    at that rate: no trainer reaches it, so a target of r x a peer is out of reach on the
+    machine wherever r x the peer's fraction is above 1."""
+    rate = max((max(f, n) for _, f, n, _ in gemm_rows), default=0.0)
+    rows = []
+    for row in train_rows:
+        if "sizes" not in row or rate <= 0:
+            continue
+        ceiling = rate * 1e9 / product_flops_per_sample(row["sizes"])
+        rows.append((row["shape"], ceiling,
+                     *[(row[k] / ceiling if row.get(k) else None)
+                       for k in ("fastbp", "torch", "sklearn")]))
+    return rate, rows
 
 
 def format_tables(gemm_rows, train_rows, header):
@@ -260,6 +285,17 @@ def format_tables(gemm_rows, train_rows, header):
         out.append(f"| {row['shape']} | {fmt(row['fastbp'])} | {fmt(row['blas'])} | "
                    f"{fmt(row['torch'])} | {fmt(row['sklearn'])} | {ratio('torch')} | "
                    f"{ratio('sklearn')} | {ratio('blas')} |")
+    rate, rows = ceiling_rows(gemm_rows, train_rows)
+    if rows:
+        out += ["", f"Ceiling: the step's matrix products alone at the best GEMM rate above "
+                f"({rate:.0f} GFLOP/s), as samples/s, and the share of it each trainer "
+                "reached (a target of r x a peer is beyond this machine where r x the "
+                "peer's share exceeds 1).", "",
+                "| training | ceiling, samples/s | fastbp | PyTorch | scikit-learn |",
+                "|---|---:|---:|---:|---:|"]
+        for shape, ceiling, *shares in rows:
+            cells = " | ".join(f"{v:.0%}" if v else "n/a" for v in shares)
+            out.append(f"| {shape} | {ceiling:,.0f} | {cells} |")
     return "\n".join(out)
 
 

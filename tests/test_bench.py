@@ -14,6 +14,13 @@ def test_bench_training_and_tables_smoke():
         assert np.isfinite(row[name]) and row[name] > 0
     table = bench.format_tables([("tiny", 1.0, 2.0, 0.5)], [row], "test machine")
     assert "8-16-4 b8" in table and "0.50x" in table
+    row["sizes"] = sizes
+    assert bench.product_flops_per_sample(sizes) == 4 * (8 * 16 + 16 * 4) + 2 * 16 * 4
+    rate, rows = bench.ceiling_rows([("tiny", 1.0, 2.0, 0.5)], [row])
+    assert rate == 2.0
+    (shape, ceiling, *shares), = rows
+    assert ceiling == 2e9 / 896 and shares[0] == row["fastbp"] / ceiling
+    assert "Ceiling" in bench.format_tables([("tiny", 1.0, 2.0, 0.5)], [row], "test machine")
 
 
 def test_asv_can_import_every_benchmark_module():
