@@ -45,6 +45,16 @@ def _positive(kind):
     return parse
 
 
+def _non_negative_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
 def build_parser():
     p = _Parser(prog="fastbp", description="Train multi-layer perceptrons with fastbp.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -59,7 +69,15 @@ def build_parser():
     t.add_argument("--lr", type=_positive(float), default=None,
                    help="learning rate (default 1e-3 for adam/adamw, 0.05 for sgd)")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    t.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                   help="weight decay (decoupled for adamw; default 0)")
+    t.add_argument("--lr-schedule", choices=["constant", "step", "cosine", "invscaling",
+                                             "plateau"], default="constant")
     t.add_argument("--epochs", type=_positive(int), default=40)
+    t.add_argument("--early-stopping", action="store_true",
+                   help="stop when the validation loss has not improved for --patience "
+                        "epochs, keeping the best weights")
+    t.add_argument("--patience", type=_positive(int), default=10)
     t.add_argument("--batch-size", type=_positive(int), default=32)
     t.add_argument("--test-size", type=float, default=0.2, help="held-out test fraction")
     t.add_argument("--seed", type=int, default=0)
@@ -67,6 +85,11 @@ def build_parser():
     t.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cuda: train on an NVIDIA GPU (float32; needs numba-cuda)")
     t.add_argument("--out", default="fastbp_out", help="output folder (created)")
+    t.add_argument("--checkpoint", action="store_true",
+                   help="write a checkpoint to OUT/checkpoint after every epoch")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint where there is one (implies "
+                        "--checkpoint; same data and options)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks (run under mpiexec)")
@@ -134,6 +157,8 @@ def cmd_train(args):
             raise ValueError("--device cuda trains in float32; leave out --dtype float64")
         if args.distributed:
             raise ValueError("--distributed trains on the CPU; leave out --device cuda")
+        if args.checkpoint or args.resume:
+            raise ValueError("--checkpoint and --resume are CPU-only; leave out --device cuda")
         from .backend import cuda_status
         status = cuda_status()
         if not status.startswith("usable"):
@@ -186,9 +211,13 @@ def cmd_train(args):
                        seed=args.seed, device=args.device)
     lr = args.lr or (0.05 if args.optimizer == "sgd" else 1e-3)
     if args.optimizer == "sgd":
-        opt = fastbp.SGD(model, lr=lr, momentum=args.momentum)
+        opt = fastbp.SGD(model, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
     else:
-        opt = (fastbp.AdamW if args.optimizer == "adamw" else fastbp.Adam)(model, lr=lr)
+        opt = (fastbp.AdamW if args.optimizer == "adamw" else fastbp.Adam)(
+            model, lr=lr, weight_decay=args.weight_decay)
+    from .checkpoint import path_in
+    checkpoint_dir = (os.path.join(args.out, "checkpoint") if args.checkpoint or args.resume
+                      else None)
     say(f"fastbp {fastbp.__version__}: training MLP {sizes} ({args.activation}, {loss}, "
         f"{args.optimizer} lr={lr:g}, batch {args.batch_size}, {args.dtype}"
         + (", on the GPU" if args.device == "cuda" else "") + f") on {name}: "
@@ -201,15 +230,25 @@ def cmd_train(args):
     elif args.device == "cpu" and not kernels_cached():
         say("compiling fastbp's kernels for this machine (once: 10-30 s on 2 cores, more for "
             "other activations, losses or dtypes); they are cached for every run after it")
+    if args.resume and os.path.exists(path_in(checkpoint_dir)):
+        say(f"resuming from {path_in(checkpoint_dir)}")
     t0 = time.perf_counter()
     hist = fastbp.fit(model, X_tr, y_tr, optimizer=opt, batch_size=args.batch_size,
                       epochs=args.epochs, seed=args.seed, validation_split=0.1,
-                      verbose=0 if (args.quiet or not rank0) else 1, comm=comm)
+                      early_stopping=args.early_stopping, patience=args.patience,
+                      lr_schedule=args.lr_schedule,
+                      verbose=0 if (args.quiet or not rank0) else 1, comm=comm,
+                      checkpoint_dir=checkpoint_dir, resume=args.resume)
     train_time = time.perf_counter() - t0
     if hist.interrupted:
-        say("interrupted: keeping the model as trained so far")
+        say("interrupted: keeping the model as trained so far"
+            + (" (--resume continues from the checkpoint)" if checkpoint_dir else ""))
+    if hist.stopped_early:
+        say(f"early stopping after epoch {hist.epochs}: keeping epoch "
+            f"{hist.best_epoch + 1}'s weights (best validation loss)")
     summary = {"data": name, "sizes": sizes, "activation": args.activation,
-               "optimizer": args.optimizer, "lr": lr, "batch_size": args.batch_size,
+               "optimizer": args.optimizer, "lr": lr, "weight_decay": args.weight_decay,
+               "lr_schedule": args.lr_schedule, "batch_size": args.batch_size,
                "epochs_run": hist.epochs, "train_seconds": round(train_time, 3),
                "samples_per_s": round(float(np.median(hist["samples_per_s"])), 1)
                if hist.epochs else None}

@@ -52,6 +52,9 @@ def test_train_on_user_csv_regression(tmp_path, capsys):
     (["frobnicate"], 2, "invalid choice"),
     (["train", "--device", "cuda", "--dtype", "float64"], 1, "--device cuda trains in float32"),
     (["train", "--device", "tpu"], 2, "invalid choice"),
+    (["train", "--weight-decay", "-1"], 2, "expected a finite number >= 0"),
+    (["train", "--weight-decay", "nan"], 2, "expected a finite number >= 0"),
+    (["train", "--device", "cuda", "--resume"], 1, "--checkpoint and --resume are CPU-only"),
 ])
 def test_bad_arguments_give_one_line_errors(argv, code, message, capsys):
     try:
@@ -62,6 +65,30 @@ def test_bad_arguments_give_one_line_errors(argv, code, message, capsys):
     assert rc == code
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_train_resumes_from_its_checkpoint(tmp_path, capsys):
+    """3 epochs with --checkpoint, then --resume to 5 epochs: the same model, bit for bit,
+    as 5 epochs in one run; options that reach fit (weight decay, schedule) included."""
+    common = ["train", "--hidden", "16", "--quiet", "--optimizer", "adamw",
+              "--weight-decay", "1e-3", "--lr-schedule", "step"]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert main(common + ["--epochs", "3", "--checkpoint", "--out", a]) == 0
+    assert (tmp_path / "a" / "checkpoint" / "checkpoint.npz").exists()
+    assert main(common + ["--epochs", "5", "--resume", "--out", a]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    assert main(common + ["--epochs", "5", "--out", b]) == 0
+    with np.load(tmp_path / "a" / "model.npz") as ra, np.load(tmp_path / "b" / "model.npz") as rb:
+        assert np.array_equal(ra["params"], rb["params"])
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["epochs_run"] == 5 and summary["weight_decay"] == 1e-3
+
+
+def test_train_early_stopping(tmp_path, capsys):
+    assert main(["train", "--hidden", "16", "--quiet", "--epochs", "200", "--early-stopping",
+                 "--patience", "2", "--out", str(tmp_path)]) == 0
+    assert "early stopping after epoch" in capsys.readouterr().out
+    assert json.loads((tmp_path / "summary.json").read_text())["epochs_run"] < 200
 
 
 def test_train_on_cuda_without_a_gpu_is_a_one_line_error(capsys):
