@@ -338,15 +338,17 @@ def activation_backward_rows(G, Z, A, i0, i1, j0, j1, code, slope):
     if code == RELU or code == LEAKY_RELU:
         relu_backward_rows(G, Z, i0, i1, j0, j1, code, slope)
     elif code == SIGMOID:
+        one = G.dtype.type(1.0)      # with 1.0 the derivative would be taken in float64
         for i in range(i0, i1):
             g, a = G[i, j0:j1], A[i, j0:j1]
             for j in range(g.shape[0]):
-                g[j] *= a[j] * (1.0 - a[j])
+                g[j] = g[j] * (a[j] * (one - a[j]))
     elif code == TANH:
+        one = G.dtype.type(1.0)
         for i in range(i0, i1):
             g, a = G[i, j0:j1], A[i, j0:j1]
             for j in range(g.shape[0]):
-                g[j] *= 1.0 - a[j] * a[j]
+                g[j] = g[j] * (one - a[j] * a[j])
     elif code == GELU:
         for i in range(i0, i1):
             g, z = G[i, j0:j1], Z[i, j0:j1]
