@@ -3,17 +3,7 @@ from . import runtime  # noqa: F401  (threading layer: must precede the first ke
 from . import kernels
 from .gradcheck import gradcheck
 from .io import load
-from .layers import (
-    GELU,
-    Identity,
-    LeakyReLU,
-    Linear,
-    Module,
-    ReLU,
-    Sequential,
-    Sigmoid,
-    Tanh,
-)
+from .layers import ACTIVATION_CLASSES, Linear, Module, Sequential
 from .model import MLP
 from .optim import SGD, Adam, AdamW, Optimizer
 from .schedules import (
@@ -28,9 +18,12 @@ from .train import History, TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
+# The module view's activations (ReLU, Tanh, SiLU, ...), one per registry entry.
+globals().update({cls.__name__: cls for cls in ACTIVATION_CLASSES})
+
 __all__ = [
-    "MLP", "Linear", "Sequential", "Module", "Identity", "ReLU", "LeakyReLU", "Sigmoid",
-    "Tanh", "GELU", "SGD", "Adam", "AdamW", "Optimizer", "gradcheck", "kernels", "fit",
+    "MLP", "Linear", "Sequential", "Module", *(cls.__name__ for cls in ACTIVATION_CLASSES),
+    "SGD", "Adam", "AdamW", "Optimizer", "gradcheck", "kernels", "fit",
     "History", "TrainingDiverged", "load", "LRSchedule", "ConstantLR", "StepLR", "CosineLR",
     "InverseScalingLR", "ReduceLROnPlateau", "MLPClassifier", "MLPRegressor",
 ]

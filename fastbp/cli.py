@@ -16,6 +16,8 @@ import warnings
 
 import numpy as np
 
+from .kernels import codes
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
@@ -64,7 +66,7 @@ def build_parser():
     t.add_argument("--task", choices=["auto", "classification", "regression"], default="auto")
     t.add_argument("--hidden", type=_hidden, default=[128, 64], help="hidden widths, e.g. 128,64")
     t.add_argument("--activation", default="relu",
-                   choices=["relu", "leaky_relu", "tanh", "sigmoid", "logistic", "gelu", "identity"])
+                   choices=sorted(codes.ACTIVATION_BY_NAME))
     t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
     t.add_argument("--lr", type=_positive(float), default=None,
                    help="learning rate (default 1e-3 for adam/adamw, 0.05 for sgd)")

@@ -26,12 +26,13 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ._validation import check_dtype
+from .kernels import codes
 from .model import MLP, host_probabilities
 from .optim import SGD, Adam
 from .train import _restore, _snapshot
 from .train import fit as _fit
 
-_ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "gelu")
+_ACTIVATIONS = codes.SKLEARN_ACTIVATION_NAMES
 
 
 class _BaseMLP(BaseEstimator):

@@ -8,10 +8,13 @@ Gradients are overwritten by each backward call, not accumulated (unlike PyTorch
 Arrays are 2-D, rows are examples.  A standalone Linear owns a small flat buffer; inside an
 MLP, its weight and bias are views into the MLP's flat parameter buffer.
 """
+import inspect
+
 import numpy as np
 
 from . import kernels as K
 from ._validation import as_float_array, check_dtype, check_positive_int
+from .kernels import codes
 from .kernels.cpu import activations as _act
 
 INITS = ("torch", "he", "xavier")
@@ -112,13 +115,15 @@ def _linear_views(params, grads, offset, fan_in, fan_out):
 
 
 class Activation(Module):
-    """Element-wise activation; backward multiplies by f'(z) at the remembered input."""
+    """Element-wise activation; backward multiplies by f'(z) at the remembered input.
+    One subclass per entry of fastbp.kernels.codes.ACTIVATIONS (ReLU, Tanh, SiLU, ...)."""
 
     name = "identity"
 
-    def __init__(self, dtype=None):
-        self.code = _act.ACTIVATION_CODES[self.name]
-        self.slope = 0.0
+    def __init__(self, slope=None):
+        entry = codes.activation(self.name)
+        self.code = entry.code
+        self.slope = entry.slope if slope is None else float(slope)
         self._z = self._a = None
 
     def forward(self, x):
@@ -140,50 +145,42 @@ class Activation(Module):
         return g
 
     def __repr__(self):
+        entry = codes.activation(self.name)
+        if entry.slope_name:
+            return f"{type(self).__name__}({entry.slope_name}={self.slope})"
         return f"{type(self).__name__}()"
 
 
-class Identity(Activation):
-    name = "identity"
+def _activation_class(entry):
+    """The module-view class of a registry entry: ReLU(), LeakyReLU(negative_slope=0.01)."""
+    doc = f"{entry.doc}  (as torch's {entry.torch})"
+    if entry.slope_name:
+        sig = inspect.Signature([
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter(entry.slope_name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              default=entry.slope)])
+
+        def __init__(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            Activation.__init__(bound.arguments["self"], bound.arguments[entry.slope_name])
+        __init__.__signature__ = sig
+    else:
+        def __init__(self):
+            Activation.__init__(self)
+    body = {"__init__": __init__}
+    body.update(name=entry.name, __doc__=doc, __module__=__name__, __qualname__=entry.module)
+    return type(entry.module, (Activation,), body)
 
 
-class ReLU(Activation):
-    name = "relu"
-
-
-class LeakyReLU(Activation):
-    name = "leaky_relu"
-
-    def __init__(self, negative_slope=0.01):
-        super().__init__()
-        self.slope = float(negative_slope)
-
-    def __repr__(self):
-        return f"LeakyReLU(negative_slope={self.slope})"
-
-
-class Sigmoid(Activation):
-    name = "sigmoid"
-
-
-class Tanh(Activation):
-    name = "tanh"
-
-
-class GELU(Activation):
-    """GELU, tanh approximation (PyTorch's nn.GELU(approximate="tanh"))."""
-    name = "gelu"
-
-
-ACTIVATION_MODULES = {
-    "identity": Identity, "linear": Identity, "relu": ReLU, "leaky_relu": LeakyReLU,
-    "sigmoid": Sigmoid, "logistic": Sigmoid, "tanh": Tanh, "gelu": GELU,
-}
+ACTIVATION_CLASSES = tuple(_activation_class(a) for a in codes.ACTIVATIONS)
+globals().update({cls.__name__: cls for cls in ACTIVATION_CLASSES})
+ACTIVATION_MODULES = {n: ACTIVATION_CLASSES[a.code] for n, a in codes.ACTIVATION_BY_NAME.items()}
 
 
 def activation_module(name):
-    K.activation_code(name)  # validates the name with a clear error
-    return ACTIVATION_MODULES[name]()
+    """A new module for an activation name or alias (a clear error for an unknown one)."""
+    return ACTIVATION_CLASSES[codes.activation_code(name)]()
 
 
 class Sequential(Module):

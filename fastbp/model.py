@@ -18,6 +18,7 @@ steady state allocates nothing.
 import numpy as np
 
 from . import kernels as K
+from .kernels import codes
 from ._validation import (
     as_float_array,
     check_class_labels,
@@ -114,8 +115,9 @@ class MLP:
         self.matmul = matmul
         self._gemm = _gemm.gemm if matmul == "own" else _gemm.gemm_blas
         self.activation = activation
-        self.act_code = K.activation_code(activation)
-        self.slope = 0.01 if activation == "leaky_relu" else 0.0
+        entry = codes.activation(activation)
+        self.act_code = entry.code
+        self.slope = entry.slope
         self.loss = loss
         self.dtype = check_dtype(dtype)
         self.init = init

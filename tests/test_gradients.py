@@ -19,6 +19,15 @@ TORCH_ACT = {
 }
 
 
+def test_registry_names_its_torch_equivalents():
+    """Each registry entry's torch expression is the module the tests check it against."""
+    from fastbp.kernels import codes
+    nn = torch.nn
+    assert set(TORCH_ACT) == set(codes.ACTIVATION_NAMES)
+    for a in codes.ACTIVATIONS:
+        assert repr(eval(a.torch, {"nn": nn})) == repr(TORCH_ACT[a.name]()), a.name
+
+
 def torch_model(model):
     """torch.nn.Sequential with the same weights as a fastbp MLP."""
     tdtype = torch.float64 if model.dtype == np.float64 else torch.float32
@@ -182,3 +191,21 @@ def test_init_matches_torch_linear_bounds():
     model.weights[1][0, 0] = 42.0
     assert model.params[784 * 512 + 512] == 42.0
     assert np.shares_memory(model.weight_grads[0], model.grads)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_kernels_against_torch_at_extremes(activation, dtype):
+    """f and grad * f' element by element against torch, past every threshold (softplus'
+    20, the exp clamps) and at tiny and saturated values."""
+    z = np.array([-1e4, -90.0, -30.0, -20.5, -3.0, -1e-30, 0.0, 1e-30, 0.7, 19.9, 20.5,
+                  30.0, 90.0, 1e4], dtype)
+    g = np.linspace(0.5, 2.0, z.size).astype(dtype)
+    zt = torch.tensor(z, requires_grad=True)
+    ft = TORCH_ACT[activation]()(zt)
+    ft.backward(torch.from_numpy(g))
+    f = fastbp.kernels.activation(z[None, :], activation)[0]
+    df = fastbp.kernels.activation_grad(g[None, :], z[None, :], activation)[0]
+    rtol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(f, ft.detach().numpy(), rtol=rtol, atol=1e-30)
+    np.testing.assert_allclose(df, zt.grad.numpy(), rtol=rtol, atol=1e-30)

@@ -29,25 +29,13 @@ from .cpu import activations as _act
 from .cpu import gemm as _gemm
 from .cpu import losses as _losses
 from .cpu import optim as _optim
-from .cpu.activations import ACTIVATION_CODES
+from .codes import ACTIVATION_CODES, activation_code
 
 __all__ = [
     "matmul", "linear", "linear_backward", "activation", "activation_grad", "softmax",
     "cross_entropy", "mse", "binary_cross_entropy", "bias_grad",
     "sgd_update", "adam_update", "activation_code", "ACTIVATION_CODES",
 ]
-
-
-def activation_code(name):
-    """The integer code of an activation name (see fastbp.kernels.cpu.activations)."""
-    if not isinstance(name, str):
-        raise TypeError(f"activation must be a name (str), got {name!r}")
-    try:
-        return ACTIVATION_CODES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}; expected one of {sorted(ACTIVATION_CODES)}"
-        ) from None
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))

@@ -1,23 +1,17 @@
 """Element-wise activations and their derivatives (CPU, Numba).
 
-Every activation has an integer code so that the fused GEMM epilogues can take it as a plain
-argument (one compiled specialisation serves all activations):
+The formulas are fastbp.kernels.codes' (one table for every device); this module supplies
+their primitives for the CPU and compiles the row kernels from them:
 
-    code  name         f(z)                                        f'(z)
-    0     identity     z                                           1
-    1     relu         max(z, 0)                                   [z > 0]
-    2     leaky_relu   z if z > 0 else s*z                          1 if z > 0 else s
-    3     sigmoid      1 / (1 + exp(-z))   (stable for large |z|)  a (1 - a)
-    4     tanh         tanh(z)                                     1 - a^2
-    5     gelu         0.5 z (1 + tanh(c (z + 0.044715 z^3)))      see gelu_grad_scalar
-                       c = sqrt(2/pi)  (PyTorch's approximate="tanh")
+    activation_forward_rows(Z, A, i0, i1, j0, j1, code, slope)      A = f(Z) on a block
+    activation_backward_rows(G, Z, A, i0, i1, j0, j1, code, slope)  G *= f'(Z) on a block
+    piecewise_backward_rows(...)       the same for ReLU and leaky ReLU only (the GEMM's
+                                       lean epilogue; any other code: nothing)
 
 Kernels work on row ranges of 2-D C-contiguous arrays so that the GEMM can call them on a
-tile while it is still in cache; the whole-array versions call them with the full range.
-
-float32 and float64 values go through versions of exp and tanh that vectorise (below: 16
-or 8 values at a time, within 3 float32 or 2 float64 ulps; the float32 sigmoid, tanh and
-GELU kernels 12-28x faster than with libm's).
+tile while it is still in cache; activation_forward / activation_backward call them on
+whole arrays.  float32 and float64 values go through versions of exp, tanh, sigmoid and
+GELU that vectorise (below: within 3 float32 or 2 float64 ulps of libm).
 """
 import math
 
@@ -26,21 +20,11 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, GELU = 0, 1, 2, 3, 4, 5
+from .. import codes
+from ..codes import ACTIVATION_CODES, IDENTITY, LEAKY_RELU, RELU  # noqa: F401 (re-exported)
 
-ACTIVATION_CODES = {
-    "identity": IDENTITY,
-    "linear": IDENTITY,
-    "relu": RELU,
-    "leaky_relu": LEAKY_RELU,
-    "sigmoid": SIGMOID,
-    "logistic": SIGMOID,
-    "tanh": TANH,
-    "gelu": GELU,
-}
-
-_GELU_C = math.sqrt(2.0 / math.pi)
-_GELU_K = 0.044715
+_GELU_C = codes.GELU_C
+_GELU_K = codes.GELU_K
 
 
 # ----------------------------------------------------------------------------- float32
@@ -266,94 +250,91 @@ def _gelu_grad_scalar_by_type(z):
     return lambda z: gelu_grad_f64(z)
 
 
-@njit(cache=True, _nrt=False, inline="always")
-def activation_forward_rows(Z, A, i0, i1, j0, j1, code, slope):
-    """A[i0:i1, j0:j1] = f(Z[i0:i1, j0:j1]).  Z, A: (rows, cols), may be the same array.
-
-    One branch on the code per block, then plain loops over contiguous row slices whose
-    index starts at 0 (LLVM drops Numba's negative-index handling and vectorises them).
-    The GEMM calls these on blocks of C as its epilogue.  Measured against the earlier
-    shape (a branch and a call per row), both without reference counting: a 32x100x10
-    product with the ReLU-gradient epilogue took 7.8-9.7 us that way, 3.8-5.3 us this way."""
-    if code == IDENTITY:
-        for i in range(i0, i1):
-            z, a = Z[i, j0:j1], A[i, j0:j1]
-            for j in range(z.shape[0]):
-                a[j] = z[j]
-    elif code == RELU:
-        zero = Z.dtype.type(0.0)     # max(z, 0.0) would compare (and vectorise) in float64
-        for i in range(i0, i1):
-            z, a = Z[i, j0:j1], A[i, j0:j1]
-            for j in range(z.shape[0]):
-                a[j] = max(z[j], zero)
-    elif code == LEAKY_RELU:
-        for i in range(i0, i1):
-            z, a = Z[i, j0:j1], A[i, j0:j1]
-            for j in range(z.shape[0]):
-                v = z[j]
-                a[j] = v if v > 0 else slope * v
-    elif code == SIGMOID:
-        for i in range(i0, i1):
-            z, a = Z[i, j0:j1], A[i, j0:j1]
-            for j in range(z.shape[0]):
-                a[j] = sigmoid_scalar(z[j])
-    elif code == TANH:
-        for i in range(i0, i1):
-            z, a = Z[i, j0:j1], A[i, j0:j1]
-            for j in range(z.shape[0]):
-                a[j] = tanh_scalar(z[j])
-    elif code == GELU:
-        for i in range(i0, i1):
-            z, a = Z[i, j0:j1], A[i, j0:j1]
-            for j in range(z.shape[0]):
-                a[j] = gelu_scalar(z[j])
+# ----------------------------------------------------------------------------- kernels
+# The formulas of fastbp.kernels.codes compiled for the CPU: its primitives replaced by the
+# ones above, inlined into the loops below at Numba's level (so the loops vectorise).
+def like(x, c):
+    return c
 
 
-@njit(cache=True, _nrt=False, inline="always")
-def relu_backward_rows(G, Z, i0, i1, j0, j1, code, slope):
-    """G[i0:i1, j0:j1] *= f'(Z) in place for ReLU and leaky ReLU (any other code: nothing).
-    Every branch stores unconditionally (a select, not a masked store), so the loops
-    vectorise."""
-    if code == RELU:
-        zero = G.dtype.type(0.0)     # with 0.0 the select would be made in float64
-        for i in range(i0, i1):
-            g, z = G[i, j0:j1], Z[i, j0:j1]
-            for j in range(g.shape[0]):
-                g[j] = g[j] if z[j] > 0 else zero
-    elif code == LEAKY_RELU:
-        for i in range(i0, i1):
-            g, z = G[i, j0:j1], Z[i, j0:j1]
-            for j in range(g.shape[0]):
-                g[j] = g[j] if z[j] > 0 else g[j] * slope
+@overload(like, inline="always")
+def _like_by_type(x, c):
+    if x == types.float32:
+        return lambda x, c: np.float32(c)
+    return lambda x, c: np.float64(c)
 
 
-@njit(cache=True, _nrt=False, inline="always")
-def activation_backward_rows(G, Z, A, i0, i1, j0, j1, code, slope):
-    """G[i0:i1, j0:j1] *= f'(Z) in place.
+CPU_PRIMITIVES = {"like": like, "exp": exp_scalar, "log1p": math.log1p, "sigmoid": sigmoid_scalar,
+                  "tanh": tanh_scalar, "gelu": gelu_scalar, "gelu_grad": gelu_grad_scalar}
 
-    Uses the stored output A where that is exact (sigmoid, tanh) and Z otherwise (relu,
-    leaky_relu, gelu).  G, Z, A: (rows, cols).  Every branch stores unconditionally (a
-    select, not a masked store), so the loops vectorise.
-    """
-    if code == RELU or code == LEAKY_RELU:
-        relu_backward_rows(G, Z, i0, i1, j0, j1, code, slope)
-    elif code == SIGMOID:
-        one = G.dtype.type(1.0)      # with 1.0 the derivative would be taken in float64
-        for i in range(i0, i1):
-            g, a = G[i, j0:j1], A[i, j0:j1]
-            for j in range(g.shape[0]):
-                g[j] = g[j] * (a[j] * (one - a[j]))
-    elif code == TANH:
-        one = G.dtype.type(1.0)
-        for i in range(i0, i1):
-            g, a = G[i, j0:j1], A[i, j0:j1]
-            for j in range(g.shape[0]):
-                g[j] = g[j] * (one - a[j] * a[j])
-    elif code == GELU:
-        for i in range(i0, i1):
-            g, z = G[i, j0:j1], Z[i, j0:j1]
-            for j in range(g.shape[0]):
-                g[j] *= gelu_grad_scalar(z[j])
+
+def _compiled(fn):
+    return njit(inline="always")(codes.make_formula(fn, CPU_PRIMITIVES))
+
+
+def _forward_chain(table):
+    """rows(Z, A, i0, i1, j0, j1, code, slope): A[i0:i1, j0:j1] = f(Z[...]) for the
+    activations in table (any other code: nothing).  One test of the code per block, then
+    plain loops over contiguous row slices whose index starts at 0 (LLVM drops Numba's
+    negative-index handling and vectorises them)."""
+    if not table:
+        @njit(inline="always")
+        def rows(Z, A, i0, i1, j0, j1, code, slope):
+            return
+        return rows
+    code_here, f, rest = table[0].code, _compiled(table[0].forward), _forward_chain(table[1:])
+
+    @njit(inline="always")
+    def rows(Z, A, i0, i1, j0, j1, code, slope):
+        if code == code_here:
+            for i in range(i0, i1):
+                z, a = Z[i, j0:j1], A[i, j0:j1]
+                for j in range(z.shape[0]):
+                    a[j] = f(z[j], slope)
+        else:
+            rest(Z, A, i0, i1, j0, j1, code, slope)
+    return rows
+
+
+def _backward_chain(table):
+    """rows(G, Z, A, i0, i1, j0, j1, code, slope): G[i0:i1, j0:j1] *= f'(Z) in place for
+    the activations in table, from Z or from the stored output A (grad_from)."""
+    if not table:
+        @njit(inline="always")
+        def rows(G, Z, A, i0, i1, j0, j1, code, slope):
+            return
+        return rows
+    act = table[0]
+    code_here, df, rest = act.code, _compiled(act.backward), _backward_chain(table[1:])
+    if act.grad_from == "a":
+        @njit(inline="always")
+        def rows(G, Z, A, i0, i1, j0, j1, code, slope):
+            if code == code_here:
+                for i in range(i0, i1):
+                    g, x = G[i, j0:j1], A[i, j0:j1]
+                    for j in range(g.shape[0]):
+                        g[j] = df(g[j], x[j], slope)
+            else:
+                rest(G, Z, A, i0, i1, j0, j1, code, slope)
+    else:
+        @njit(inline="always")
+        def rows(G, Z, A, i0, i1, j0, j1, code, slope):
+            if code == code_here:
+                for i in range(i0, i1):
+                    g, x = G[i, j0:j1], Z[i, j0:j1]
+                    for j in range(g.shape[0]):
+                        g[j] = df(g[j], x[j], slope)
+            else:
+                rest(G, Z, A, i0, i1, j0, j1, code, slope)
+    return rows
+
+
+# Every activation, and only the piecewise-linear ones (the GEMM's lean epilogue, which
+# compiles without the vectorised exp, tanh and GELU).
+activation_forward_rows = _forward_chain(codes.ACTIVATIONS)
+activation_backward_rows = _backward_chain(codes.ACTIVATIONS)
+_PIECEWISE = tuple(a for a in codes.ACTIVATIONS if a.piecewise_linear and a.code != IDENTITY)
+piecewise_backward_rows = _backward_chain(_PIECEWISE)
 
 
 @njit(parallel=True, cache=True)

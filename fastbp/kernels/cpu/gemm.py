@@ -80,13 +80,14 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from .. import codes
 from .activations import (
     IDENTITY,
     LEAKY_RELU,
     RELU,
     activation_backward_rows,
     activation_forward_rows,
-    relu_backward_rows,
+    piecewise_backward_rows,
 )
 from .linking import (
     as_writable,
@@ -341,7 +342,7 @@ def _epilogue_piecewise_linear(C, i0, i1, j0, j1, epilogue, bias, code, slope, A
                     for j in range(c.shape[0]):
                         a[j] = c[j]
     else:
-        relu_backward_rows(C, Zsrc, i0, i1, j0, j1, code, slope)
+        piecewise_backward_rows(C, Zsrc, Asrc, i0, i1, j0, j1, code, slope)
 
 
 @njit(cache=True, _nrt=False)
@@ -481,7 +482,7 @@ def _table_entry(typingctx, table, i):
 
 
 _CHUNK_TABLE = {}
-PIECEWISE_LINEAR = (IDENTITY, RELU, LEAKY_RELU)
+PIECEWISE_LINEAR = codes.PIECEWISE_LINEAR
 
 
 def column_chunk_address(dtype, code=None):

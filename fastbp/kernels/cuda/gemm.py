@@ -40,7 +40,7 @@ import functools
 import numpy as np
 from numba import cuda, float32
 
-from .activations import act, act_grad
+from .activations import act, act_back
 from .launch import launch
 
 EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
@@ -58,7 +58,7 @@ def store_epilogue(C, i, j, v, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
         C[i, j] = v
         Aout[i, j] = act(v, code, float32(slope))
     elif epilogue == EPI_ACT_GRAD:
-        C[i, j] = v * act_grad(Zsrc[i, j], Asrc[i, j], code, float32(slope))
+        C[i, j] = act_back(v, Zsrc[i, j], Asrc[i, j], code, float32(slope))
     else:
         C[i, j] = v
 

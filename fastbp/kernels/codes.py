@@ -1,0 +1,216 @@
+"""The registry: every activation, loss and optimizer fastbp knows, with its integer code
+and, for activations, its formula.  One place per idea: the CPU and CUDA kernels, the
+module view (``fastbp.ReLU`` ...), the estimators' and the command line's choices and the
+tests' parametrisation are all derived from the tables below.
+
+An activation's formulas are plain Python over a few primitives that each device supplies
+(``like``, ``exp``, ``log1p``, ``sigmoid``, ``tanh``, ``gelu``, ``gelu_grad``; see
+``PRIMITIVES``): the CPU kernels compile them with Numba's ``njit`` and their vectorised
+float32/float64 primitives (``kernels/cpu/activations.py``), the CUDA kernels with
+``cuda.jit(device=True)`` and libdevice's (``kernels/cuda/activations.py``).  Write
+constants as ``like(x, c)`` (the constant in x's precision): a bare Python float is a
+float64 in Numba and would turn float32 arithmetic into float64.
+
+    forward(z, slope)      -> f(z)                       z: one float32 or float64 value
+    backward(g, x, slope)  -> g * f'(z)                  x is z, or a = f(z) where
+                                                         grad_from == "a" (exact and cheaper)
+slope is leaky ReLU's negative slope (unused by the others).
+
+To add an activation, append an ``Activation`` to ``ACTIVATIONS`` with the next code; every
+kernel, the module view, the estimators and the command line then accept it.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+# Primitives in plain Python (float64): what the formulas mean, and what they compute when
+# called outside compiled code.  Each device replaces them (see make_formula).
+def like(x, c):
+    """The constant c in the precision x is computed in."""
+    return c
+
+
+def exp(x):
+    return math.exp(x)
+
+
+def log1p(x):
+    return math.log1p(x)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def tanh(x):
+    return math.tanh(x)
+
+
+GELU_C, GELU_K = math.sqrt(2.0 / math.pi), 0.044715
+
+
+def gelu(x):
+    """0.5 x (1 + tanh(c (x + k x^3))), c = sqrt(2/pi), k = 0.044715 (PyTorch's "tanh")."""
+    return 0.5 * x * (1.0 + math.tanh(GELU_C * (x + GELU_K * x ** 3)))
+
+
+def gelu_grad(x):
+    t = math.tanh(GELU_C * (x + GELU_K * x ** 3))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_K * x * x)
+
+
+PRIMITIVES = ("like", "exp", "log1p", "sigmoid", "tanh", "gelu", "gelu_grad")
+
+
+def make_formula(fn, primitives):
+    """fn with its primitives replaced by a device's (a dict name -> function), for that
+    device's compiler.  The code object is shared, so a formula is written once."""
+    import types
+    scope = dict(fn.__globals__)
+    scope.update(primitives)
+    return types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation.  name: the canonical name; aliases: other accepted names (the first
+    alias that scikit-learn uses, if any, is what the estimators list); module: the class
+    name in fastbp's module view; torch: the equivalent torch.nn module, as an expression
+    of ``nn`` (the tests build it); piecewise_linear: made of comparisons and products (the
+    GEMM has a lean epilogue for these); slope, slope_name: the default and the module
+    view's argument name of the one parameter an activation may have (leaky ReLU's)."""
+    name: str
+    code: int
+    forward: Callable
+    backward: Callable
+    grad_from: str
+    module: str
+    torch: str
+    aliases: tuple = ()
+    piecewise_linear: bool = False
+    slope: float = 0.0
+    slope_name: str = ""
+    doc: str = field(default="", compare=False)
+
+
+# ----------------------------------------------------------------------------- formulas
+def _identity(z, slope):
+    return z
+
+
+def _identity_back(g, z, slope):
+    return g
+
+
+def _relu(z, slope):
+    return max(z, like(z, 0.0))
+
+
+def _relu_back(g, z, slope):
+    return g if z > 0 else like(g, 0.0)
+
+
+def _leaky_relu(z, slope):
+    return z if z > 0 else slope * z
+
+
+def _leaky_relu_back(g, z, slope):
+    return g if z > 0 else g * slope
+
+
+def _sigmoid(z, slope):
+    return sigmoid(z)
+
+
+def _sigmoid_back(g, a, slope):
+    return g * (a * (like(a, 1.0) - a))
+
+
+def _tanh(z, slope):
+    return tanh(z)
+
+
+def _tanh_back(g, a, slope):
+    return g * (like(a, 1.0) - a * a)
+
+
+def _gelu(z, slope):
+    return gelu(z)
+
+
+def _gelu_back(g, z, slope):
+    return g * gelu_grad(z)
+
+
+ACTIVATIONS = (
+    Activation("identity", 0, _identity, _identity_back, "z", "Identity", "nn.Identity()",
+               aliases=("linear",), piecewise_linear=True, doc="f(z) = z"),
+    Activation("relu", 1, _relu, _relu_back, "z", "ReLU", "nn.ReLU()",
+               piecewise_linear=True, doc="f(z) = max(z, 0)"),
+    Activation("leaky_relu", 2, _leaky_relu, _leaky_relu_back, "z", "LeakyReLU",
+               "nn.LeakyReLU(0.01)", piecewise_linear=True, slope=0.01,
+               slope_name="negative_slope",
+               doc="f(z) = z if z > 0 else slope * z (slope 0.01)"),
+    Activation("sigmoid", 3, _sigmoid, _sigmoid_back, "a", "Sigmoid", "nn.Sigmoid()",
+               aliases=("logistic",), doc="f(z) = 1 / (1 + exp(-z)); f' = a (1 - a)"),
+    Activation("tanh", 4, _tanh, _tanh_back, "a", "Tanh", "nn.Tanh()",
+               doc="f(z) = tanh(z); f' = 1 - a^2"),
+    Activation("gelu", 5, _gelu, _gelu_back, "z", "GELU", "nn.GELU(approximate='tanh')",
+               doc="f(z) = 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))"),
+)
+
+ACTIVATION_BY_NAME = {}
+for _a in ACTIVATIONS:
+    for _n in (_a.name,) + _a.aliases:
+        ACTIVATION_BY_NAME[_n] = _a
+ACTIVATION_CODES = {n: a.code for n, a in ACTIVATION_BY_NAME.items()}
+ACTIVATION_NAMES = tuple(a.name for a in ACTIVATIONS)
+# Named constants for the kernels that special-case an activation (the GEMM's lean
+# epilogue).  Codes are positions in ACTIVATIONS.
+IDENTITY, RELU, LEAKY_RELU = 0, 1, 2
+PIECEWISE_LINEAR = tuple(a.code for a in ACTIVATIONS if a.piecewise_linear)
+assert all(a.code == i for i, a in enumerate(ACTIVATIONS))
+assert [ACTIVATIONS[c].name for c in (IDENTITY, RELU, LEAKY_RELU)] == [
+    "identity", "relu", "leaky_relu"]
+
+# The names scikit-learn's MLP uses (its "logistic" for sigmoid), then fastbp's additions.
+SKLEARN_ACTIVATION_NAMES = tuple("logistic" if a.name == "sigmoid" else a.name
+                                 for a in ACTIVATIONS)
+
+
+def activation(name):
+    """The Activation for a name or alias, with a clear error for anything else."""
+    if not isinstance(name, str):
+        raise TypeError(f"activation must be a name (str), got {name!r}")
+    try:
+        return ACTIVATION_BY_NAME[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; expected one of {sorted(ACTIVATION_BY_NAME)}"
+        ) from None
+
+
+def activation_code(name):
+    """The integer code of an activation name or alias."""
+    return activation(name).code
+
+
+# ----------------------------------------------------------------------------- losses
+# Loss codes as the compiled training steps use them.  cross_entropy takes integer labels
+# (CE_LABELS) or probability targets (CE_TARGETS).
+LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE, LOSS_BCE = 0, 1, 2, 3
+LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
+
+
+def loss_code(name, labels):
+    """The compiled steps' code for a loss name; labels: y holds integer class labels."""
+    if name == "cross_entropy":
+        return LOSS_CE_LABELS if labels else LOSS_CE_TARGETS
+    return {"mse": LOSS_MSE, "binary_cross_entropy": LOSS_BCE}[name]
+
+
+# ----------------------------------------------------------------------------- optimizers
+OPT_SGD, OPT_ADAM = 0, 1
+OPTIMIZERS = ("sgd", "adam", "adamw")
