@@ -54,6 +54,10 @@ def ref_activation(name, z):
     if name == "gelu":
         c = np.sqrt(2 / np.pi)
         return 0.5 * z * (1 + np.tanh(c * (z + 0.044715 * z ** 3)))
+    if name == "silu":
+        return z * ref_activation("sigmoid", z)
+    if name == "softplus":
+        return np.where(z > 20, z, np.logaddexp(0, np.minimum(z, 20)))
     raise KeyError(name)
 
 
@@ -75,6 +79,11 @@ def ref_activation_grad(name, z):
         u = c * (z + 0.044715 * z ** 3)
         t = np.tanh(u)
         return 0.5 * (1 + t) + 0.5 * z * (1 - t ** 2) * c * (1 + 3 * 0.044715 * z ** 2)
+    if name == "silu":
+        s = ref_activation("sigmoid", z)
+        return s + z * s * (1 - s)
+    if name == "softplus":
+        return np.where(z > 20, 1.0, ref_activation("sigmoid", z))
     raise KeyError(name)
 
 

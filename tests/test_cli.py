@@ -31,14 +31,15 @@ def test_train_main_job_reaches_097_on_digits(tmp_path, capsys):
     assert lines[0].startswith("p_0,") and len(lines) == 51
 
 
-def test_train_on_user_csv_regression(tmp_path, capsys):
+@pytest.mark.parametrize("activation", ["relu", "softplus"])
+def test_train_on_user_csv_regression(tmp_path, capsys, activation):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((200, 3))
     y = X @ [1.0, -2.0, 0.5] + 0.01 * rng.standard_normal(200)
     path = tmp_path / "data.csv"
     np.savetxt(path, np.c_[X, y], delimiter=",", header="a,b,c,target", comments="")
     assert main(["train", "--data", str(path), "--target", "target", "--epochs", "60",
-                 "--quiet", "--out", str(tmp_path / "o")]) == 0
+                 "--activation", activation, "--quiet", "--out", str(tmp_path / "o")]) == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["test_r2"] > 0.9
 

@@ -45,6 +45,16 @@ def test_classifier_on_digits_with_fitted_attributes(digits):
     assert np.array_equal(clf.classes_[P.argmax(1)], clf.predict(X_te))
 
 
+@pytest.mark.parametrize("activation", ["silu", "softplus"])
+def test_classifier_with_the_newer_activations(digits, activation):
+    """Activations scikit-learn lacks are accepted by name and reach the compiled path."""
+    X_tr, X_te, y_tr, y_te = digits
+    clf = fastbp.MLPClassifier(hidden_layer_sizes=(64,), activation=activation, max_iter=40,
+                               random_state=0).fit(X_tr, y_tr)
+    assert clf.score(X_te, y_te) >= 0.93
+    assert clf._model.activation == activation
+
+
 def test_sgd_solver_schedules_and_early_stopping(digits):
     X_tr, X_te, y_tr, y_te = digits
     for lr in ("constant", "invscaling", "adaptive"):

@@ -16,6 +16,8 @@ TORCH_ACT = {
     "sigmoid": torch.nn.Sigmoid,
     "tanh": torch.nn.Tanh,
     "gelu": lambda: torch.nn.GELU(approximate="tanh"),
+    "silu": torch.nn.SiLU,
+    "softplus": torch.nn.Softplus,
 }
 
 

@@ -144,6 +144,26 @@ def _gelu_back(g, z, slope):
     return g * gelu_grad(z)
 
 
+def _silu(z, slope):
+    return z * sigmoid(z)
+
+
+def _silu_back(g, z, slope):
+    s = sigmoid(z)
+    return g * (s * (like(z, 1.0) + z * (like(z, 1.0) - s)))
+
+
+_SOFTPLUS_THRESHOLD = 20.0     # PyTorch's: above it softplus(z) is z in float32 and float64
+
+
+def _softplus(z, slope):
+    return z if z > like(z, _SOFTPLUS_THRESHOLD) else log1p(exp(z))
+
+
+def _softplus_back(g, z, slope):
+    return g if z > like(z, _SOFTPLUS_THRESHOLD) else g * sigmoid(z)
+
+
 ACTIVATIONS = (
     Activation("identity", 0, _identity, _identity_back, "z", "Identity", "nn.Identity()",
                aliases=("linear",), piecewise_linear=True, doc="f(z) = z"),
@@ -159,6 +179,11 @@ ACTIVATIONS = (
                doc="f(z) = tanh(z); f' = 1 - a^2"),
     Activation("gelu", 5, _gelu, _gelu_back, "z", "GELU", "nn.GELU(approximate='tanh')",
                doc="f(z) = 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))"),
+    Activation("silu", 6, _silu, _silu_back, "z", "SiLU", "nn.SiLU()",
+               aliases=("swish",),
+               doc="f(z) = z sigmoid(z); f' = s (1 + z (1 - s)), s = sigmoid(z)"),
+    Activation("softplus", 7, _softplus, _softplus_back, "z", "Softplus", "nn.Softplus()",
+               doc="f(z) = log(1 + exp(z)), z above 20; f' = sigmoid(z)"),
 )
 
 ACTIVATION_BY_NAME = {}

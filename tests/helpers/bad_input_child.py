@@ -32,7 +32,7 @@ CASES = {
     "zero_layer_size": "fastbp.MLP([4, 0, 3])",
     "negative_layer_size": "fastbp.MLP([4, -8, 3])",
     "float_layer_size": "fastbp.MLP([4, 2.5, 3])",
-    "unknown_activation": "fastbp.MLP([4, 3], activation='swish')",
+    "unknown_activation": "fastbp.MLP([4, 3], activation='no_such_activation')",
     "unknown_loss": "fastbp.MLP([4, 3], loss='hinge')",
     "integer_dtype": "fastbp.MLP([4, 3], dtype=np.int32)",
     "column_vector_labels": "m.loss_and_grad(X, Y.reshape(6, 1))",
