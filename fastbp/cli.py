@@ -67,7 +67,7 @@ def build_parser():
     t.add_argument("--hidden", type=_hidden, default=[128, 64], help="hidden widths, e.g. 128,64")
     t.add_argument("--activation", default="relu",
                    choices=sorted(codes.ACTIVATION_BY_NAME))
-    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
+    t.add_argument("--optimizer", choices=codes.OPTIMIZERS, default="adam")
     t.add_argument("--lr", type=_positive(float), default=None,
                    help="learning rate (default 1e-3 for adam/adamw, 0.05 for sgd)")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")

@@ -31,7 +31,7 @@ from .kernels.cpu import losses as _losses
 from .layers import INITS, Linear, Sequential, _linear_views, activation_module, init_linear
 from .runtime import ensure_threads
 
-LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
+LOSSES = codes.LOSSES
 _MAX_WORKSPACES = 4
 
 

@@ -13,6 +13,7 @@ import weakref
 import numpy as np
 
 from ._validation import check_float, check_positive_int
+from .kernels import codes
 from .schedules import make_schedule
 
 
@@ -399,12 +400,10 @@ class _Compiled:
         self.gbuf[bs * width:] = 0.0
         self.row_loss = pack_buffer(bs, np.float64)
         self.xbuf = pack_buffer(bs * X.shape[1], dt)
+        self.loss_code = codes.loss_code(model.loss, labels=y.ndim == 1)
         if y.ndim == 1:
-            self.loss_code = S.LOSS_CE_LABELS
             self.ylab, self.ytgt = y, np.empty((0, 1), dt)
         else:
-            self.loss_code = {"cross_entropy": S.LOSS_CE_TARGETS, "mse": S.LOSS_MSE,
-                              "binary_cross_entropy": S.LOSS_BCE}[model.loss]
             self.ylab, self.ytgt = np.empty(0, np.int64), y
         self.ylab_buf = pack_buffer(bs, np.int64)
         self.ytgt_buf = np.empty(bs * max(self.ytgt.shape[1], 1), dt)

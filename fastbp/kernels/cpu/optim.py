@@ -19,9 +19,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
-BLOCK = 4096
-OPT_SGD, OPT_ADAM = 0, 1
+from ..codes import OPT_ADAM, OPT_SGD  # noqa: F401 (the registry's codes)
 
+BLOCK = 4096
 
 @njit(cache=True, fastmath={"contract"}, _nrt=False, inline="always")
 def _sgd_block(p, g, v, lr, mu, wd, momentum, weight_decay, nesterov):

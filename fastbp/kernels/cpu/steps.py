@@ -46,6 +46,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.experimental.function_type import _get_wrapper_address
 
+from ..codes import LOSS_BCE, LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE
 from .gemm import (
     EPI_ACT_GRAD,
     EPI_BIAS_ACT,
@@ -75,7 +76,6 @@ from .optim import (  # noqa: F401 (OPT_* for the trainer)
 )
 from .sync import claim_part, part_done, reset_phases, wait_for_phase
 
-LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE, LOSS_BCE = 0, 1, 2, 3
 
 
 @njit(cache=True)
