@@ -4,7 +4,7 @@
 """
 import sys
 
-from fastbp.bench_cuda import main
+from fastbp.bench.cuda import main
 
 if __name__ == "__main__":
     sys.exit(main(quick="--quick" in sys.argv[1:]))

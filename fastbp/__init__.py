@@ -2,9 +2,8 @@
 from . import runtime  # noqa: F401  (threading layer: must precede the first kernel call)
 from . import kernels
 from .gradcheck import gradcheck
-from .io import load
 from .layers import ACTIVATION_CLASSES, Linear, Module, Sequential
-from .model import MLP
+from .model import MLP, load
 from .optim import SGD, Adam, AdamW, Optimizer
 from .schedules import (
     ConstantLR,

@@ -161,7 +161,7 @@ def cmd_train(args):
             raise ValueError("--distributed trains on the CPU; leave out --device cuda")
         if args.checkpoint or args.resume:
             raise ValueError("--checkpoint and --resume are CPU-only; leave out --device cuda")
-        from .backend import cuda_status
+        from .backends import cuda_status
         status = cuda_status()
         if not status.startswith("usable"):
             raise ValueError(f"--device cuda: CUDA is {status}")
@@ -285,7 +285,8 @@ def cmd_train(args):
 # ---------------------------------------------------------------------------- predict
 def cmd_predict(args):
     from .data import read_table
-    from .io import atomic_write, load
+    from .io import atomic_write
+    from .model import load
     model, extra = load(args.model, return_extra=True)
     X, _, _ = read_table(args.file, require_target=False)
     if X.shape[1] == model.n_features + 1:
@@ -329,7 +330,7 @@ def cmd_info(args):
     print(f"python {platform.python_version()} ({platform.machine()})")
     print(f"numpy {np.__version__}, numba {numba.__version__}")
     print(threading_summary())
-    from .backend import cuda_status
+    from .backends import cuda_status
     print(f"cuda: {cuda_status()}")
     return 0
 

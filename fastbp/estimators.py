@@ -27,9 +27,9 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from ._validation import check_dtype
 from .kernels import codes
-from .model import MLP, host_probabilities
+from .backends.cpu import host_probabilities
+from .model import MLP
 from .optim import SGD, Adam
-from .train import _restore, _snapshot
 from .train import fit as _fit
 
 _ACTIVATIONS = codes.SKLEARN_ACTIVATION_NAMES
@@ -146,8 +146,8 @@ class _BaseMLP(BaseEstimator):
         if first:
             self._build(n_features, Y.shape[1] if Y.ndim == 2 else self._n_outputs_1d(), hidden, seed)
         model, opt = self._model, self._optimizer
-        X = model._check_X(X)
-        Y = model._check_y(Y, n)
+        X = model.check_X(X)
+        Y = model.check_y(Y, n)
         rng = np.random.default_rng(seed)
         X_val = Y_val = None
         if self.early_stopping and not incremental:
@@ -185,7 +185,7 @@ class _BaseMLP(BaseEstimator):
                               "reached and the optimization hasn't converged yet.",
                               ConvergenceWarning)
         if self.early_stopping and self._best_params is not None:
-            _restore(model, self._best_params)
+            model.backend.copy_into(model.params, self._best_params)
         self.loss_ = self.loss_curve_[-1]
         self._export_attributes()
         return self
@@ -212,7 +212,7 @@ class _BaseMLP(BaseEstimator):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._best_params = _snapshot(self._model, into=self._best_params)
+                self._best_params = self._model.backend.snapshot(into=self._best_params)
         else:
             loss = self.loss_curve_[-1]
             if loss > self.best_loss_ - self.tol:
@@ -230,7 +230,7 @@ class _BaseMLP(BaseEstimator):
         return False
 
     def _export_attributes(self):
-        m = self._model.to_cpu() if self._model.device == "cuda" else self._model
+        m = self._model.to_cpu()
         self.coefs_ = [w.T.copy() for w in m.weights]           # (in, out) as scikit-learn
         self.intercepts_ = [b.copy() for b in m.biases]
         self.n_layers_ = m.n_layers + 1

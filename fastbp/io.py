@@ -41,10 +41,11 @@ def atomic_write(path, mode="wb"):
         raise
 
 
-def save_model(model, path, **extra):
-    """Write model (architecture, dtype, flat parameters) and extra arrays to `path`."""
-    config = dict(model.config(), format_version=FORMAT_VERSION)
-    arrays = {"params": model.params, "config": np.array(json.dumps(config))}
+def save_model(path, config, params, **extra):
+    """Write a model's config (a JSON-able dict), flat parameters and extra arrays to path,
+    atomically."""
+    config = dict(config, format_version=FORMAT_VERSION)
+    arrays = {"params": params, "config": np.array(json.dumps(config))}
     for name, value in extra.items():
         arr = np.asarray(value)
         if arr.dtype == object:
@@ -54,11 +55,9 @@ def save_model(model, path, **extra):
         np.savez(f, **arrays)
 
 
-def load(path, return_extra=False):
-    """Load a model written by MLP.save.  With return_extra, also return a dict of the extra
-    arrays saved with it."""
-    from .model import MLP
-
+def read_model(path):
+    """(config, params, extra arrays) from a file written by save_model; no pickles are
+    loaded.  fastbp.load builds the model from them."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
@@ -75,32 +74,27 @@ def load(path, return_extra=False):
         config = json.loads(str(files["config"]))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path!r} has a corrupt config: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"{path!r} has a corrupt config: not a JSON object")
     version = config.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise ValueError(f"{path!r} has model format version {version}, this fastbp reads "
                          f"{FORMAT_VERSION}")
-    model = MLP(config["sizes"], activation=config["activation"], loss=config["loss"],
-                dtype=config["dtype"], init=config.get("init", "torch"),
-                matmul=config.get("matmul", "own"))
-    params = files["params"]
-    if params.shape != model.params.shape or params.dtype != model.params.dtype:
-        raise ValueError(f"{path!r}: parameter buffer {params.dtype}{params.shape} does not "
-                         f"match the architecture ({model.params.dtype}{model.params.shape})")
-    model.params[...] = params
-    if return_extra:
-        extra = {k[len("extra_"):]: v for k, v in files.items() if k.startswith("extra_")}
-        return model, extra
-    return model
+    missing = {"sizes", "activation", "loss", "dtype"} - set(config)
+    if missing:
+        raise ValueError(f"{path!r} has a corrupt config: missing {sorted(missing)}")
+    extra = {k[len("extra_"):]: v for k, v in files.items() if k.startswith("extra_")}
+    return config, files["params"], extra
 
 
-def to_torch_state_dict(model):
+def to_torch_state_dict(weights, biases):
     """Weights under the keys of torch.nn.Sequential(Linear, act, Linear, ..., Linear):
     "0.weight", "0.bias", "2.weight", ...  Values are torch tensors when torch has been
     imported by the caller, NumPy arrays (copies) otherwise; fastbp never imports torch."""
     torch = sys.modules.get("torch")
     sd = {}
-    for l in range(model.n_layers):
-        for name, value in (("weight", model.weights[l]), ("bias", model.biases[l])):
+    for l in range(len(weights)):
+        for name, value in (("weight", weights[l]), ("bias", biases[l])):
             arr = value.copy()
             sd[f"{2 * l}.{name}"] = torch.from_numpy(arr) if torch is not None else arr
     return sd
@@ -112,12 +106,10 @@ def _to_numpy(value):
     return np.asarray(value)
 
 
-def from_torch_state_dict(state_dict, activation="relu", loss="cross_entropy",
-                          dtype=np.float32):
-    """An MLP from the state dict of a torch.nn.Sequential whose Linear layers sit at the
-    even indices 0, 2, 4, ... (activations between them)."""
-    from .model import MLP
-
+def state_dict_layers(state_dict):
+    """(sizes, weights, biases) from the state dict of a torch.nn.Sequential whose Linear
+    layers sit at the even indices 0, 2, 4, ... (activations between them);
+    MLP.from_torch_state_dict builds the model."""
     keys = [k for k in state_dict if k.endswith(".weight")]
     try:
         idx = sorted(int(k.split(".")[0]) for k in keys)
@@ -135,8 +127,4 @@ def from_torch_state_dict(state_dict, activation="relu", loss="cross_entropy",
         if w.ndim != 2 or w.shape[1] != sizes[l] or b.shape != (w.shape[0],):
             raise ValueError(f"layer {2 * l}: weight {w.shape} / bias {b.shape} do not chain "
                              f"with the previous layer's {sizes[l]} outputs")
-    model = MLP(sizes, activation=activation, loss=loss, dtype=dtype)
-    for l, (w, b) in enumerate(zip(weights, biases)):
-        model.weights[l][...] = w
-        model.biases[l][...] = b
-    return model
+    return sizes, weights, biases

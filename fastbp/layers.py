@@ -16,6 +16,7 @@ from . import kernels as K
 from ._validation import as_float_array, check_dtype, check_positive_int
 from .kernels import codes
 from .kernels.cpu import activations as _act
+from .layout import Layout
 
 INITS = ("torch", "he", "xavier")
 
@@ -74,7 +75,10 @@ class Linear(Module):
             n = self.out_features * (self.in_features + 1)
             params = np.empty(n, dtype=self.dtype)
             grads = np.zeros(n, dtype=self.dtype)
-            _views = _linear_views(params, grads, 0, self.in_features, self.out_features)
+            layout = Layout([self.in_features, self.out_features])
+            (w,), (b,) = layout.views(params)
+            (dw,), (db,) = layout.views(grads)
+            _views = (w, b, dw, db)
             init_linear(_views[0], _views[1], init, np.random.default_rng(seed))
         self.weight, self.bias, self.weight_grad, self.bias_grad = _views
         self._x = None
@@ -104,14 +108,6 @@ class Linear(Module):
 
     def __repr__(self):
         return f"Linear(in_features={self.in_features}, out_features={self.out_features})"
-
-
-def _linear_views(params, grads, offset, fan_in, fan_out):
-    """Views (W, b, dW, db) of one layer at `offset` in flat params/grads buffers."""
-    w_end = offset + fan_out * fan_in
-    b_end = w_end + fan_out
-    return (params[offset:w_end].reshape(fan_out, fan_in), params[w_end:b_end],
-            grads[offset:w_end].reshape(fan_out, fan_in), grads[w_end:b_end])
 
 
 class Activation(Module):

@@ -16,10 +16,15 @@ import fastbp
 from fastbp.kernels.cpu import gemm as G
 from fastbp.kernels.cpu import losses as L
 from fastbp.kernels.cpu import optim as O
+from fastbp.runtime import ensure_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
 def nrt_stats():
+    # These tests call compiled kernels directly, not through fastbp's Python entries,
+    # which start Numba's thread pool first: a parallel kernel loaded from the cache
+    # crashes the process otherwise (numba/numba#8578; runtime.ensure_threads).
+    ensure_threads()
     _nrt_python.memsys_enable_stats()
     yield
     _nrt_python.memsys_disable_stats()

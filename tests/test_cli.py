@@ -93,7 +93,7 @@ def test_train_early_stopping(tmp_path, capsys):
 
 
 def test_train_on_cuda_without_a_gpu_is_a_one_line_error(capsys):
-    from fastbp.backend import cuda_status
+    from fastbp.backends import cuda_status
     if cuda_status().startswith("usable"):
         pytest.skip("CUDA is usable here (tests/cuda trains on it)")
     assert main(["train", "--device", "cuda", "--epochs", "1"]) == 1

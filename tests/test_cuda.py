@@ -26,7 +26,7 @@ def test_cuda_kernels_under_simulator():
 def test_device_cuda_without_gpu_is_a_clear_error():
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         pytest.skip("simulator enabled")
-    from fastbp.backend import cuda_status
+    from fastbp.backends import cuda_status
     if cuda_status().startswith("usable"):
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="device='cuda' requested but CUDA is not usable"):

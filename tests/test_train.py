@@ -203,7 +203,7 @@ def test_split_steps_equal_python_steps(monkeypatch, loss, sizes, l2, act, dtype
     and data gradients, rows of the layers for the weight gradients and updates) gives
     the same bits as the Python path, down to a last batch of one row (a part with no
     rows)."""
-    from fastbp import train as T
+    from fastbp.train import split as T
     rng = np.random.default_rng(5)
     X = rng.standard_normal((69, 12)).astype(dtype)   # batches of 17: last one 1 row
     if loss == "cross_entropy":
@@ -223,7 +223,7 @@ def test_split_steps_on_one_thread_equal_python_steps(monkeypatch, n_split):
     own), and the bits are the same."""
     import numba
 
-    from fastbp import train as T
+    from fastbp.train import split as T
     rng = np.random.default_rng(7)
     X = rng.standard_normal((69, 12)).astype(np.float32)
     y = rng.integers(0, 4, size=69)
@@ -241,13 +241,13 @@ def test_epoch_loss_over_several_compiled_calls_equals_python_steps(monkeypatch)
     as the Python path does step by step: the same bits, not just the same parameters.
     (Found by a fuzz campaign: 397 steps of batch 1 ran as two calls, and the epoch's loss
     differed in its last bit.)"""
-    from fastbp import train as T
-    init = T._Compiled.__init__
+    from fastbp.train import compiled as T
+    init = T.Compiled.__init__
 
     def two_steps_a_call(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self.chunk = 2          # 69 rows in batches of 17: calls of 2, 2 and 1 steps
-    monkeypatch.setattr(T._Compiled, "__init__", two_steps_a_call)
+    monkeypatch.setattr(T.Compiled, "__init__", two_steps_a_call)
     rng = np.random.default_rng(8)
     X = rng.standard_normal((69, 12)).astype(np.float32)
     y = rng.integers(0, 4, size=69)
@@ -284,7 +284,8 @@ def test_large_steps_with_weight_gradients_by_rows_equal_python_steps(monkeypatc
     """A large step (parallel products) whose weight gradients and updates are shared out
     by rows (run_steps with n_split > 1 and parallel), and the same step with parallel
     weight-gradient products, give the same bits as the Python path."""
-    from fastbp import train as T
+    from fastbp.train import compiled as C
+    from fastbp.train import split as T
     rng = np.random.default_rng(6)
     X = rng.standard_normal((69, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], size=69)
@@ -293,14 +294,14 @@ def test_large_steps_with_weight_gradients_by_rows_equal_python_steps(monkeypatc
     monkeypatch.setattr(T, "split_threads", lambda sizes, bs: 2)
 
     def check(m, opt):
-        comp = T._Compiled(m, opt, X, y, 17, l2, True, 0)
+        comp = C.Compiled(m, opt, X, y, 17, l2, True, 0)
         assert not comp.serial and comp.n_split == (2 if by_rows else 1)
         assert comp.chooser.options == (comp.n_split,)
     _assert_compiled_equals_python(lambda: fastbp.MLP(sizes, seed=0), X, y, l2, 1e-3, check)
 
 
 def test_split_threads_choice():
-    from fastbp import train as T
+    from fastbp.train import split as T
     from fastbp.runtime import threadsafe
     if threadsafe() and numba.get_num_threads() >= 2:
         assert T.split_threads([40, 100, 100, 10], 32) == 2
@@ -311,7 +312,7 @@ def test_split_threads_choice():
 def test_split_chooser_keeps_the_faster_way():
     """Every PERIOD chunks the trainer probes split and one-thread chunks alternately and
     keeps the faster per step (the best of each one's probes)."""
-    from fastbp.train import SplitChooser
+    from fastbp.train.split import SplitChooser
     c = SplitChooser(2)
     speed = {2: 1.0, 1: 3.0}                    # seconds per step: split faster
     seen = []
@@ -335,7 +336,7 @@ def test_split_chooser_keeps_the_faster_way():
 def test_split_chooser_probes_again_when_its_way_slows_down():
     """A chunk much slower per step than its way was at the last probes starts new probes
     at once; chunks within REPROBE of it do not."""
-    from fastbp.train import SplitChooser
+    from fastbp.train.split import SplitChooser
     c = SplitChooser(2)
     probe = 2 * c.PROBE
     speed = {2: 1.0, 1: 2.0}
@@ -358,7 +359,7 @@ def test_split_chooser_kept_across_fits():
     on with its period (no new probes at its start) and the choice it made."""
     import gc
 
-    from fastbp import train as T
+    from fastbp.train import split as T
     rng = np.random.default_rng(3)
     X = rng.standard_normal((320, 40)).astype(np.float32)
     y = rng.integers(0, 10, size=320)
@@ -384,7 +385,7 @@ def test_split_chooser_kept_across_fits():
 def test_layer_row_split():
     """The layers' rows cut into runs of equal work, at whole GEMM panels (MR rows: 8
     with AVX-512, else 6)."""
-    from fastbp import train as T
+    from fastbp.train import split as T
     from fastbp.kernels.cpu.microkernel import MR
 
     def panels(rows):

@@ -7,7 +7,7 @@ Run on a GPU machine (one call does everything):
 Prints the kernels' registers / local memory / shared memory, a correctness check of each
 configuration against a float64 reference on fresh random inputs (output poisoned with
 NaN first), SASS instruction counts, and device time per product
-(median of CUDA-event batches queued behind fastbp.bench_cuda.hold_gpu, so host launch
+(median of CUDA-event batches queued behind fastbp.bench.cuda.hold_gpu, so host launch
 costs are excluded) next to torch.matmul with TF32 off.  The history of what was tried
 is in fastbp/kernels/cuda/gemm.py's docstring.
 """
@@ -22,7 +22,7 @@ from numba import cuda
 
 sys.path.insert(0, ".")
 
-from fastbp.bench_cuda import _event_time
+from fastbp.bench.cuda import _event_time
 from fastbp.kernels import cuda as KC
 
 G = importlib.import_module("fastbp.kernels.cuda.gemm")   # the package re-exports gemm()

@@ -5,7 +5,7 @@
 For each benchmark network of fastbp bench --device cuda: every recorded launch of one
 step (batch gather, forward, loss, backward, optimizer update, accuracy count) with its
 device time (CUDA events around repeated launches queued behind
-fastbp.bench_cuda.hold_gpu, so the host's launch cost is excluded); then one whole step's
+fastbp.bench.cuda.hold_gpu, so the host's launch cost is excluded); then one whole step's
 device time, the host's time to issue it, and its wall time in fit; the same three for
 PyTorch's eager step.  Wall time near device time: the GPU is the limit; near issue time:
 the host is.
@@ -19,8 +19,8 @@ from numba import cuda
 sys.path.insert(0, ".")
 
 import fastbp
-from fastbp.bench import torch_mlp
-from fastbp.bench_cuda import TRAIN_SHAPES, _event_time, hold_gpu
+from fastbp.bench.peers import torch_mlp
+from fastbp.bench.cuda import TRAIN_SHAPES, _event_time, hold_gpu
 from fastbp.kernels import cuda as KC
 
 
@@ -64,11 +64,11 @@ def profile(sizes, batch):
     KC.gather_rows(Xd, idx, xb, plan=plan)
     KC.gather_rows(yd.reshape(n, 1), idx, yb.reshape(batch, 1), plan=plan)
     KC.run_plan(plan)                 # the batch must hold real labels before the step
-    model._step_dev(xb, yb)
-    plan += model._dws(batch).step_plan[2]
+    model.backend.step(xb, yb)
+    plan += model.backend.workspace(batch).step_plan[2]
     opt.step()
     plan += opt._plan[1]
-    model._count_correct_dev(yb, plan=plan)
+    model.backend.count_correct_device(yb, plan=plan)
     print(f"\n## {'-'.join(map(str, sizes))} batch {batch}: {len(plan)} launches per step")
     print("| launch | grid | block | device us |")
     print("|---|---|---|---:|")

@@ -280,7 +280,8 @@ def test_device_model_matches_cpu_model():
     y = RNG.integers(0, 3, size=23)
     cpu_m = fastbp.MLP([7, 9, 3], activation="tanh", seed=0)
     gpu_m = fastbp.MLP([7, 9, 3], activation="tanh", seed=0, device="cuda")
-    assert type(gpu_m).__name__ == "CudaMLP" and gpu_m.device == "cuda"
+    assert type(gpu_m) is fastbp.MLP and gpu_m.device == "cuda"
+    assert type(gpu_m.backend).__name__ == "CUDABackend"
     l_cpu = cpu_m.loss_and_grad(X, y, l2=1e-3)
     l_gpu = gpu_m.loss_and_grad(X, y, l2=1e-3)
     assert abs(l_cpu - l_gpu) <= 1e-5 * l_cpu

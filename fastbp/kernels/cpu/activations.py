@@ -21,7 +21,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 from .. import codes
-from ..codes import ACTIVATION_CODES, IDENTITY, LEAKY_RELU, RELU  # noqa: F401 (re-exported)
+from ..codes import IDENTITY
 
 _GELU_C = codes.GELU_C
 _GELU_K = codes.GELU_K

@@ -81,10 +81,8 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .. import codes
+from ..codes import IDENTITY, LEAKY_RELU, RELU
 from .activations import (
-    IDENTITY,
-    LEAKY_RELU,
-    RELU,
     activation_backward_rows,
     activation_forward_rows,
     piecewise_backward_rows,

@@ -68,9 +68,7 @@ from .losses import (
     mean_row_loss,
     mse_rows,
 )
-from .optim import (  # noqa: F401 (OPT_* for the trainer)
-    OPT_ADAM,
-    OPT_SGD,
+from .optim import (
     optimizer_update,
     optimizer_update_serial,
 )

@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from .peers import torch_mlp
+
 TRAIN_SHAPES = [  # (sizes, batch)
     ([784, 512, 512, 10], 128),
     ([40, 100, 100, 10], 32),
@@ -77,7 +79,7 @@ def _best_pair(f, g, reps, rounds=7):
 
 
 def bench_gemm(quick=False):
-    from . import kernels as K
+    from .. import kernels as K
     rows = []
     rng = np.random.default_rng(0)
     for label, M, Kd, N, ta, tb in GEMM_SHAPES:
@@ -122,20 +124,6 @@ def fastbp_epochs(sizes, batch, X, y, matmul="own"):
                        verbose=0)
         return X.shape[0] / h["time"][0]
     return epoch
-
-
-def torch_mlp(sizes, device="cpu"):
-    """The benchmarks' PyTorch side: (nn.Sequential of Linear with ReLU between, SGD with
-    lr 0.01 and momentum 0.9, CrossEntropyLoss), on ``device``."""
-    import torch
-    layers = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers).to(device)
-    return (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
-            torch.nn.CrossEntropyLoss())
 
 
 def torch_epochs(sizes, batch, X, y):
@@ -223,7 +211,7 @@ def machine():
                     if line.startswith("model name")), platform.processor())
     except OSError:
         cpu = platform.processor()
-    from .kernels.cpu.microkernel import AVX512, MR, NR
+    from ..kernels.cpu.microkernel import AVX512, MR, NR
     tile = f"GEMM tile {MR}x{NR} {'AVX-512' if AVX512 else 'AVX2'}"
     return (f"{cpu}, {os.cpu_count()} cores, numba {numba.__version__} "
             f"({numba.get_num_threads()} threads), {tile}")
@@ -301,7 +289,7 @@ def format_tables(gemm_rows, train_rows, header):
 
 def main(quick=False, device="cpu"):
     if device == "cuda":
-        from .bench_cuda import main as cuda_main
+        from .cuda import main as cuda_main
         return cuda_main(quick=quick)
     print(format_tables(*run(quick)), flush=True)
     return 0

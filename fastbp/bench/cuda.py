@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .bench import torch_mlp
+from .peers import torch_mlp
 
 GEMM_SHAPES = [("4096^3", 4096, 4096, 4096, False, False),
                ("1024x784 @ (512x784)^T", 1024, 784, 512, False, True)]
@@ -60,7 +60,7 @@ def bench_gemm():
     import torch
     from numba import cuda
 
-    from .kernels import cuda as KC
+    from ..kernels import cuda as KC
     torch.backends.cuda.matmul.allow_tf32 = False
     rows = []
     for label, M, K, N, ta, tb in GEMM_SHAPES:
@@ -133,7 +133,7 @@ def bench_train(sizes, batch, steps=200):
 
 
 def main(quick=False):
-    from .backend import cuda_status
+    from ..backends import cuda_status
     status = cuda_status()
     if not status.startswith("usable") or "simulator" in status:
         print(f"fastbp bench --device cuda needs a GPU; CUDA is {status}")

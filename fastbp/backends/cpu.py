@@ -1,0 +1,214 @@
+"""The CPU backend: a model's flat buffers as NumPy arrays, its steps on fastbp's Numba
+kernels (kernels/cpu).
+
+    forward   Z_l = A_{l-1} W_l^T + b_l,  A_l = f(Z_l)      one GEMM + epilogue per layer
+              (the last layer has no activation: Z_L are the logits / outputs)
+    loss      L, G_L = dL/dZ_L                               one fused pass per row
+    backward  dW_l = G_l^T A_{l-1},  db_l = sum_rows G_l     one GEMM, db from the same loads
+              G_{l-1} = (G_l W_l) * f'(Z_{l-1})              one GEMM + epilogue
+
+Workspace is kept per batch size (the last partial batch of an epoch gets its own, at most
+MAX_WORKSPACES), so the steady state allocates nothing.
+"""
+import numpy as np
+
+from .. import kernels as K
+from ..kernels.cpu import gemm as _gemm
+from ..kernels.cpu import losses as _losses
+from ..runtime import ensure_threads
+
+MAX_WORKSPACES = 4
+
+
+def host_probabilities(Z, loss):
+    """Probabilities from output pre-activations Z (b, n) on the host, in float64: softmax
+    over the row for cross_entropy (row maximum subtracted), the sigmoid of each output for
+    binary_cross_entropy."""
+    Z = np.asarray(Z, dtype=np.float64)
+    if loss == "cross_entropy":
+        P = Z - Z.max(axis=1, keepdims=True)
+        np.exp(P, out=P)
+        P /= P.sum(axis=1, keepdims=True)
+        return P
+    return 0.5 * (1.0 + np.tanh(0.5 * Z))
+
+
+class Workspace:
+    """Activations Z, A and deltas G (one (batch, width) array per layer), the row losses,
+    and the GEMM's packing buffers, for one batch size."""
+
+    def __init__(self, sizes, batch, dtype, identity_hidden):
+        L = len(sizes) - 1
+        self.batch = batch
+        self.Z = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
+        # A_l is Z_l itself where f is the identity (and for the output layer).
+        self.A = [self.Z[l] if (l == L - 1 or identity_hidden) else np.empty_like(self.Z[l])
+                  for l in range(L)]
+        self.G = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
+        self.row_loss = np.empty(batch)
+        # Packing buffers for the largest of the layer products (forward, dW, dX): a_part
+        # elements hold one packed A, apack a copy for each thread (see gemm.pack_copies).
+        na = nb = 0
+        for l in range(L):
+            n_in, n_out = sizes[l], sizes[l + 1]
+            for m, n, k in ((batch, n_out, n_in), (n_out, n_in, batch), (batch, n_in, n_out)):
+                a, b = _gemm.pack_sizes(m, n, k, a_copies=1)
+                na, nb = max(na, a), max(nb, b)
+        self.a_part = na
+        self.apack = _gemm.pack_buffer(na * _gemm.pack_copies(), dtype)
+        self.bpack = _gemm.pack_buffer(nb, dtype)
+
+
+class CPUBackend:
+    """See fastbp.backends for the protocol.  Holds params/grads (NumPy, the model's dtype)
+    and the per-batch-size workspaces."""
+
+    device = "cpu"
+
+    def __init__(self, model, host_params):
+        self.model = model
+        self.params = host_params
+        self.grads = np.zeros_like(host_params)
+        self._gemm = _gemm.gemm if model.matmul == "own" else _gemm.gemm_blas
+        self.weights, self.biases = model.layout.views(self.params)
+        self.weight_grads, self.bias_grads = model.layout.views(self.grads)
+        self._flat_w = [w.reshape(-1) for w in self.weights]
+        self._flat_dw = [g.reshape(-1) for g in self.weight_grads]
+        self._last_output = None
+        self._workspaces = {}
+        self._none = np.empty(0, model.dtype)
+        self._empty2 = np.empty((0, 0), model.dtype)
+
+    # ------------------------------------------------------------------ inputs
+    def prepare(self, X, y=None):
+        """X (and y) checked against the model: fastbp.MLP.check_X / check_y."""
+        X = self.model.check_X(X)
+        if y is None:
+            return X
+        return X, self.model.check_y(y, X.shape[0])
+
+    def workspace(self, batch):
+        """The Workspace for batch rows (created on first use)."""
+        ws = self._workspaces.get(batch)
+        if ws is None:
+            ensure_threads()
+            if len(self._workspaces) >= MAX_WORKSPACES:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            m = self.model
+            ws = Workspace(m.sizes, batch, m.dtype, m.act_code == 0)
+            self._workspaces[batch] = ws
+        return ws
+
+    # ------------------------------------------------------------------ compute
+    def _chunk_address(self):
+        """gemm's chunk_addr for this model's dtype and activation (0 for the BLAS variant,
+        which has none)."""
+        m = self.model
+        return _gemm.column_chunk_address(m.dtype, m.act_code) if m.matmul == "own" else 0
+
+    def _forward(self, X, ws):
+        """Fused forward pass into the workspace; returns the output pre-activation Z_L."""
+        m = self.model
+        A_prev = X
+        last = m.n_layers - 1
+        chunk = self._chunk_address()
+        for l in range(m.n_layers):
+            code = 0 if l == last else m.act_code
+            self._gemm(A_prev, False, self.weights[l], True, ws.Z[l], _gemm.EPI_BIAS_ACT,
+                       self.biases[l], code, m.slope, ws.A[l], self._empty2, self._empty2,
+                       self._none, ws.apack, ws.bpack, True, chunk)
+            A_prev = ws.A[l]
+        return ws.Z[last]
+
+    def _loss(self, Z, y, G, row_loss):
+        loss = self.model.loss
+        if loss == "cross_entropy":
+            if y.ndim == 1:
+                return _losses.cross_entropy_labels(Z, y, G, row_loss)
+            return _losses.cross_entropy_targets(Z, y, G, row_loss)
+        if loss == "mse":
+            return _losses.mse(Z, y, G, row_loss)
+        return _losses.binary_cross_entropy(Z, y, G, row_loss)
+
+    def _backward(self, X, ws):
+        """Backward pass from ws.G[last] = dL/dZ_L; fills the flat gradient buffer."""
+        m = self.model
+        chunk = self._chunk_address()
+        for l in range(m.n_layers - 1, -1, -1):
+            A_prev = X if l == 0 else ws.A[l - 1]
+            # dW_l = G_l^T A_{l-1}, and db_l = column sums of G_l from the same pass
+            self._gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], _gemm.EPI_NONE,
+                       self._none, 0, 0.0, self._empty2, self._empty2, self._empty2,
+                       self.bias_grads[l], ws.apack, ws.bpack, True, chunk)
+            if l > 0:
+                # G_{l-1} = (G_l W_l) * f'(Z_{l-1})
+                self._gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1],
+                           _gemm.EPI_ACT_GRAD, self._none, m.act_code, m.slope,
+                           self._empty2, ws.Z[l - 1], ws.A[l - 1], self._none, ws.apack,
+                           ws.bpack, True, chunk)
+
+    def loss_and_grad(self, X, y, l2=0.0):
+        ws = self.workspace(X.shape[0])
+        Z = self._forward(X, ws)
+        loss = self._loss(Z, y, ws.G[-1], ws.row_loss)
+        self._backward(X, ws)
+        self._last_output = Z
+        if l2:
+            for w, dw in zip(self._flat_w, self._flat_dw):
+                loss += _losses.add_l2(w, dw, l2)
+        return float(loss)
+
+    def compute_loss(self, X, y):
+        ws = self.workspace(X.shape[0])
+        Z = self._forward(X, ws)
+        # The loss kernels write a gradient; use the output delta buffer as scratch.
+        return float(self._loss(Z, y, ws.G[-1], ws.row_loss))
+
+    def forward(self, X):
+        return self._forward(X, self.workspace(X.shape[0]))
+
+    def count_correct(self, y):
+        """Correct predictions in the last batch given to loss_and_grad (classification)."""
+        loss = self.model.loss
+        if loss == "cross_entropy" and y.ndim == 1:
+            return _losses.count_correct_labels(self._last_output, y)
+        if loss == "binary_cross_entropy":
+            return _losses.count_correct_multilabel(self._last_output, y)
+        return 0
+
+    def evaluate(self, X, y, batch_size=4096):
+        n = X.shape[0]
+        total, correct = 0.0, 0
+        for i in range(0, n, batch_size):
+            Xb, yb = X[i:i + batch_size], y[i:i + batch_size]
+            ws = self.workspace(Xb.shape[0])
+            Z = self._forward(Xb, ws)
+            total += self._loss(Z, yb, ws.G[-1], ws.row_loss) * Xb.shape[0]
+            self._last_output = Z
+            correct += self.count_correct(yb)
+        return total / n, (correct / n if self.model.has_accuracy(y) else None)
+
+    def probabilities(self, Z):
+        """Class probabilities from host pre-activations Z (a new array)."""
+        if self.model.loss == "cross_entropy":
+            P = np.empty_like(Z)
+            _losses.softmax_rows(Z, P)
+            return P
+        return K.activation(Z, "sigmoid")
+
+    # ------------------------------------------------------------------ buffers
+    def to_host(self, buf):
+        return buf
+
+    def copy_into(self, dst, src):
+        dst[...] = src
+
+    def snapshot(self, into=None):
+        """A copy of the flat parameters (reusing into, if given)."""
+        if into is None:
+            return self.params.copy()
+        into[...] = self.params
+        return into
+
+    def fill_grads(self, value):
+        self.grads[...] = value

@@ -1,0 +1,12 @@
+"""The trainer: fastbp.fit(model, X, y, optimizer=...) -> History.
+
+    loop.py       fit: epochs, validation, early stopping, schedules, callbacks, Ctrl-C
+    compiled.py   the CPU epoch as chunks of steps inside one compiled call (run_steps)
+    split.py      how a compiled step is shared among threads (and whether it pays)
+    cuda.py       the CUDA epoch: batches gathered and losses summed on the device
+    state.py      what a checkpoint carries, and writing and reading it
+"""
+from .loop import fit
+from .state import History, TrainingDiverged
+
+__all__ = ["History", "TrainingDiverged", "fit"]

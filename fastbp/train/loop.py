@@ -1,0 +1,266 @@
+"""The training loop: fastbp.fit(model, X, y, optimizer=...) -> History.
+
+Each epoch visits every sample once, in a fresh random order when shuffle=True.  Batches
+are gathered by index into two preallocated buffers (full batches and the last partial
+one), so the data set is never copied or reordered in memory and the last partial batch is
+trained, not dropped.  On the CPU with fastbp's optimizers the steps run compiled
+(compiled.py); MPI and replaced optimizer steps take the step-by-step path below; CUDA
+models run train/cuda.py's epoch.  Data flows one way: fit -> model / backend -> kernels.
+"""
+import math
+import time
+
+import numpy as np
+
+from .._validation import check_float, check_positive_int
+from ..schedules import make_schedule
+from .compiled import Compiled, epoch_compiled
+from .cuda import epoch_cuda
+from .state import (
+    History,
+    Run,
+    bar_update,
+    diverged,
+    load_checkpoint,
+    progress,
+    save_checkpoint,
+)
+
+
+def _split(X, y, fraction, rng):
+    n = X.shape[0]
+    n_val = int(round(n * fraction))
+    if n_val < 1 or n_val >= n:
+        raise ValueError(f"validation_split={fraction} leaves {n - n_val} training and "
+                         f"{n_val} validation samples out of {n}; both need at least one")
+    perm = rng.permutation(n)
+    tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    return X[tr], y[tr], X[va], y[va]
+
+
+def _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp, buffers,
+               good_params, history, after_step):
+    """Train from row run.pos of the epoch's order to its end, updating run's sums."""
+    n = X.shape[0]
+    for start in range(run.pos, n, bs):
+        stop = min(start + bs, n)
+        lo, hi = dp.shard(start, stop) if dp is not None else (start, stop)
+        m = hi - lo
+        if m == 0:  # more ranks than rows in this batch
+            model.grads[...] = 0
+            loss = 0.0
+        else:
+            if shuffle:
+                xb, ybb = buffers.get(m) or buffers.setdefault(
+                    m, (np.empty((m,) + X.shape[1:], X.dtype),
+                        np.empty((m,) + y.shape[1:], y.dtype)))
+                idx = run.order[lo:hi]
+                np.take(X, idx, axis=0, out=xb)
+                np.take(y, idx, axis=0, out=ybb)
+            else:
+                xb, ybb = X[lo:hi], y[lo:hi]
+            loss = model.backend.loss_and_grad(xb, ybb, l2)
+        if not math.isfinite(loss):
+            raise diverged(model, good_params, history, loss,
+                            f"at epoch {run.epoch + 1}, samples {start}-{stop}")
+        if dp is not None:
+            dp.average_grads(m, stop - start)
+        optimizer.step()
+        run.total_loss += loss * m
+        if has_acc and m:
+            run.correct += model.backend.count_correct(ybb)
+        run.seen += stop - start
+        run.pos = stop
+        run.step += 1
+        if bar is not None:
+            bar_update(bar, run, stop - start, has_acc)
+        after_step()
+
+
+def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed=None,
+        validation_data=None, validation_split=0.0, early_stopping=False, patience=10,
+        min_delta=0.0, lr_schedule=None, callbacks=(), verbose=1, l2=0.0, comm=None,
+        checkpoint_dir=None, checkpoint_every=None, resume=False):
+    """Train `model` on (X, y) with `optimizer` in mini-batches; returns a History.
+
+    X: (n, n_features); y as for model.loss_and_grad.  batch_size: samples per step (the
+    last batch of an epoch may be smaller).  seed: shuffling and validation split.
+    validation_data=(X_val, y_val), or validation_split: a fraction of (X, y) held out.
+    early_stopping: stop when the monitored loss (val_loss if there is validation data,
+    else loss) has not improved by min_delta for `patience` epochs, and restore the best
+    weights.  lr_schedule: see fastbp.schedules.  callbacks: objects with
+    on_epoch_end(epoch, logs) or callables (epoch, logs); returning True stops training.
+    verbose: 0 silent, 1 progress bar, 2 also a line per epoch.  l2: see loss_and_grad.
+    comm: an MPI communicator (mpi4py) for data-parallel training (fastbp.distributed):
+    each rank passes the same data and seed and trains on its shard of every batch.
+    checkpoint_dir / checkpoint_every: write a checkpoint (fastbp.checkpoint) every
+    checkpoint_every optimizer steps and at the end of every epoch (and on Ctrl-C);
+    resume=True continues from the checkpoint in checkpoint_dir if there is one, so that
+    an interrupted and resumed run ends with the weights of an uninterrupted one.
+
+    A NaN/inf loss raises TrainingDiverged with the model set back to the last finite
+    epoch.  Ctrl-C stops training after the current step and returns the history so far
+    (history.interrupted is True).
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    epochs = check_positive_int(epochs, "epochs") if epochs != 0 else 0
+    patience = check_positive_int(patience, "patience")
+    validation_split = check_float(validation_split, "validation_split", 0.0, 1.0)
+    l2 = check_float(l2, "l2", 0.0)
+    if checkpoint_every is not None:
+        checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+        if checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs checkpoint_dir")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir")
+    if getattr(optimizer, "model", None) is not model:
+        raise ValueError("optimizer was built for a different model; "
+                         "create it with the model being trained")
+    X = model.check_X(X)
+    y = model.check_y(y, X.shape[0])
+    rng = np.random.default_rng(seed)
+    X_val = y_val = None
+    if validation_data is not None:
+        if len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        X_val = model.check_X(validation_data[0], "X_val")
+        y_val = model.check_y(validation_data[1], X_val.shape[0])
+    elif validation_split > 0:
+        X, y, X_val, y_val = _split(X, y, validation_split, rng)
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not (callable(cb) or hasattr(cb, "on_epoch_end")):
+            raise TypeError(f"callback {cb!r} has no on_epoch_end and is not callable")
+    schedule = make_schedule(lr_schedule)
+    optimizer.lr = schedule.start(optimizer.lr, epochs)
+
+    n = X.shape[0]
+    bs = min(batch_size, n)
+    on_gpu = model.device == "cuda"
+    if on_gpu:
+        if comm is not None or checkpoint_dir is not None:
+            raise ValueError("comm (MPI) and checkpoints are not supported with device='cuda'")
+        from numba import cuda
+        Xd, yd = cuda.to_device(X), cuda.to_device(y)   # the data set, copied once
+        if X_val is not None:
+            X_val, y_val = cuda.to_device(X_val), cuda.to_device(y_val)
+        dev_buffers = {}
+    dp = None
+    if comm is not None:
+        from ..distributed import DataParallel
+        dp = DataParallel(comm, model)
+    # Gather buffers, one per batch (or shard) size, reused every step: rows of X / y are
+    # picked by index, so the data set is never copied or reordered.
+    buffers = {}
+    run = Run(n)
+    history = History()
+    best_params = None
+    good_params = model.backend.snapshot()
+    rank0 = dp is None or dp.rank == 0
+    resuming = False
+    if resume:
+        best_params = load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule,
+                                       history, good_params, bs)
+        resuming = run.pos > 0
+        if dp is not None:  # every rank continues from rank 0's checkpoint
+            dp.comm.Bcast(model.params, root=0)
+
+    def checkpoint_now():
+        if checkpoint_dir is not None and rank0:
+            save_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,
+                             good_params, best_params, bs)
+
+    def after_step():
+        if checkpoint_every and run.step % checkpoint_every == 0:
+            checkpoint_now()
+
+    has_acc = model.has_accuracy(y)
+    compiled = None
+    if not on_gpu and Compiled.eligible(model, optimizer, dp):
+        compiled = Compiled(model, optimizer, X, y, bs, l2, has_acc, checkpoint_every)
+    bar = progress(verbose, n * (epochs - run.epoch))
+    while run.epoch < epochs:
+        epoch = run.epoch
+        t0 = time.perf_counter()
+        if not resuming:
+            if shuffle:
+                rng.shuffle(run.order)
+            run.pos, run.total_loss, run.correct, run.seen = 0, 0.0, 0, 0
+        resuming = False
+        if bar is not None:
+            bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
+        seen_before = run.seen
+        try:
+            if on_gpu:
+                run.total_loss, run.correct = epoch_cuda(model, optimizer, Xd, yd, run.order,
+                                                          bs, has_acc, bar, dev_buffers, l2)
+                run.seen = run.pos = n
+                if not math.isfinite(run.total_loss):
+                    raise diverged(model, good_params, history, run.total_loss / n,
+                                    f"in epoch {epoch + 1}")
+            elif compiled is not None:
+                epoch_compiled(model, optimizer, X, run, bs, compiled, bar, good_params,
+                                history, after_step)
+            else:
+                _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp,
+                           buffers, good_params, history, after_step)
+        except KeyboardInterrupt:
+            history.interrupted = True
+            history.samples_seen += run.seen - seen_before
+            checkpoint_now()
+            break
+        except Exception as exc:
+            if dp is not None:
+                dp.abort(exc)
+            raise
+        history.samples_seen += run.seen - seen_before
+        total_loss, correct = run.total_loss, run.correct
+        if dp is not None:
+            total_loss, correct = dp.sum([total_loss, correct])
+        elapsed = time.perf_counter() - t0
+        logs = {"epoch": epoch, "loss": total_loss / n, "accuracy": correct / n if has_acc else None,
+                "val_loss": None, "val_accuracy": None, "lr": optimizer.lr,
+                "samples_per_s": n / elapsed, "time": elapsed,
+                "samples_seen": history.samples_seen}
+        if X_val is not None:
+            evaluate = model.backend.evaluate
+            logs["val_loss"], logs["val_accuracy"] = evaluate(X_val, y_val)
+        for key in history.history:
+            history.history[key].append(logs[key])
+        model.backend.snapshot(into=good_params)
+        if verbose >= 2 or (verbose >= 1 and bar is None):
+            msg = f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}"
+            if has_acc:
+                msg += f", accuracy {logs['accuracy']:.4f}"
+            if logs["val_loss"] is not None:
+                msg += f", val_loss {logs['val_loss']:.4f}"
+            msg += f", {logs['samples_per_s']:.3g} samples/s"
+            if bar is not None:
+                bar.write(msg)
+            else:
+                print(msg, flush=True)
+        monitored = logs["val_loss"] if X_val is not None else logs["loss"]
+        if monitored < run.best_metric - min_delta:
+            run.best_metric, run.bad_epochs, history.best_epoch = monitored, 0, epoch
+            if early_stopping:
+                best_params = model.backend.snapshot(into=best_params)
+        else:
+            run.bad_epochs += 1
+        optimizer.lr = schedule.on_epoch_end(epoch, logs)
+        stop = False
+        for cb in callbacks:
+            fn = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
+            stop = bool(fn(epoch, logs)) or stop
+        if early_stopping and run.bad_epochs >= patience:
+            history.stopped_early = True
+            stop = True
+        run.epoch += 1
+        run.pos = 0
+        checkpoint_now()
+        if stop:
+            break
+    if bar is not None:
+        bar.close()
+    if early_stopping and best_params is not None:
+        model.backend.copy_into(model.params, best_params)
+    return history

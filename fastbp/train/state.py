@@ -1,0 +1,144 @@
+"""The state of a training run: its History, how it ends (TrainingDiverged), the progress
+bar, and what a checkpoint carries (fastbp.checkpoint writes and reads the file): the
+epoch and position in its shuffled order, the running sums, the optimizer's state, the
+random generator, the schedule and the history."""
+import math
+
+import numpy as np
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite.  The model holds the weights of the last
+    epoch whose loss was finite; `history` holds the epochs completed before."""
+
+    def __init__(self, message, history):
+        super().__init__(message)
+        self.history = history
+
+
+class History:
+    """Per-epoch metrics.  history["loss"] etc. are lists with one entry per epoch.
+
+    Keys: loss, accuracy (classification), val_loss, val_accuracy (with validation data),
+    lr, samples_per_s, time.  Also: epochs (completed), best_epoch, stopped_early,
+    interrupted (Ctrl-C), samples_seen.
+    """
+
+    def __init__(self):
+        self.history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr",
+                                         "samples_per_s", "time")}
+        self.best_epoch = None
+        self.stopped_early = False
+        self.interrupted = False
+        self.samples_seen = 0
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __contains__(self, key):
+        return key in self.history
+
+    @property
+    def epochs(self):
+        return len(self.history["loss"])
+
+    def __repr__(self):
+        last = {k: v[-1] for k, v in self.history.items() if v}
+        return f"History(epochs={self.epochs}, last={last})"
+
+
+def progress(verbose, total):
+    """One bar over the whole run (tqdm, optional); None when silent or without tqdm."""
+    if verbose < 1:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is optional: fall back to one line per epoch
+        return None
+    return tqdm(total=total, unit="sample", dynamic_ncols=True, mininterval=0.2)
+
+
+def diverged(model, good_params, history, loss, where):
+    """Put back the weights of the last finite epoch and return the error to raise."""
+    model.backend.copy_into(model.params, good_params)
+    return TrainingDiverged(
+        f"training loss became {loss} {where}; the model holds the weights from the end of "
+        "the last finite epoch. Lower the learning rate, or scale the inputs.", history)
+
+
+def bar_update(bar, run, rows, has_acc):
+    """Advance the progress bar by `rows` and show the epoch's running loss/accuracy."""
+    bar.update(rows)
+    post = {"loss": f"{run.total_loss / max(run.seen, 1):.4f}"}
+    if has_acc:
+        post["acc"] = f"{run.correct / max(run.seen, 1):.4f}"
+    bar.set_postfix(post, refresh=False)
+
+
+class Run:
+    """The state of a training run that a checkpoint must carry (see fastbp.checkpoint)."""
+
+    def __init__(self, n):
+        self.epoch = 0            # current epoch
+        self.pos = 0              # next row of the epoch's order to train on
+        self.total_loss = 0.0     # the epoch's sums so far
+        self.correct = 0
+        self.seen = 0
+        self.step = 0             # optimizer steps taken in this run
+        self.best_metric = math.inf
+        self.bad_epochs = 0
+        self.order = np.arange(n)
+
+
+def save_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,
+                     good_params, best_params, batch_size):
+    from .. import checkpoint
+    opt_state = optimizer.state_dict()
+    meta = {
+        "model": model.config(), "n": int(run.order.shape[0]), "batch_size": batch_size,
+        "epoch": run.epoch, "pos": run.pos, "total_loss": run.total_loss,
+        "correct": int(run.correct), "seen": run.seen, "step": run.step,
+        "best_metric": run.best_metric, "bad_epochs": run.bad_epochs,
+        "rng": rng.bit_generator.state,
+        "schedule": {k: v for k, v in vars(schedule).items()
+                     if isinstance(v, (int, float, str, type(None)))},
+        "optimizer": {k: v for k, v in opt_state.items() if not isinstance(v, np.ndarray)},
+        "history": history.history, "best_epoch": history.best_epoch,
+        "samples_seen": history.samples_seen,
+    }
+    arrays = {"params": model.params, "order": run.order, "good_params": good_params,
+              "best_params": best_params}
+    arrays.update({"opt_" + k: v for k, v in opt_state.items() if isinstance(v, np.ndarray)})
+    checkpoint.save(checkpoint_dir, meta, arrays)
+
+
+def load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,
+                     good_params, batch_size):
+    """Restore a run from checkpoint_dir; returns best_params (or None)."""
+    from .. import checkpoint
+    found = checkpoint.load(checkpoint_dir)
+    if found is None:
+        return None
+    meta, arrays = found
+    if meta["model"] != model.config() or meta["n"] != run.order.shape[0] \
+            or meta["batch_size"] != batch_size:
+        raise ValueError(
+            f"the checkpoint in {checkpoint_dir!r} is for another run (model "
+            f"{meta['model']}, {meta['n']} rows, batch {meta['batch_size']}); this run has "
+            f"{model.config()}, {run.order.shape[0]} rows, batch {batch_size}")
+    model.params[...] = arrays["params"]
+    opt_state = dict(meta["optimizer"])
+    opt_state.update({k[4:]: v for k, v in arrays.items() if k.startswith("opt_")})
+    optimizer.load_state_dict(opt_state)
+    for k in ("epoch", "pos", "total_loss", "correct", "seen", "step", "best_metric",
+              "bad_epochs"):
+        setattr(run, k, meta[k])
+    run.order[...] = arrays["order"]
+    rng.bit_generator.state = meta["rng"]
+    for k, v in meta["schedule"].items():
+        setattr(schedule, k, v)
+    history.history = meta["history"]
+    history.best_epoch = meta["best_epoch"]
+    history.samples_seen = meta["samples_seen"]
+    good_params[...] = arrays["good_params"]
+    return arrays.get("best_params")
