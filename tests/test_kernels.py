@@ -586,8 +586,8 @@ def test_serial_optimizer_update_same_bits(dtype, rng):
                              (O.optimizer_update, False)):
             p, s1, s2 = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
             for step in (1, 2, 3):
-                fn(np.int64(code), p, g, s1, s2, 0.01, mom, wd, np.bool_(nest), 0.9, 0.999,
-                   1e-8, np.bool_(dec), np.int64(step), np.bool_(parallel))
+                hyper = O.hyper_tuple(code, 0.01, mom, wd, nest, 0.9, 0.999, 1e-8, dec)
+                fn(hyper, p, g, s1, s2, np.int64(step), np.bool_(parallel))
             outs.append((p, s1, s2))
         for p, s1, s2 in outs[1:]:
             assert np.array_equal(p, outs[0][0]) and np.array_equal(s1, outs[0][1])

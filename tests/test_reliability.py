@@ -72,8 +72,8 @@ X = rng.standard_normal((40, 13)).astype(np.float32)
 W = rng.standard_normal((17, 13)).astype(np.float32)
 p = np.ones(10000, np.float32)
 if sys.argv[1] == "parallel kernels first":
-    O.optimizer_update(0, p, p.copy(), np.zeros_like(p), p[:0], 0.1, 0.9, 0.0, False, 0.0,
-                       0.0, 0.0, False, 1, True)
+    O.optimizer_update(O.hyper_tuple(0, 0.1, 0.9), p, p.copy(), np.zeros_like(p), p[:0], 1,
+                       True)
     C = K.matmul(X, W, trans_b=True)
 else:   # their callers: sgd_update, and gemm and matmul_checked for read-only operands
     K.sgd_update(p, p.copy(), np.zeros_like(p), 0.1, 0.9)

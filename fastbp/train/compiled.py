@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from ..kernels import codes
+from ..kernels.cpu.optim import hyper_tuple
 from . import split
 from .state import bar_update, diverged
 
@@ -59,7 +60,7 @@ class Compiled:
             self.ylab, self.ytgt = np.empty(0, np.int64), y
         self.ylab_buf = pack_buffer(bs, np.int64)
         self.ytgt_buf = np.empty(bs * max(self.ytgt.shape[1], 1), dt)
-        self.l2, self.count_acc = l2, has_acc
+        self.count_acc = has_acc
         self.sgd = isinstance(optimizer, SGD)
         self.none = np.empty(0, dt)
         flops = 6.0 * bs * sum(split.layer_weights(model.sizes))
@@ -92,6 +93,8 @@ class Compiled:
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
+        self.cfg = S.Config(self.sizes, model.act_code, model.slope, self.loss_code, l2,
+                            has_acc)
         self.kernels = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
                                          numba.typeof(self.ytgt), model.matmul,
                                          model.act_code, self.loss_code, not self.serial)
@@ -110,29 +113,28 @@ class Compiled:
         """n_steps steps from row pos of order; returns the position after them.  The
         steps add loss * rows to out[0], which starts at loss_total: the epoch's running
         sum, so that it is summed in the same order as step by step in Python."""
+        S = self.S
         self.out[0], self.out[1] = loss_total, 0.0
         if self.sgd:
-            args = (codes.OPT_SGD, opt.velocity, self.none, opt.lr, opt.momentum,
-                    opt.weight_decay, opt.nesterov, 0.0, 0.0, 0.0, False, 0)
+            hyper = hyper_tuple(codes.OPT_SGD, opt.lr, opt.momentum, opt.weight_decay,
+                                opt.nesterov)
+            state, step0 = (opt.velocity, self.none), 0
         else:
-            args = (codes.OPT_ADAM, opt.exp_avg, opt.exp_avg_sq, opt.lr, 0.0,
-                    opt.weight_decay, False, opt.beta1, opt.beta2, opt.eps, opt.decoupled,
-                    opt.step_count)
+            hyper = hyper_tuple(codes.OPT_ADAM, opt.lr, 0.0, opt.weight_decay, False,
+                                opt.beta1, opt.beta2, opt.eps, opt.decoupled)
+            state, step0 = (opt.exp_avg, opt.exp_avg_sq), opt.step_count
+        bufs = S.Buffers(model.params, model.grads, *state, self.zbuf, self.abuf, self.gbuf,
+                         self.row_loss, self.apack, self.bpack, self.xbuf, self.ylab_buf,
+                         self.ytgt_buf, self.out)
         n_split = self.chooser.pick()
         t = time.perf_counter()
-        pos = self._run_steps(X, order, pos, n_steps, bs, model, args, n_split)
+        pos = S.run_steps(S.Data(X, self.ylab, self.ytgt, order), pos, n_steps, bs, self.cfg,
+                          bufs, hyper, step0, not self.serial,
+                          S.Split(n_split, self.row_split[n_split], self.layer_loss,
+                                  self.sync), *self.kernels)
         self.chooser.record(n_split, time.perf_counter() - t, n_steps)
         opt.step_count += n_steps
         return pos
-
-    def _run_steps(self, X, order, pos, n_steps, bs, model, args, n_split):
-        return self.S.run_steps(X, self.ylab, self.ytgt, order, pos, n_steps, bs, self.sizes,
-                               model.act_code, model.slope, self.loss_code, model.params,
-                               model.grads, self.zbuf, self.abuf, self.gbuf, self.row_loss,
-                               self.apack, self.bpack, self.xbuf, self.ylab_buf, self.ytgt_buf,
-                               self.l2, self.count_acc, *args, self.out, not self.serial,
-                               n_split, self.row_split[n_split], self.layer_loss,
-                               self.sync, *self.kernels)
 
 
 def epoch_compiled(model, optimizer, X, run, bs, comp, bar, good_params, history,

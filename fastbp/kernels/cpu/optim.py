@@ -23,6 +23,7 @@ from ..codes import OPT_ADAM, OPT_SGD  # noqa: F401 (the registry's codes)
 
 BLOCK = 4096
 
+
 @njit(cache=True, fastmath={"contract"}, _nrt=False, inline="always")
 def _sgd_block(p, g, v, lr, mu, wd, momentum, weight_decay, nesterov):
     # p, g, v are one block's slices: indices start at 0, which lets LLVM drop Numba's
@@ -53,8 +54,9 @@ def _sgd_block(p, g, v, lr, mu, wd, momentum, weight_decay, nesterov):
 
 
 @njit(cache=True, fastmath={"contract"}, _nrt=False, inline="always")
-def _adam_block(p, g, m, v, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, eps, wd, decay,
-                decoupled, l2):
+def _adam_block(p, g, m, v, T, decoupled):
+    # T: _update_scalars' tuple, in the storage dtype
+    (_, _, wd, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, eps, decay, l2) = T
     if decoupled:
         for i in range(p.shape[0]):
             p[i] = p[i] * decay
@@ -77,29 +79,28 @@ def _adam_block(p, g, m, v, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, eps, 
 
 
 @njit(cache=True, _nrt=False, error_model="numpy")
-def _update_block(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nesterov, T_lr, T_mu,
-                  T_wd, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, T_eps, decay,
-                  decoupled, l2):
+def _update_block(hyper, p, g, s1, s2, T):
     """One block of either update, _sgd_block's or _adam_block's loops inlined here.
+    hyper: as optimizer_update's; T: _update_scalars' tuple.
 
     error_model="numpy": with Numba's default, every division tests its divisor for zero
-    (to raise ZeroDivisionError), and that branch kept Adam's loop scalar: 3.2 -> 0.39 ns
-    a parameter (one thread, float32, same bits); training with Adam 1.38x on
-    784-512-512-10 b128 and 1.46x on 40-100-100-10 b32.  Adam's divisor is >= eps > 0;
-    with eps = 0 and v = 0 it now gives inf or nan, as torch does, instead of raising."""
+    (to raise ZeroDivisionError), and that branch kept Adam's loop scalar.  Adam's divisor
+    is >= eps > 0; with eps = 0 and v = 0 it gives inf or nan, as torch does, instead of
+    raising."""
+    opt_code, lr, momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled = hyper
     if opt_code == OPT_SGD:
-        _sgd_block(p, g, s1, T_lr, T_mu, T_wd, momentum, weight_decay, nesterov)
+        _sgd_block(p, g, s1, T[0], T[1], T[2], momentum, weight_decay, nesterov)
     else:
-        _adam_block(p, g, s1, s2, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, T_eps, T_wd,
-                    decay, decoupled, l2)
+        _adam_block(p, g, s1, s2, T, decoupled)
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _update_scalars(p, lr, momentum, weight_decay, beta1, beta2, eps, decoupled, step):
+def _update_scalars(p, hyper, step):
     """The updates' scalars, cast to the storage dtype once (so that the loops stay in it
     and vectorise; torch, too, computes in the parameter's dtype), Adam's bias corrections
     computed in float64 first: (T_lr, T_mu, T_wd, step_size, sqrt_bias2, b1, b2, one_b1,
     one_b2, T_eps, decay, l2)."""
+    opt_code, lr, momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled = hyper
     T = p.dtype.type
     bias1 = 1.0 - beta1 ** step
     bias2 = 1.0 - beta2 ** step
@@ -109,51 +110,46 @@ def _update_scalars(p, lr, momentum, weight_decay, beta1, beta2, eps, decoupled,
 
 
 @njit(cache=True, _nrt=False)
-def optimizer_update_serial(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nesterov,
-                            beta1, beta2, eps, decoupled, step, parallel):
+def optimizer_update_serial(hyper, p, g, s1, s2, step, parallel):
     """optimizer_update on the calling thread whatever `parallel` says: what a trainer
     whose steps never run parallel regions is given (steps.kernel_pointers), so that it
-    does not compile optimizer_update's parallel loop (measured, cold cache, `fastbp train
-    --epochs 1`, three runs each: 1.7-2.1 s for optimizer_update, 0.9-1.0 s for this; the
-    whole command 14.9-16.2 s against 15.6-16.9 s)."""
-    (T_lr, T_mu, T_wd, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, T_eps, decay,
-     l2) = _update_scalars(p, lr, momentum, weight_decay, beta1, beta2, eps, decoupled, step)
-    _update_block(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nesterov, T_lr, T_mu,
-                  T_wd, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, T_eps, decay,
-                  decoupled, l2)
+    does not compile optimizer_update's parallel loop (about 1 s of a cold start)."""
+    _update_block(hyper, p, g, s1, s2, _update_scalars(p, hyper, step))
 
 
 @njit(parallel=True, cache=True, _nrt=False)
-def optimizer_update(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nesterov, beta1,
-                     beta2, eps, decoupled, step, parallel):
+def optimizer_update(hyper, p, g, s1, s2, step, parallel):
     """One update of the flat buffers p, g (P,) in place, by either optimizer.
 
-    OPT_SGD: s1 is the momentum buffer (s2, beta1, beta2, eps, decoupled, step unused).
-    OPT_ADAM: s1, s2 are exp_avg and exp_avg_sq; step is 1 on the first call (momentum,
-    nesterov unused).  parallel: False to stay on the calling thread: inside a parallel
-    region, and in training with matmul="blas", where OpenBLAS's threads do the products
-    (after a parallel region Numba's OpenMP workers spin for a while, waiting for the next
-    one, and the next step's BLAS threads then shared the cores with them: measured here,
-    784-512-512-10 b128, 13.5k samples/s with a parallel update, 32.2k with this one).
+    hyper: (opt_code int64, lr, momentum, weight_decay float64, nesterov bool, beta1,
+    beta2, eps float64, decoupled bool), codes.OPT_SGD or codes.OPT_ADAM.  SGD: s1 is the
+    momentum buffer (s2, beta1, beta2, eps, decoupled, step unused).  Adam: s1, s2 are
+    exp_avg and exp_avg_sq; step is 1 on the first call (momentum, nesterov unused).
+    parallel: False to stay on the calling thread: inside a parallel region, and in
+    training with matmul="blas", where OpenBLAS's threads do the products (Numba's idle
+    OpenMP workers spin and would share the cores with them).
 
     One parallel loop serves both optimizers: each parallel region costs ~1.9 s of compile
     wherever it is linked, and the compiled training step links whichever update it may run.
     """
-    (T_lr, T_mu, T_wd, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, T_eps, decay,
-     l2) = _update_scalars(p, lr, momentum, weight_decay, beta1, beta2, eps, decoupled, step)
+    T = _update_scalars(p, hyper, step)
     n = p.shape[0]
     nblk = (n + BLOCK - 1) // BLOCK
     if nblk < 4 or not parallel:   # one thread: a parallel region costs more than this
-        _update_block(opt_code, p, g, s1, s2, lr, momentum, weight_decay, nesterov, T_lr,
-                      T_mu, T_wd, step_size, sqrt_bias2, b1, b2, one_b1, one_b2, T_eps, decay,
-                      decoupled, l2)
+        _update_block(hyper, p, g, s1, s2, T)
         return
     for blk in prange(nblk):
         i0 = blk * BLOCK
         i1 = min(i0 + BLOCK, n)
-        _update_block(opt_code, p[i0:i1], g[i0:i1], s1[i0:i1], s2[i0:i1], lr, momentum,
-                      weight_decay, nesterov, T_lr, T_mu, T_wd, step_size, sqrt_bias2, b1, b2,
-                      one_b1, one_b2, T_eps, decay, decoupled, l2)
+        _update_block(hyper, p[i0:i1], g[i0:i1], s1[i0:i1], s2[i0:i1], T)
+
+
+def hyper_tuple(opt_code, lr, momentum=0.0, weight_decay=0.0, nesterov=False, beta1=0.0,
+                beta2=0.0, eps=0.0, decoupled=False):
+    """optimizer_update's hyper tuple, typed as the compiled code expects it (one
+    specialisation whatever numeric types the caller holds)."""
+    return (np.int64(opt_code), float(lr), float(momentum), float(weight_decay),
+            bool(nesterov), float(beta1), float(beta2), float(eps), bool(decoupled))
 
 
 @njit(cache=True)
@@ -162,13 +158,16 @@ def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov, parallel):
     parallel: False to stay on the calling thread (see optimizer_update)."""
     # runtime values, not constants: a constant argument is typed as a literal, and Numba
     # would compile another copy of the parallel loop for each wrapper
-    optimizer_update(np.int64(OPT_SGD), p, g, v, v, lr, momentum, weight_decay, nesterov,
-                     0.0, 0.0, 0.0, np.bool_(False), np.int64(1), parallel)
+    hyper = (np.int64(OPT_SGD), np.float64(lr), np.float64(momentum),
+             np.float64(weight_decay), np.bool_(nesterov), 0.0, 0.0, 0.0, np.bool_(False))
+    optimizer_update(hyper, p, g, v, v, np.int64(1), parallel)
 
 
 @njit(cache=True)
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step, parallel):
     """p, g, m, v: (P,) flat buffers; step is 1 on the first call. Updates p, m, v in place.
     parallel: False to stay on the calling thread (see optimizer_update)."""
-    optimizer_update(np.int64(OPT_ADAM), p, g, m, v, lr, 0.0, weight_decay, np.bool_(False),
-                     beta1, beta2, eps, decoupled, step, parallel)
+    hyper = (np.int64(OPT_ADAM), np.float64(lr), 0.0, np.float64(weight_decay),
+             np.bool_(False), np.float64(beta1), np.float64(beta2), np.float64(eps),
+             np.bool_(decoupled))
+    optimizer_update(hyper, p, g, m, v, np.int64(step), parallel)

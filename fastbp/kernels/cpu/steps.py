@@ -42,8 +42,12 @@ that links it.  Called through a pointer, that code is compiled once, with the k
 Measured (cold cache, `fastbp train --epochs 1`, A/B/A/B): run_steps' own compile
 4.8 -> 3.0-3.3 s; the call costs ~8 us per chunk of steps.
 """
+import warnings
+from collections import namedtuple
+
 import numpy as np
 from numba import njit, prange, types
+from numba.core.errors import NumbaExperimentalFeatureWarning
 from numba.experimental.function_type import _get_wrapper_address
 
 from ..codes import LOSS_BCE, LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE
@@ -73,6 +77,11 @@ from .optim import (
     optimizer_update_serial,
 )
 from .sync import claim_part, part_done, reset_phases, wait_for_phase
+
+# The compiled steps take kernels as first-class functions (typed, cached, tested here);
+# Numba flags the feature as experimental each time it types one.
+warnings.filterwarnings("ignore", message="First-class function type feature is experimental",
+                        category=NumbaExperimentalFeatureWarning)
 
 
 
@@ -109,10 +118,9 @@ def loss_scale(loss_code, m, n_out):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _layer_weight_grad(l, o0, o1, m, sizes, act_code, params, grads, zbuf, abuf, gbuf, xbuf,
-                       apack, bpack, parallel, gemm_fn, chunk_addr):
+def _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, parallel, kern):
     """Rows o0:o1 of dW_l = G_l^T A_{l-1} (out, in) and of db_l = column sums of G_l,
-    over all m rows of the batch.
+    over all m rows of the batch, packing into apack and bpack.
 
     The product's op(A) is G_l^T restricted to rows o0:o1, i.e. columns o0:o1 of G_l
     (m, out).  The GEMM takes C-contiguous operands, so it gets G_l's buffer from column
@@ -121,6 +129,9 @@ def _layer_weight_grad(l, o0, o1, m, sizes, act_code, params, grads, zbuf, abuf,
     (the packing of an edge panel may read past them into the panel's padding, which
     nothing stores).  For the last layer that view runs o0 values past the block, so gbuf
     has max(sizes) values of slack."""
+    sizes, act_code = cfg[0], cfg[1]
+    params, grads, zbuf, abuf, gbuf, xbuf = bufs[0], bufs[1], bufs[4], bufs[5], bufs[6], bufs[10]
+    gemm_fn, chunk_addr = kern[0], kern[1]
     fan_in = sizes[l]
     fan_out = sizes[l + 1]
     w_off = layer_offset(sizes, l)
@@ -158,37 +169,68 @@ def _target_loss_rows(loss_code, ZL, ylab, Y, GL, rl, scale):
         binary_cross_entropy_rows(ZL, Y, GL, rl, scale)
 
 
+# ----------------------------------------------------------------------------- arguments
+# A compiled step's arguments travel in a few named groups (typed once, in
+# kernel_pointers), so that no function takes more than about a dozen and none can be
+# swapped with another of the same type unnoticed.
+Data = namedtuple("Data", "X ylab ytgt order")
+"""The data set: X (n, d); ylab (n,) int64 labels for LOSS_CE_LABELS, else ytgt (n, k)
+(the other one an empty placeholder); order (n,) int64, the epoch's order of rows."""
+Config = namedtuple("Config", "sizes act_code slope loss_code l2 count_acc")
+"""The network and what a step computes: sizes (L + 1,) int64 widths, the activation's
+code and slope, the loss code, the L2 factor, and whether to count correct predictions."""
+Buffers = namedtuple("Buffers", "params grads state1 state2 zbuf abuf gbuf row_loss apack "
+                                "bpack xbuf ylab_buf ytgt_buf out")
+"""The arrays a step reads and writes.  params, grads, state1, state2: the flat buffers
+(P,) (state: the optimizer's, see optim.optimizer_update).  zbuf/abuf/gbuf: flat float
+workspace of bs * sum(widths[1:]) each (abuf unused where A is Z; gbuf with max(sizes) of
+zeroed slack).  row_loss (bs,) float64.  apack, bpack: the GEMM's packing buffers, n_split
+equal parts, each a multiple of 64 bytes.  xbuf (bs*d), ylab_buf (bs), ytgt_buf (bs*k):
+gather buffers.  out (2,) float64: out[0] += sum of batch loss * rows, out[1] += correct."""
+Split = namedtuple("Split", "n_split row_split layer_loss sync")
+"""Split steps: n_split threads (1: none); row_split (L, n_split + 1) int64, thread t
+computes the weight gradients and updates of layer l's rows row_split[l, t]:row_split[l,
+t + 1]; layer_loss (L,) float64 workspace; sync: sync.sync_buffer(n_split)."""
+Kernels = namedtuple("Kernels", "gemm chunk_addr update loss")
+"""The kernels a step calls through pointers (kernel_pointers): gemm.gemm (or gemm_blas)
+and its chunk_addr, optim.optimizer_update (or _serial), the loss rows."""
+Inner = namedtuple("Inner", "rows layers")
+"""_batch_rows and _layer_rows_update, by pointer (what _split_steps runs)."""
+
+
 @njit(cache=True, _nrt=False)
-def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, slope,
-                loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
-                ylab_buf, ytgt_buf, weight_grads, parallel, l2, layer_loss, gemm_fn,
-                chunk_addr, loss_fn):
+def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, layer_loss,
+                kern):
     """Part `part` of n_parts of a batch of m rows (rows r0:r1, r0 = part * m // n_parts,
     of the batch, i.e. rows order[pos + r0:pos + r1] of X and the targets): gather them,
     forward, the loss's row terms and dL/dZ_L (scaled for all m rows), and backward through
     every layer's data gradient, packing into part `part` of apack and bpack.  The loss
-    rows come from loss_fn, _label_loss_rows or _target_loss_rows, called through a
-    pointer like gemm_fn: a network trains with one kind of loss, and compiles only its
-    kind.  Measured, cold cache, `fastbp train --epochs 1`: this function 2.8-3.2 s with
-    every loss in it, 1.5 s now plus 0.6 s for the cross-entropy's.  With
-    weight_grads (n_parts = 1), each layer's dW and db as well, right after its G;
-    otherwise the caller does those (they need all rows), and, with l2, this part puts
-    the L2 loss of layers part, part + n_parts, ... into layer_loss: it must be summed
-    before any thread updates a layer's weights, and the sum over a whole layer in one
-    order gives the same bits as the one-thread step.
+    rows come from kern.loss (_label_loss_rows or _target_loss_rows): a network trains
+    with one kind of loss, and compiles only its kind.  With weight_grads (n_parts = 1),
+    each layer's dW and db as well, right after its G; otherwise the caller does those
+    (they need all rows), and, with L2, this part puts the L2 loss of layers part,
+    part + n_parts, ... into layer_loss: it must be summed before any thread updates a
+    layer's weights, and the sum over a whole layer in one order gives the same bits as
+    the one-thread step.
 
     Compiled without reference counting, like everything a split step's threads run: every
     array view or argument otherwise costs an atomic operation on the parent buffer's count,
     and two threads doing that on the same buffers made a split step slower than one thread."""
+    X, ylab, ytgt, order = data
+    sizes, act_code, slope, loss_code, l2 = cfg.sizes, cfg.act_code, cfg.slope, \
+        cfg.loss_code, cfg.l2
+    params, zbuf, abuf, gbuf = bufs.params, bufs.zbuf, bufs.abuf, bufs.gbuf
+    xbuf, ylab_buf, ytgt_buf = bufs.xbuf, bufs.ylab_buf, bufs.ytgt_buf
+    gemm_fn, chunk_addr = kern.gemm, kern.chunk_addr
     L = sizes.shape[0] - 1
     d = X.shape[1]
     r0 = part * m // n_parts
     r1 = (part + 1) * m // n_parts
     mr = r1 - r0
-    na = apack.shape[0] // n_parts
-    nb = bpack.shape[0] // n_parts
-    apack = apack[part * na:(part + 1) * na]
-    bpack = bpack[part * nb:(part + 1) * nb]
+    na = bufs.apack.shape[0] // n_parts
+    nb = bufs.bpack.shape[0] // n_parts
+    apack = bufs.apack[part * na:(part + 1) * na]
+    bpack = bufs.bpack[part * nb:(part + 1) * nb]
     none = params[:0]
     empty2 = reshape_c(params[:0], (0, 0))
     # GEMM flags as runtime values, not constants: a constant argument is typed as a literal,
@@ -235,18 +277,17 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
     off_last = off - m * n_out
     ZL = _rows(zbuf, off_last, m, n_out, r0, r1)
     GL = _rows(gbuf, off_last, m, n_out, r0, r1)
-    rl = row_loss[r0:r1]
+    rl = bufs.row_loss[r0:r1]
     scale = loss_scale(loss_code, m, n_out)
-    loss_fn(loss_code, ZL, ylab_buf[r0:r1], _rows(ytgt_buf, 0, m, ytgt.shape[1], r0, r1), GL,
-            rl, scale)
+    kern.loss(loss_code, ZL, ylab_buf[r0:r1], _rows(ytgt_buf, 0, m, ytgt.shape[1], r0, r1),
+              GL, rl, scale)
     # backward
     off = off_last
     for l in range(L - 1, -1, -1):
         fan_in = sizes[l]
         fan_out = sizes[l + 1]
         if weight_grads:
-            _layer_weight_grad(l, 0, fan_out, m, sizes, act_code, params, grads, zbuf, abuf,
-                               gbuf, xbuf, apack, bpack, parallel, gemm_fn, chunk_addr)
+            _layer_weight_grad(l, 0, fan_out, m, cfg, bufs, apack, bpack, parallel, kern)
         if l > 0:
             w_off = layer_offset(sizes, l)
             W = reshape_c(params[w_off:w_off + fan_out * fan_in], (fan_out, fan_in))
@@ -261,20 +302,20 @@ def _batch_rows(X, ylab, ytgt, order, pos, m, part, n_parts, sizes, act_code, sl
 
 
 @njit(cache=True, _nrt=False)
-def _layer_rows_update(th, n_split, row_split, m, sizes, act_code, params, grads, zbuf,
-                       abuf, gbuf, xbuf, apack, bpack, l2, opt_code, state1, state2, lr,
-                       momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled, step,
-                       gemm_fn, chunk_addr, update_fn):
+def _layer_rows_update(th, split, m, cfg, bufs, hyper, step, kern):
     """Thread th's share of a split step's second half: for each layer l, its output rows
-    row_split[l, th]:row_split[l, th + 1] (often none, or all), and for those rows dW and
-    db over all m rows, the L2 gradient and the optimizer update of W's rows and b's
+    split.row_split[l, th]:row_split[l, th + 1] (often none, or all), and for those rows
+    dW and db over all m rows, the L2 gradient and the optimizer update of W's rows and b's
     entries, all on this thread (parallel=False) with part th of the packing workspace.
     Elementwise updates and per-element sums over the batch: the same bits as one thread."""
+    sizes, l2 = cfg.sizes, cfg.l2
+    params, grads, state1, state2 = bufs.params, bufs.grads, bufs.state1, bufs.state2
+    n_split, row_split = split.n_split, split.row_split
     no = np.bool_(False)
-    na = apack.shape[0] // n_split
-    nb = bpack.shape[0] // n_split
-    apack = apack[th * na:(th + 1) * na]
-    bpack = bpack[th * nb:(th + 1) * nb]
+    na = bufs.apack.shape[0] // n_split
+    nb = bufs.bpack.shape[0] // n_split
+    apack = bufs.apack[th * na:(th + 1) * na]
+    bpack = bufs.bpack[th * nb:(th + 1) * nb]
     for l in range(sizes.shape[0] - 1):
         fan_in = sizes[l]
         fan_out = sizes[l + 1]
@@ -282,8 +323,7 @@ def _layer_rows_update(th, n_split, row_split, m, sizes, act_code, params, grads
         o1 = row_split[l, th + 1]
         if o0 >= o1:
             continue
-        _layer_weight_grad(l, o0, o1, m, sizes, act_code, params, grads, zbuf, abuf, gbuf,
-                           xbuf, apack, bpack, no, gemm_fn, chunk_addr)
+        _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, no, kern)
         w_off = layer_offset(sizes, l)
         w0 = w_off + o0 * fan_in                  # W's rows o0:o1
         w1 = w0 + (o1 - o0) * fan_in
@@ -291,41 +331,42 @@ def _layer_rows_update(th, n_split, row_split, m, sizes, act_code, params, grads
         b1 = b0 + (o1 - o0)
         if l2 != 0.0:
             add_l2_grad(params[w0:w1], grads[w0:w1], l2)
-        update_fn(opt_code, params[w0:w1], grads[w0:w1], state1[w0:w1], state2[w0:w1], lr,
-                  momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled, step, no)
-        update_fn(opt_code, params[b0:b1], grads[b0:b1], state1[b0:b1], state2[b0:b1], lr,
-                  momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled, step, no)
+        kern.update(hyper, params[w0:w1], grads[w0:w1], state1[w0:w1], state2[w0:w1], step,
+                    no)
+        kern.update(hyper, params[b0:b1], grads[b0:b1], state1[b0:b1], state2[b0:b1], step,
+                    no)
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _record_step(out, loss, m, count_acc, loss_code, sizes, zbuf, ylab_buf, ytgt_buf):
+def _record_step(loss, m, cfg, bufs):
     """Add a finished step's loss (times its m rows) to out[0] and, with count_acc, its
     correct predictions to out[1]."""
+    out = bufs.out
     out[0] += loss * m
-    if count_acc:
+    if cfg.count_acc:
+        sizes = cfg.sizes
         L = sizes.shape[0] - 1
         n_out = sizes[L]
-        ZL = _rows(zbuf, activation_offset(sizes, L - 1, m), m, n_out, 0, m)
-        if loss_code == LOSS_CE_LABELS:
-            out[1] += count_correct_labels(ZL, ylab_buf[:m])
-        elif loss_code == LOSS_BCE:
-            out[1] += count_correct_multilabel(ZL, reshape_c(ytgt_buf[:m * n_out], (m, n_out)))
+        ZL = _rows(bufs.zbuf, activation_offset(sizes, L - 1, m), m, n_out, 0, m)
+        if cfg.loss_code == LOSS_CE_LABELS:
+            out[1] += count_correct_labels(ZL, bufs.ylab_buf[:m])
+        elif cfg.loss_code == LOSS_BCE:
+            out[1] += count_correct_multilabel(
+                ZL, reshape_c(bufs.ytgt_buf[:m * n_out], (m, n_out)))
 
 
 @njit(cache=True, _nrt=False)
-def _split_steps(me, X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope,
-                 loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf,
-                 ylab_buf, ytgt_buf, l2, count_acc, opt_code, state1, state2, lr, momentum,
-                 weight_decay, nesterov, beta1, beta2, eps, decoupled, step0, out, n_split,
-                 row_split, layer_loss, sync, gemm_fn, chunk_addr, update_fn, rows_fn,
-                 layers_fn, loss_fn):
+def _split_steps(me, data, pos, n_steps, bs, cfg, bufs, hyper, step0, split, kern, inner):
     """Thread `me`'s loop over a chunk of split steps in run_steps' parallel region (its
-    arguments are run_steps'; sync reset by reset_phases).  Phase 2s is step s's rows (the
-    batch's rows shared out: _batch_rows), phase 2s + 1 its layers' rows (_layer_rows_update),
-    each in n_split parts, the threads waiting for each other between phases (sync.py).
-    Thread t runs part t where it can, so that it updates the same rows of W every step."""
+    arguments are run_steps'; split.sync reset by reset_phases).  Phase 2s is step s's rows
+    (the batch's rows shared out: _batch_rows), phase 2s + 1 its layers' rows
+    (_layer_rows_update), each in n_split parts, the threads waiting for each other between
+    phases (sync.py).  Thread t runs part t where it can, so that it updates the same rows
+    of W every step."""
+    sizes, loss_code, l2 = cfg.sizes, cfg.loss_code, cfg.l2
+    n_split, layer_loss, sync = split.n_split, split.layer_loss, split.sync
     L = sizes.shape[0] - 1
-    n = X.shape[0]
+    n = data.X.shape[0]
     n_out = sizes[L]
     no = np.bool_(False)
     for q in range(2 * n_steps):
@@ -337,108 +378,68 @@ def _split_steps(me, X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, sl
             if not claim_part(sync, q, part):
                 continue
             if q % 2 == 0:
-                rows_fn(X, ylab, ytgt, order, start, m, part, n_split, sizes, act_code, slope,
-                        loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack,
-                        xbuf, ylab_buf, ytgt_buf, no, no, l2, layer_loss, gemm_fn, chunk_addr,
-                        loss_fn)
+                inner.rows(data, start, m, part, n_split, cfg, bufs, no, no, layer_loss, kern)
             else:
                 if part == 0:   # the rows phase is finished and W not yet updated
-                    loss = mean_row_loss(row_loss[:m], loss_scale(loss_code, m, n_out))
+                    loss = mean_row_loss(bufs.row_loss[:m], loss_scale(loss_code, m, n_out))
                     if l2 != 0.0:
                         for l in range(L):
                             loss += layer_loss[l]
-                    _record_step(out, loss, m, count_acc, loss_code, sizes, zbuf, ylab_buf,
-                                 ytgt_buf)
-                layers_fn(part, n_split, row_split, m, sizes, act_code, params, grads, zbuf,
-                          abuf, gbuf, xbuf, apack, bpack, l2, opt_code, state1, state2, lr,
-                          momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled,
-                          step0 + q // 2 + 1, gemm_fn, chunk_addr, update_fn)
+                    _record_step(loss, m, cfg, bufs)
+                inner.layers(part, split, m, cfg, bufs, hyper, step0 + q // 2 + 1, kern)
             part_done(sync)
 
 
 @njit(cache=True, parallel=True)
-def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, loss_code,
-              params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf, ylab_buf,
-              ytgt_buf, l2, count_acc,
-              opt_code, state1, state2, lr, momentum, weight_decay, nesterov, beta1, beta2,
-              eps, decoupled, step0, out, parallel, n_split, row_split, layer_loss, sync,
-              gemm_fn, chunk_addr, update_fn, rows_fn, layers_fn, split_fn, loss_fn):
-    """Train n_steps batches of bs rows, taking rows order[pos:...] of X (n, d) and of the
-    targets: ylab (n,) int64 labels for LOSS_CE_LABELS, else ytgt (n, k) (the other one is
-    an empty placeholder).
+def run_steps(data, pos, n_steps, bs, cfg, bufs, hyper, step0, parallel, split, kern, steps):
+    """Train n_steps batches of bs rows, taking rows data.order[pos:...] of the data set;
+    returns the position after the last row trained.
 
-    sizes: int64 layer widths.  zbuf/abuf/gbuf: flat float workspace of bs * sum(widths[1:])
-    each (abuf unused where A is Z).  xbuf (bs*d), ylab_buf (bs), ytgt_buf (bs*k): gather
-    buffers.
-    out (float64, 2): out[0] += sum of batch loss * rows, out[1] += correct predictions.
+    data, cfg, bufs, split, kern: the groups above (Data, Config, Buffers, Split, Kernels).
+    hyper: optim.optimizer_update's; step0: the optimizer steps taken before this call.
     parallel: whether the kernels may run parallel regions (False: the whole step on the
-    calling thread).
-    n_split: 1, or the number of threads a step is split over (see below); apack and bpack
-    hold n_split equal workspaces, each a multiple of 64 bytes.  row_split (L, n_split + 1)
-    int64: thread t computes the weight gradients and updates of layer l's output rows
-    row_split[l, t]:row_split[l, t + 1].  layer_loss (L,) float64: workspace for the L2
-    terms.  sync: sync.sync_buffer(n_split), the split steps' counters.
-    gemm_fn, update_fn, rows_fn, layers_fn, split_fn, loss_fn: gemm.gemm,
-    optim.optimizer_update (optimizer_update_serial where parallel is False), _batch_rows,
-    _layer_rows_update, _split_steps and the loss (_label_loss_rows or _target_loss_rows)
-    as ``kernel_pointers`` gives them;
-    chunk_addr: gemm's (gemm.column_chunk_address).
-    Returns the position after the last row trained.
+    calling thread).  steps: (_batch_rows, _layer_rows_update, _split_steps) by pointer.
 
-    Split steps (n_split > 1, for networks too small for parallel products to pay): the
-    batch's rows are shared among n_split threads, each running gather, forward, loss and
-    the data gradients on its rows (rows are independent there), then each thread computes
-    dW and db over all rows of the batch for its share of the layers' output rows
-    (row_split) and updates those rows of W and b.  Every value is computed by the same
-    kernel calls with the same summation order as one thread would, so results are
+    Split steps (split.n_split > 1, for networks too small for parallel products to pay):
+    the batch's rows are shared among n_split threads, each running gather, forward, loss
+    and the data gradients on its rows (rows are independent there), then each thread
+    computes dW and db over all rows of the batch for its share of the layers' output rows
+    (split.row_split) and updates those rows of W and b.  Every value is computed by the
+    same kernel calls with the same summation order as one thread would, so results are
     bit-identical to n_split = 1.  The whole chunk of steps runs in one parallel region,
     whose threads wait for each other between the two halves of a step and between steps
-    (sync.py), instead of a region for each half.  Measured (2 threads, 40-100-100-10 b32,
-    training, geometric means of 4 processes each interleaving both versions): split
-    steps 1.088x, with the SplitChooser as trained 1.068x.
-
-    Large steps (parallel) with n_split > 1 keep the first half on the calling thread with
-    parallel products, and share out the second half the same way: the weight gradients
-    and updates of all layers in one parallel region instead of a parallel product per
-    layer and a parallel update, each thread updating the rows of W it has just computed
-    dW for, while they are in its cache.  Measured (2 threads, training, geometric means of
-    4 processes each interleaving both ways): 784-512-512-10 b128 1.027x and 1.064x,
-    784-2048-2048-10 b256 0.983x and 0.979x: the trainer does this up to a step size
-    (train.ROW_SPLIT_MAX_FLOPS).
-    """
+    (sync.py).  Large steps (parallel) with n_split > 1 keep the first half on the calling
+    thread with parallel products, and share out the second half the same way, each
+    thread updating the rows of W it has just computed dW for (train/split.py decides up
+    to which size; docs/performance.md has the measurements)."""
+    rows_fn, layers_fn, split_fn = steps
+    inner = Inner(rows_fn, layers_fn)
+    sizes, loss_code, l2 = cfg.sizes, cfg.loss_code, cfg.l2
+    n_split, layer_loss = split.n_split, split.layer_loss
+    params, grads = bufs.params, bufs.grads
     L = sizes.shape[0] - 1
-    n = X.shape[0]
+    n = data.X.shape[0]
     n_out = sizes[L]
     # runtime values: a literal argument would compile another copy of each callee
     zero, one = np.int64(0), np.int64(1)
     if n_split > 1 and not parallel:
         # one parallel region for the chunk (split_fn: _split_steps)
-        reset_phases(sync, n_split)
+        reset_phases(split.sync, n_split)
         for t in prange(n_split):   # kernels called with parallel=False in here
-            split_fn(np.int64(t), X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code,
-                     slope, loss_code, params, grads, zbuf, abuf, gbuf, row_loss, apack,
-                     bpack, xbuf, ylab_buf, ytgt_buf, l2, count_acc, opt_code, state1,
-                     state2, lr, momentum, weight_decay, nesterov, beta1, beta2, eps,
-                     decoupled, step0, out, n_split, row_split, layer_loss, sync, gemm_fn,
-                     chunk_addr, update_fn, rows_fn, layers_fn, loss_fn)
+            split_fn(np.int64(t), data, pos, n_steps, bs, cfg, bufs, hyper, step0, split,
+                     kern, inner)
         return min(pos + n_steps * bs, n)
     for s in range(n_steps):
         stop = min(pos + bs, n)
         m = stop - pos
         # all rows on the calling thread; with n_split > 1 (a large step, parallel
         # products) the weight gradients and updates are shared out by rows below
-        rows_fn(X, ylab, ytgt, order, pos, m, zero, one, sizes, act_code, slope, loss_code,
-                params, grads, zbuf, abuf, gbuf, row_loss, apack, bpack, xbuf, ylab_buf,
-                ytgt_buf, np.bool_(n_split == 1), parallel, l2, layer_loss, gemm_fn,
-                chunk_addr, loss_fn)
-        loss = mean_row_loss(row_loss[:m], loss_scale(loss_code, m, n_out))
+        rows_fn(data, pos, m, zero, one, cfg, bufs, np.bool_(n_split == 1), parallel,
+                layer_loss, kern)
+        loss = mean_row_loss(bufs.row_loss[:m], loss_scale(loss_code, m, n_out))
         if n_split > 1:
             for t in prange(n_split):
-                th = np.int64(t)
-                layers_fn(th, n_split, row_split, m, sizes, act_code, params, grads, zbuf,
-                          abuf, gbuf, xbuf, apack, bpack, l2, opt_code, state1, state2, lr,
-                          momentum, weight_decay, nesterov, beta1, beta2, eps, decoupled,
-                          step0 + s + 1, gemm_fn, chunk_addr, update_fn)
+                layers_fn(np.int64(t), split, m, cfg, bufs, hyper, step0 + s + 1, kern)
             if l2 != 0.0:
                 for l in range(L):
                     loss += layer_loss[l]
@@ -448,9 +449,9 @@ def run_steps(X, ylab, ytgt, order, pos, n_steps, bs, sizes, act_code, slope, lo
                     w_off = layer_offset(sizes, l)
                     nw = sizes[l + 1] * sizes[l]
                     loss += add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
-            update_fn(opt_code, params, grads, state1, state2, lr, momentum, weight_decay,
-                      nesterov, beta1, beta2, eps, decoupled, step0 + s + 1, parallel)
-        _record_step(out, loss, m, count_acc, loss_code, sizes, zbuf, ylab_buf, ytgt_buf)
+            kern.update(hyper, params, grads, bufs.state1, bufs.state2, step0 + s + 1,
+                        parallel)
+        _record_step(loss, m, cfg, bufs)
         pos = stop
     return pos
 
@@ -478,26 +479,21 @@ _KERNELS = {}
 
 def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="own",
                     act_code=None, loss_code=LOSS_CE_LABELS, parallel=True):
-    """(gemm, gemm's chunk_addr, optimizer_update, _batch_rows, _layer_rows_update,
-    _split_steps, the loss rows) for
-    run_steps with float arrays of dtype (float32 or float64): CompiledKernels for the
-    argument types run_steps calls them with, and gemm.column_chunk_address(dtype, act_code).
-    X_type, ylab_type, ytgt_type: the Numba types of the data arguments (``numba.typeof``:
-    read-only data such as a memory map has its own); by default writable C-contiguous
-    arrays of dtype (int64 labels).  matmul="blas": gemm.gemm_blas in place of the GEMM
-    (same signature; its chunk_addr is 0 and unused).  act_code: the network's activation
-    (gemm.column_chunk_address; None: the chunk for every activation).  loss_code: the
-    loss run_steps will be given (_label_loss_rows or _target_loss_rows).  parallel: the
-    one run_steps will be given; False gives optimizer_update_serial in place of
-    optimizer_update (same signature), which compiles without a parallel loop.
+    """(Kernels, steps) for run_steps with float arrays of dtype (float32 or float64):
+    CompiledKernels typed for the argument groups run_steps passes (the one declaration of
+    their types is here).  X_type, ylab_type, ytgt_type: the Numba types of the data
+    arguments (``numba.typeof``: read-only data such as a memory map has its own); by
+    default writable C-contiguous arrays of dtype (int64 labels).  matmul="blas":
+    gemm.gemm_blas in place of the GEMM (same signature; its chunk_addr is 0 and unused).
+    act_code: the network's activation (gemm.column_chunk_address; None: the chunk for
+    every activation).  loss_code: the loss run_steps will be given (_label_loss_rows or
+    _target_loss_rows).  parallel: the one run_steps will be given; False gives
+    optimizer_update_serial (same signature), which compiles without a parallel loop.
 
-    _batch_rows and _layer_rows_update go by pointer too because run_steps calls them from
-    several places (parallel regions and the one-thread path), each of which would
-    otherwise link and re-optimise them (measured, cold cache: run_steps' own compile 8.7 s
-    with them linked by name, 3.4-4.0 s through pointers); _split_steps because a parallel
-    loop's body is compiled into a function of its own and then linked again into its
-    caller.  Compiled on their own (cold cache, the other modules' warm): _batch_rows
-    1.8-2.0 s, _layer_rows_update 0.6-0.7 s, _split_steps 0.8-1.1 s."""
+    _batch_rows, _layer_rows_update and _split_steps go by pointer too: run_steps calls
+    them from several places (parallel regions and the one-thread path), each of which
+    would otherwise link and re-optimise them (cold compile of run_steps 8.7 s with them
+    linked by name, 3.4-4.0 s through pointers)."""
     dtype = np.dtype(dtype)
     f = types.float32 if dtype == np.float32 else types.float64
     vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
@@ -511,47 +507,33 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="
     if key not in _KERNELS:
         #                 A    ta B    tb C    epi bias code slope Aout Zsrc Asrc rowsum apack bpack parallel chunk
         gemm_sig = types.none(mat, b, mat, b, mat, i, vec, i, d, mat, mat, mat, vec, vec, vec, b, i)
-        #                   opt p    g    s1   s2   lr momentum wd nesterov beta1 beta2 eps decoupled step parallel
-        update_sig = types.none(i, vec, vec, vec, vec, d, d, d, b, d, d, d, b, i, b)
-        gemm_t, update_t = types.FunctionType(gemm_sig), types.FunctionType(update_sig)
+        hyper_t = types.Tuple((i, d, d, d, b, d, d, d, b))    # optim.optimizer_update's
+        update_sig = types.none(hyper_t, vec, vec, vec, vec, i, b)
         #                   loss ZL   ylab Y    GL   rl  scale
         loss_sig = types.none(i, mat, vi, mat, mat, vd, d)
-        loss_t = types.FunctionType(loss_sig)
-        #                     X       ylab       ytgt       order pos m part n_parts sizes act
-        rows_sig = types.none(X_type, ylab_type, ytgt_type, vi, i, i, i, i, vi, i,
-                              # slope loss params grads zbuf abuf gbuf row_loss apack bpack
-                              d, i, vec, vec, vec, vec, vec, vd, vec, vec,
-                              # xbuf ylab_buf ytgt_buf weight_grads parallel l2 layer_loss
-                              vec, vi, vec, b, b, d, vd,
-                              # gemm_fn chunk loss_fn
-                              gemm_t, i, loss_t)
-        #                     th n_split row_split m sizes act params grads zbuf abuf gbuf xbuf
-        layers_sig = types.none(i, i, mi, i, vi, i, vec, vec, vec, vec, vec, vec,
-                                # apack bpack l2 opt s1 s2 lr mom wd nesterov
-                                vec, vec, d, i, vec, vec, d, d, d, b,
-                                # beta1 beta2 eps decoupled step gemm_fn chunk update_fn
-                                d, d, d, b, i, gemm_t, i, update_t)
-        rows_t, layers_t = types.FunctionType(rows_sig), types.FunctionType(layers_sig)
-        #                    me X       ylab       ytgt       order pos n_steps bs sizes act
-        split_sig = types.none(i, X_type, ylab_type, ytgt_type, vi, i, i, i, vi, i,
-                               # slope loss params grads zbuf abuf gbuf row_loss apack bpack
-                               d, i, vec, vec, vec, vec, vec, vd, vec, vec,
-                               # xbuf ylab_buf ytgt_buf l2 count_acc opt s1 s2
-                               vec, vi, vec, d, b, i, vec, vec,
-                               # lr mom wd nesterov beta1 beta2 eps decoupled step0 out
-                               d, d, d, b, d, d, d, b, i, vd,
-                               # n_split row_split layer_loss sync
-                               i, mi, vd, vi,
-                               # gemm_fn chunk update_fn rows_fn layers_fn loss_fn
-                               gemm_t, i, update_t, rows_t, layers_t, loss_t)
+        kern_t = types.NamedTuple((types.FunctionType(gemm_sig), i,
+                                   types.FunctionType(update_sig),
+                                   types.FunctionType(loss_sig)), Kernels)
+        data_t = types.NamedTuple((X_type, ylab_type, ytgt_type, vi), Data)
+        cfg_t = types.NamedTuple((vi, i, d, i, d, b), Config)
+        bufs_t = types.NamedTuple((vec, vec, vec, vec, vec, vec, vec, vd, vec, vec, vec, vi,
+                                   vec, vd), Buffers)
+        split_t = types.NamedTuple((i, mi, vd, vi), Split)
+        rows_sig = types.none(data_t, i, i, i, i, cfg_t, bufs_t, b, b, vd, kern_t)
+        layers_sig = types.none(i, split_t, i, cfg_t, bufs_t, hyper_t, i, kern_t)
+        inner_t = types.NamedTuple((types.FunctionType(rows_sig),
+                                    types.FunctionType(layers_sig)), Inner)
+        split_sig = types.none(i, data_t, i, i, i, cfg_t, bufs_t, hyper_t, i, split_t, kern_t,
+                               inner_t)
         blas = matmul == "blas"
-        _KERNELS[key] = (CompiledKernel(gemm_blas if blas else gemm, gemm_sig),
-                         0 if blas else column_chunk_address(dtype, act_code),
-                         CompiledKernel(optimizer_update if parallel else optimizer_update_serial,
-                                        update_sig),
-                         CompiledKernel(_batch_rows, rows_sig),
-                         CompiledKernel(_layer_rows_update, layers_sig),
-                         CompiledKernel(_split_steps, split_sig),
-                         CompiledKernel(_label_loss_rows if labels else _target_loss_rows,
-                                        loss_sig))
+        kern = Kernels(CompiledKernel(gemm_blas if blas else gemm, gemm_sig),
+                       0 if blas else column_chunk_address(dtype, act_code),
+                       CompiledKernel(optimizer_update if parallel else optimizer_update_serial,
+                                      update_sig),
+                       CompiledKernel(_label_loss_rows if labels else _target_loss_rows,
+                                      loss_sig))
+        steps = (CompiledKernel(_batch_rows, rows_sig),
+                 CompiledKernel(_layer_rows_update, layers_sig),
+                 CompiledKernel(_split_steps, split_sig))
+        _KERNELS[key] = (kern, steps)
     return _KERNELS[key]
