@@ -45,11 +45,11 @@ def test_hot_path_kernels_allocate_only_their_argument_wrappers():
     ap, bp = np.empty(1 << 16, f), np.empty(1 << 16, f)
     chunk = G.column_chunk_address(f)
     cases = [
-        (G.gemm, (a, False, b, False, c, G.EPI_BIAS_ACT, bias, 1, 0.0, np.empty_like(c), e, e,
+        (G.gemm, (a, False, b, False, c, (G.EPI_BIAS_ACT, bias, 1, 0.0, np.empty_like(c), e, e),
                   n, ap, bp, True, chunk)),
-        (G.gemm, (c, False, b, True, a, G.EPI_ACT_GRAD, n, 3, 0.0, e, a, a, n, ap, bp, False,
+        (G.gemm, (c, False, b, True, a, (G.EPI_ACT_GRAD, n, 3, 0.0, e, a, a), n, ap, bp, False,
                   chunk)),
-        (G.gemm, (c, True, a, False, np.empty((16, 32), f), G.EPI_NONE, n, 0, 0.0, e, e, e,
+        (G.gemm, (c, True, a, False, np.empty((16, 32), f), (G.EPI_NONE, n, 0, 0.0, e, e, e),
                   bias, ap, bp, True, chunk)),
         (L.cross_entropy_labels, (z, np.zeros(64, np.int64), c, np.empty(64))),
         (L.mse, (z, z, c, np.empty(64))),

@@ -95,3 +95,33 @@ def test_model_buffers_belong_to_the_backend():
             raise AssertionError(f"MLP.{name} could be rebound")
     m.params[...] = 0.5
     assert np.all(m.weights[0] == 0.5)
+
+
+# The compiled functions allowed more than a dozen parameters, and why: the micro-kernel
+# is the innermost loop (its operands' offsets and strides are scalars in registers), and
+# the CUDA GEMM's launch arguments are marshalled one by one for recorded launches
+# (kernels/cuda/launch.py), which take no tuples.
+PARAMETER_LIMIT = 12
+MORE_PARAMETERS = {("kernels/cpu/microkernel.py", "micro_kernel"): 14,
+                   ("kernels/cuda/gemm.py", "kernel"): 17,
+                   ("kernels/cuda/gemm.py", "load_slice"): 13}
+
+
+def test_compiled_functions_take_about_a_dozen_parameters():
+    """Compiled functions take their many arrays in named groups (kernels/cpu/steps.py's
+    Data, Config, Buffers, ...; the GEMM's epilogue tuple), so none takes more than a
+    dozen parameters, where two of the same type could be swapped unnoticed."""
+    found = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(folder, f)
+            rel = os.path.relpath(path, PACKAGE).replace(os.sep, "/")
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                if isinstance(node, ast.FunctionDef) and any(
+                        "jit" in ast.unparse(d) for d in node.decorator_list):
+                    n = len(node.args.args) + len(node.args.kwonlyargs)
+                    if n > MORE_PARAMETERS.get((rel, node.name), PARAMETER_LIMIT):
+                        found[(rel, node.name)] = n
+    assert not found, found

@@ -158,7 +158,7 @@ def test_gemm_bias_activation_epilogue_in_one_pass(lean, code, dtype, rng):
     for separate in (True, False) if code == 0 else (True,):
         z = np.full((M, N), 7.0, dtype)
         f = np.full((M, N), 7.0, dtype) if separate else z
-        G.gemm(a, False, w, True, z, G.EPI_BIAS_ACT, bias, code, 0.0, f, empty, empty, none,
+        G.gemm(a, False, w, True, z, (G.EPI_BIAS_ACT, bias, code, 0.0, f, empty, empty), none,
                G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), True,
                G.column_chunk_address(dtype, code if lean else None))
         assert np.array_equal(np.isnan(z), ~ok) and np.array_equal(np.isnan(f), ~ok)
@@ -201,7 +201,7 @@ def test_gemm_piecewise_linear_chunk(dtype, rng):
                 c = np.empty((M, N), dtype)
                 f = np.empty((M, N), dtype) if epi == G.EPI_BIAS_ACT else empty
                 zs = z if epi == G.EPI_ACT_GRAD else empty
-                G.gemm(a, False, w, True, c, epi, bias, code, 0.2, f, zs, zs, none,
+                G.gemm(a, False, w, True, c, (epi, bias, code, 0.2, f, zs, zs), none,
                        G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), True, chunk)
                 outs.append((c, f))
             (c_full, f_full), (c_lean, f_lean) = outs
@@ -245,13 +245,13 @@ def test_gemm_row_sums_of_op_a(shape, trans_a, dtype, rng):
     none = np.empty(0, dtype)
     empty = np.empty((0, 0), dtype)
     na, nb = G.pack_sizes(M, N, K_)
-    G.gemm(A, trans_a, b, False, c, G.EPI_NONE, none, 0, 0.0, empty, empty, empty, rowsum,
+    G.gemm(A, trans_a, b, False, c, (G.EPI_NONE, none, 0, 0.0, empty, empty, empty), rowsum,
            G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), True, G.column_chunk_address(dtype))
     a64 = a.astype(np.float64)
     assert rel_err(c, a64 @ b.astype(np.float64)) <= tol(dtype)
     assert rel_err(rowsum, a64.sum(axis=1)) <= tol(dtype)
     c1 = np.empty_like(c)
-    G.gemm(A, trans_a, b, False, c1, G.EPI_NONE, none, 0, 0.0, empty, empty, empty, rowsum,
+    G.gemm(A, trans_a, b, False, c1, (G.EPI_NONE, none, 0, 0.0, empty, empty, empty), rowsum,
            G.pack_buffer(na, dtype), G.pack_buffer(nb, dtype), False,
            G.column_chunk_address(dtype))
     assert np.array_equal(c1, c)
@@ -280,7 +280,7 @@ def test_gemm_packed_a_per_thread_or_shared(layout, dtype, rng):
     outs = []
     for copies, parallel in ((numba.get_num_threads(), True), (1, True), (1, False)):
         c = np.empty((M, N), dtype)
-        G.gemm(A, trans_a, B, trans_b, c, G.EPI_ACT_GRAD, none, 1, 0.0, empty, z, z, none,
+        G.gemm(A, trans_a, B, trans_b, c, (G.EPI_ACT_GRAD, none, 1, 0.0, empty, z, z), none,
                G.pack_buffer(copies * na1, dtype), G.pack_buffer(nb, dtype), parallel,
                G.column_chunk_address(dtype))
         outs.append(c)

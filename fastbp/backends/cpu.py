@@ -78,6 +78,8 @@ class CPUBackend:
         self._workspaces = {}
         self._none = np.empty(0, model.dtype)
         self._empty2 = np.empty((0, 0), model.dtype)
+        self._no_epilogue = (_gemm.EPI_NONE, self._none, 0, 0.0, self._empty2, self._empty2,
+                             self._empty2)
 
     # ------------------------------------------------------------------ inputs
     def prepare(self, X, y=None):
@@ -114,9 +116,10 @@ class CPUBackend:
         chunk = self._chunk_address()
         for l in range(m.n_layers):
             code = 0 if l == last else m.act_code
-            self._gemm(A_prev, False, self.weights[l], True, ws.Z[l], _gemm.EPI_BIAS_ACT,
-                       self.biases[l], code, m.slope, ws.A[l], self._empty2, self._empty2,
-                       self._none, ws.apack, ws.bpack, True, chunk)
+            epi = (_gemm.EPI_BIAS_ACT, self.biases[l], code, m.slope, ws.A[l], self._empty2,
+                   self._empty2)
+            self._gemm(A_prev, False, self.weights[l], True, ws.Z[l], epi, self._none,
+                       ws.apack, ws.bpack, True, chunk)
             A_prev = ws.A[l]
         return ws.Z[last]
 
@@ -137,15 +140,14 @@ class CPUBackend:
         for l in range(m.n_layers - 1, -1, -1):
             A_prev = X if l == 0 else ws.A[l - 1]
             # dW_l = G_l^T A_{l-1}, and db_l = column sums of G_l from the same pass
-            self._gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], _gemm.EPI_NONE,
-                       self._none, 0, 0.0, self._empty2, self._empty2, self._empty2,
+            self._gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], self._no_epilogue,
                        self.bias_grads[l], ws.apack, ws.bpack, True, chunk)
             if l > 0:
                 # G_{l-1} = (G_l W_l) * f'(Z_{l-1})
-                self._gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1],
-                           _gemm.EPI_ACT_GRAD, self._none, m.act_code, m.slope,
-                           self._empty2, ws.Z[l - 1], ws.A[l - 1], self._none, ws.apack,
-                           ws.bpack, True, chunk)
+                epi = (_gemm.EPI_ACT_GRAD, self._none, m.act_code, m.slope, self._empty2,
+                       ws.Z[l - 1], ws.A[l - 1])
+                self._gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1], epi,
+                           self._none, ws.apack, ws.bpack, True, chunk)
 
     def loss_and_grad(self, X, y, l2=0.0):
         ws = self.workspace(X.shape[0])

@@ -207,8 +207,8 @@ def linear(x, weight, bias=None, activation="identity", slope=0.01):
     a = np.empty_like(z)
     e = _empty(dtype)
     ap, bp, _, _ = _pack_buffers(x.shape[0], n_out, x.shape[1], dtype)
-    _gemm.gemm(x, False, weight, True, z, _gemm.EPI_BIAS_ACT, bias, code, float(slope), a, e,
-               e, _none(dtype), ap, bp, True, _gemm.column_chunk_address(dtype, code))
+    _gemm.gemm(x, False, weight, True, z, (_gemm.EPI_BIAS_ACT, bias, code, float(slope), a, e, e),
+               _none(dtype), ap, bp, True, _gemm.column_chunk_address(dtype, code))
     return z, a
 
 
@@ -236,12 +236,12 @@ def linear_backward(delta, x, weight):
     dx = np.empty_like(x)
     ap, bp, _, _ = _pack_buffers(b, x.shape[1], n_out, dtype)
     chunk = _gemm.column_chunk_address(dtype, _gemm.IDENTITY)
-    _gemm.gemm(delta, False, weight, False, dx, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e,
+    _gemm.gemm(delta, False, weight, False, dx, (_gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e),
                no_bias, ap, bp, True, chunk)
     dw = np.empty_like(weight)
     db = np.empty(n_out, dtype=dtype)
     ap, bp, _, _ = _pack_buffers(n_out, x.shape[1], b, dtype)
-    _gemm.gemm(delta, True, x, False, dw, _gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e, db, ap, bp,
+    _gemm.gemm(delta, True, x, False, dw, (_gemm.EPI_NONE, no_bias, 0, 0.0, e, e, e), db, ap, bp,
                True, chunk)
     return dx, dw, db
 

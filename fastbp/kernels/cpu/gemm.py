@@ -99,6 +99,9 @@ from .microkernel import MR, NR, copy_mr, copy_nr, micro_kernel
 from .transpose import transpose8x8
 
 EPI_NONE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
+# The fields of an epilogue tuple, gemm's epi, in order: kind (EPI_*, int64), bias (N,),
+# the activation's code (int64) and slope (float64), Aout, Zsrc, Asrc (M, N) or (0, 0).
+EPILOGUE = ("kind", "bias", "code", "slope", "Aout", "Zsrc", "Asrc")
 
 KC = 384                     # K block: a KC x NR slice of B is 24 KiB (float32), within L1 (measured: 128: 0.52x numpy, 256: 0.6-0.78x, 384: 0.62-0.72x)
 PARALLEL_MIN_WORK = 1 << 18  # M*N*K below which one thread beats a parallel region
@@ -288,8 +291,7 @@ def _pack_b_panel(B, trans_b, Bp, jp, N, K):
 
 # ----------------------------------------------------------------------------- epilogue
 @njit(cache=True, _nrt=False)
-def _epilogue_piecewise_linear(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc,
-                               Asrc):
+def _epilogue_piecewise_linear(C, i0, i1, j0, j1, epi):
     """Block [i0:i1, j0:j1] of C, just computed, for the identity, ReLU and leaky ReLU
     (the activations made of comparisons and products): EPI_BIAS_ACT: C += bias (Z),
     Aout = f(Z); EPI_ACT_GRAD: C *= f'(Zsrc).
@@ -303,6 +305,7 @@ def _epilogue_piecewise_linear(C, i0, i1, j0, j1, epilogue, bias, code, slope, A
     The chunk compiled for these activations (PIECEWISE_LINEAR) links only this, not the
     vectorised sigmoid, tanh and GELU; given any other code it fills the block with NaN
     instead of computing a wrong activation in silence."""
+    epilogue, bias, code, slope, Aout, Zsrc, Asrc = epi
     if epilogue == EPI_NONE:
         return
     if code != IDENTITY and code != RELU and code != LEAKY_RELU:
@@ -344,12 +347,14 @@ def _epilogue_piecewise_linear(C, i0, i1, j0, j1, epilogue, bias, code, slope, A
 
 
 @njit(cache=True, _nrt=False)
-def _epilogue(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout, Zsrc, Asrc):
-    """_epilogue_piecewise_linear for every activation: sigmoid, tanh and GELU add the
-    bias in one pass and apply f (vectorised, activations.py) in a second."""
+def _epilogue(C, i0, i1, j0, j1, epi):
+    """Block [i0:i1, j0:j1] of C, just computed: the epilogue epi = (kind, bias, code,
+    slope, Aout, Zsrc, Asrc) (see EPILOGUE) for every activation.  Piecewise-linear ones go
+    to _epilogue_piecewise_linear; the others add the bias in one pass and apply f
+    (vectorised, activations.py) in a second."""
+    epilogue, bias, code, slope, Aout, Zsrc, Asrc = epi
     if code == IDENTITY or code == RELU or code == LEAKY_RELU or epilogue == EPI_NONE:
-        _epilogue_piecewise_linear(C, i0, i1, j0, j1, epilogue, bias, code, slope, Aout,
-                                   Zsrc, Asrc)
+        _epilogue_piecewise_linear(C, i0, i1, j0, j1, epi)
     elif epilogue == EPI_BIAS_ACT:
         b = bias[j0:j1]
         for i in range(i0, i1):
@@ -372,13 +377,14 @@ def _n_column_chunks(n_jp):
 
 
 @njit(cache=True, _nrt=False)
-def _column_chunk(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a, B, trans_b, pack_b,
-                  Bf, b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc,
-                  Asrc, epi_addr):
+def _column_chunk(jp0, jp1, pack_a, a_op, b_op, C, epi, epi_addr):
     """Column panels jp0..jp1-1 of C: pack all of op(A) into Af (pack_a: the first chunk a
     thread runs, see gemm), pack the chunk's B panels (pack_b), then every tile, then the
-    epilogue.  The thread that owns a chunk packs it, so B's packing needs no parallel
-    region of its own.
+    epilogue epi (by address: epi_addr).  The thread that owns a chunk packs it, so B's
+    packing needs no parallel region of its own.
+
+    a_op = (A, trans_a, Af, a_ip, a_pc, a_ks, a_rs) and b_op = (B, trans_b, pack_b, Bf,
+    b_jp, b_pc, b_ks): the operands and where the micro-kernel reads them (below).
 
     op(A)[i, k] with i in row panel ip and k in K block pc.. is
     Af[ip * a_ip + pc * a_pc + (i - ip * MR) * a_rs + (k - pc) * a_ks], and op(B)[k, j] with j
@@ -393,6 +399,10 @@ def _column_chunk(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a, B, t
     chunk's panels pass it.  Before this, every column panel streamed all of A from L3:
     fine for a batch of 128 rows, but at 1024 or 256 x 2048 rows two threads ran no faster
     than one (68-75 GFLOP/s either way)."""
+    A, trans_a, Af, a_ip, a_pc, a_ks, a_rs = a_op
+    B, trans_b, pack_b, Bf, b_jp, b_pc, b_ks = b_op
+    M, N = C.shape
+    K = A.shape[0] if trans_a else A.shape[1]
     n_ip = (M + MR - 1) // MR
     if pack_a:
         Ap = reshape_c(Af[:n_ip * K * MR], (n_ip, K, MR))
@@ -423,29 +433,31 @@ def _column_chunk(jp0, jp1, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, pack_a, B, t
                     micro_kernel(Af, ip * a_ip + pc * a_pc, a_ks, a_rs, Bf, b_off, b_ks, Cf,
                                  i0 * N + j0, N, kn, min(MR, M - i0), nr, acc)
         epilogue_fn = _epilogue_at(epi_addr, C)
-        epilogue_fn(C, ib * MR, min(ie * MR, M), jp0 * NR, min(jp1 * NR, N), epilogue, bias,
-                    code, slope, Aout, Zsrc, Asrc)
+        epilogue_fn(C, ib * MR, min(ie * MR, M), jp0 * NR, min(jp1 * NR, N), epi)
+
+
+def epilogue_type(f):
+    """The Numba type of an epilogue tuple (EPILOGUE) for the float type f."""
+    mat, vec = types.Array(f, 2, "C"), types.Array(f, 1, "C")
+    return types.Tuple((types.int64, vec, types.int64, types.float64, mat, mat, mat))
 
 
 def column_chunk_signature(f):
     """The one signature _column_chunk is compiled for, given the numba float type f: every
     array C-contiguous and writable (gemm passes its read-only inputs through as_writable)."""
     mat, vec = types.Array(f, 2, "C"), types.Array(f, 1, "C")
-    i, b, d = types.int64, types.boolean, types.float64
-    #               jp0 jp1 Af  a_ip a_pc a_ks a_rs A  trans_a pack_a B  trans_b pack_b
-    return types.none(i, i, vec, i, i, i, i, mat, b, b, mat, b, b,
-                      # Bf b_jp b_pc b_ks
-                      vec, i, i, i,
-                      # C  M  N  K  epi bias code slope Aout Zsrc Asrc epi_addr
-                      mat, i, i, i, i, vec, i, d, mat, mat, mat, i)
+    i, b = types.int64, types.boolean
+    a_op = types.Tuple((mat, b, vec, i, i, i, i))
+    b_op = types.Tuple((mat, b, b, vec, i, i, i))
+    #                 jp0 jp1 pack_a a_op b_op C  epi              epi_addr
+    return types.none(i, i, b, a_op, b_op, mat, epilogue_type(f), i)
 
 
 def epilogue_signature(f):
     """The signature of _epilogue and _epilogue_piecewise_linear, given the float type f."""
-    mat, vec = types.Array(f, 2, "C"), types.Array(f, 1, "C")
-    i, d = types.int64, types.float64
-    #                 C  i0 i1 j0 j1 epi bias code slope Aout Zsrc Asrc
-    return types.none(mat, i, i, i, i, i, vec, i, d, mat, mat, mat)
+    i = types.int64
+    #                 C                        i0 i1 j0 j1 epi
+    return types.none(types.Array(f, 2, "C"), i, i, i, i, epilogue_type(f))
 
 
 def _function_at_typed(signature, addr, C):
@@ -521,23 +533,19 @@ def column_chunk_address(dtype, code=None):
 
 
 @njit(parallel=True, cache=True, _nrt=False)
-def _column_chunks_parallel(chunk, n_parts, n_ch, n_jp, Af, a_copy, a_str, A, trans_a, pack_a,
-                            B, trans_b, pack_b, Bf, b_str, C, M, N, K, epilogue, bias, code,
-                            slope, Aout, Zsrc, Asrc, epi_addr):
-    """gemm's n_ch column chunks shared out in n_parts contiguous runs, one per thread.
-    With pack_a, part p first packs op(A) into its own copy, Af[p * a_copy:].
-    a_str, b_str: the chunk's (a_ip, a_pc, a_ks, a_rs) and (b_jp, b_pc, b_ks), as tuples
-    (a call of more than 30 arguments makes Python, and so Numba, build a tuple of them)."""
-    a_ip, a_pc, a_ks, a_rs = a_str
-    b_jp, b_pc, b_ks = b_str
+def _column_chunks_parallel(chunk, n_parts, n_ch, n_jp, a_copy, pack_a, a_op, b_op, C, epi,
+                            epi_addr):
+    """gemm's n_ch column chunks shared out in n_parts contiguous runs, one per thread
+    (a_op, b_op, epi as _column_chunk's).  With pack_a, part p first packs op(A) into its
+    own copy, Af[p * a_copy:]."""
+    A, trans_a, Af, a_ip, a_pc, a_ks, a_rs = a_op
     for t in prange(n_parts):
         p = np.int64(t)      # prange's index is unsigned; the chunk takes int64
-        Afp = Af[p * a_copy:]
+        a_op_p = (A, trans_a, Af[p * a_copy:], a_ip, a_pc, a_ks, a_rs)
         for ch in range(p * n_ch // n_parts, (p + 1) * n_ch // n_parts):
             first = ch == p * n_ch // n_parts
-            chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, Afp, a_ip, a_pc, a_ks, a_rs, A,
-                  trans_a, pack_a and first, B, trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M,
-                  N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc, epi_addr)
+            chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, pack_a and first, a_op_p, b_op,
+                  C, epi, epi_addr)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -565,12 +573,12 @@ def _b_in_place(trans_b, M, N, K):
 
 
 @njit(cache=True, _nrt=False)
-def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc, rowsum,
-         apack, bpack, parallel, chunk_addr):
+def gemm(A, trans_a, B, trans_b, C, epi, rowsum, apack, bpack, parallel, chunk_addr):
     """C (M, N) = op(A) @ op(B) with a fused epilogue; see the module docstring.
 
     A: (M, K), or (K, M) when trans_a.  B: (K, N), or (N, K) when trans_b.  C: (M, N).
-    bias: (N,).  Aout, Zsrc, Asrc: (M, N) or unused per ``epilogue``.  rowsum: (M,) or (0,).
+    epi: (kind, bias (N,), code, slope, Aout, Zsrc, Asrc), EPILOGUE's fields; Aout, Zsrc,
+    Asrc (M, N) or unused per kind.  rowsum: (M,) or (0,).
     apack, bpack: 1-D workspace of at least pack_sizes(M, N, K) elements (with room for
     fewer copies of packed A than threads, one copy is packed and shared).
     parallel: False to stay on the calling thread whatever the size (inside a parallel
@@ -581,8 +589,9 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
     M, N = C.shape
     K = A.shape[0] if trans_a else A.shape[1]
     n_jp = (N + NR - 1) // NR
-    A, B, bias, Zsrc, Asrc = (as_writable(A), as_writable(B), as_writable(bias),
-                              as_writable(Zsrc), as_writable(Asrc))
+    kind, bias, code, slope, Aout, Zsrc, Asrc = epi
+    A, B = as_writable(A), as_writable(B)
+    epi = (kind, as_writable(bias), code, slope, Aout, as_writable(Zsrc), as_writable(Asrc))
     lda = A.shape[1]
     ldb = B.shape[1]
     pack_a = not _a_in_place(trans_a, M, N, K)
@@ -606,6 +615,8 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
         b_jp, b_pc, b_ks = NR, ldb, ldb
     if rowsum.shape[0] > 0:
         _op_row_sums(A, trans_a, rowsum)
+    a_op = (A, trans_a, Af, a_ip, a_pc, a_ks, a_rs)
+    b_op = (B, trans_b, pack_b, Bf, b_jp, b_pc, b_ks)
     n_ch = _n_column_chunks(n_jp)
     # The column chunks run through their address, not by name (linking.py): 4-5 s less
     # compile.  chunk_addr is a table of the chunk's and its epilogue's addresses.
@@ -616,19 +627,14 @@ def gemm(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asr
         if pack_a and apack.shape[0] < n_parts * a_copy:
             # Too few copies in the workspace: one, shared, packed on this thread first
             # (a chunk of no columns).
-            chunk(0, 0, Af, a_ip, a_pc, a_ks, a_rs, A, trans_a, True, B, trans_b, pack_b, Bf,
-                  b_jp, b_pc, b_ks, C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
-                  epi_addr)
+            chunk(0, 0, True, a_op, b_op, C, epi, epi_addr)
             pack_a, a_copy = False, 0
-        _column_chunks_parallel(chunk, n_parts, n_ch, n_jp, Af, a_copy, (a_ip, a_pc, a_ks, a_rs),
-                                A, trans_a, pack_a, B, trans_b, pack_b, Bf, (b_jp, b_pc, b_ks),
-                                C, M, N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
+        _column_chunks_parallel(chunk, n_parts, n_ch, n_jp, a_copy, pack_a, a_op, b_op, C, epi,
                                 epi_addr)
     else:   # the same chunks on this thread, the first packing A
         for ch in range(n_ch):
-            chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, Af, a_ip, a_pc, a_ks, a_rs, A,
-                  trans_a, pack_a and ch == 0, B, trans_b, pack_b, Bf, b_jp, b_pc, b_ks, C, M,
-                  N, K, epilogue, bias, code, slope, Aout, Zsrc, Asrc, epi_addr)
+            chunk(ch * n_jp // n_ch, (ch + 1) * n_jp // n_ch, pack_a and ch == 0, a_op, b_op,
+                  C, epi, epi_addr)
 
 
 @njit(cache=True, inline="always")
@@ -666,8 +672,9 @@ def matmul_checked(A, trans_a, B, trans_b, C, apack, bpack, chunk_addr):
         return 1
     none = apack[:0]
     empty = reshape_c(none, (0, 0))
-    gemm(assume_c(A), trans_a, assume_c(B), trans_b, assume_c(C), EPI_NONE, none, 0, 0.0,
-         empty, empty, empty, none, apack, bpack, True, chunk_addr)
+    gemm(assume_c(A), trans_a, assume_c(B), trans_b, assume_c(C),
+         (np.int64(EPI_NONE), none, np.int64(0), 0.0, empty, empty, empty), none, apack, bpack,
+         True, chunk_addr)
     return 0
 
 
@@ -710,8 +717,7 @@ def column_sum(D, out):
 
 # ----------------------------------------------------------------------------- BLAS variant
 @njit(cache=True)
-def gemm_blas(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc, Asrc,
-              rowsum, apack, bpack, parallel, chunk_addr):
+def gemm_blas(A, trans_a, B, trans_b, C, epi, rowsum, apack, bpack, parallel, chunk_addr):
     """The same contract as ``gemm``, with the product done by BLAS (np.dot inside @njit).
 
     The opt-in ``matmul="blas"`` reference: it shows what fusion and our own GEMM are
@@ -741,4 +747,4 @@ def gemm_blas(A, trans_a, B, trans_b, C, epilogue, bias, code, slope, Aout, Zsrc
                 for k in range(A.shape[1]):
                     s += A[i, k]
                 rowsum[i] = s
-    _epilogue(C, 0, M, 0, N, epilogue, bias, code, slope, Aout, Zsrc, Asrc)
+    _epilogue(C, 0, M, 0, N, epi)

@@ -51,6 +51,7 @@ from numba.core.errors import NumbaExperimentalFeatureWarning
 from numba.experimental.function_type import _get_wrapper_address
 
 from ..codes import LOSS_BCE, LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE
+from . import gemm as gemm_mod
 from .gemm import (
     EPI_ACT_GRAD,
     EPI_BIAS_ACT,
@@ -145,8 +146,9 @@ def _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, parallel, kern):
         a_prev = _rows(abuf if act_code != 0 else zbuf, off - m * fan_in, m, fan_in, 0, m)
     none = params[:0]
     empty2 = reshape_c(params[:0], (0, 0))
-    gemm_fn(G, np.bool_(True), a_prev, np.bool_(False), dW, np.int64(EPI_NONE), none,
-            np.int64(0), 0.0, empty2, empty2, empty2, db, apack, bpack, parallel, chunk_addr)
+    gemm_fn(G, np.bool_(True), a_prev, np.bool_(False), dW,
+            (np.int64(EPI_NONE), none, np.int64(0), 0.0, empty2, empty2, empty2), db, apack, bpack,
+            parallel, chunk_addr)
 
 
 @njit(cache=True, _nrt=False)
@@ -269,8 +271,8 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
         Z = _rows(zbuf, off, m, fan_out, r0, r1)
         code = identity if l == L - 1 else act_code
         A = Z if (code == 0) else _rows(abuf, off, m, fan_out, r0, r1)
-        gemm_fn(a_prev, no, W, yes, Z, epi_bias_act, b, code, slope, A, empty2, empty2,
-                none, apack, bpack, parallel, chunk_addr)
+        gemm_fn(a_prev, no, W, yes, Z, (epi_bias_act, b, code, slope, A, empty2, empty2), none,
+                apack, bpack, parallel, chunk_addr)
         a_prev = A
         off += m * fan_out
     # loss rows and dL/dZ_L
@@ -296,8 +298,8 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
             Zp = _rows(zbuf, off_prev, m, fan_in, r0, r1)
             Ap = _rows(abuf, off_prev, m, fan_in, r0, r1) if act_code != 0 else Zp
             Gp = _rows(gbuf, off_prev, m, fan_in, r0, r1)
-            gemm_fn(G, no, W, no, Gp, epi_act_grad, none, act_code, slope, empty2, Zp, Ap,
-                    none, apack, bpack, parallel, chunk_addr)
+            gemm_fn(G, no, W, no, Gp, (epi_act_grad, none, act_code, slope, empty2, Zp, Ap), none,
+                    apack, bpack, parallel, chunk_addr)
             off = off_prev
 
 
@@ -505,8 +507,9 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="
     labels = loss_code == LOSS_CE_LABELS
     key = (dtype, X_type, ylab_type, ytgt_type, matmul, act_code, labels, parallel)
     if key not in _KERNELS:
-        #                 A    ta B    tb C    epi bias code slope Aout Zsrc Asrc rowsum apack bpack parallel chunk
-        gemm_sig = types.none(mat, b, mat, b, mat, i, vec, i, d, mat, mat, mat, vec, vec, vec, b, i)
+        #                     A    ta B    tb C    epi                    rowsum apack bpack
+        gemm_sig = types.none(mat, b, mat, b, mat, gemm_mod.epilogue_type(f), vec, vec, vec,
+                              b, i)   # parallel, chunk_addr
         hyper_t = types.Tuple((i, d, d, d, b, d, d, d, b))    # optim.optimizer_update's
         update_sig = types.none(hyper_t, vec, vec, vec, vec, i, b)
         #                   loss ZL   ylab Y    GL   rl  scale
