@@ -95,3 +95,18 @@ def test_kernel_entry_points_reject():
         fastbp.Linear(3, 2).forward(np.zeros((1, 4)))
     with pytest.raises(RuntimeError, match="before forward"):
         fastbp.ReLU().backward(np.zeros((1, 1)))
+
+
+def test_adam_kernel_rejects_a_step_or_betas_that_make_every_parameter_nan():
+    """Issue 30 (8): step=0 divided by a bias correction of zero (ZeroDivisionError, or NaN
+    everywhere once the update divides without checks), as did beta2 = 1."""
+    p, g = np.ones(8, np.float32), np.ones(8, np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for step in (0, -1):
+        with pytest.raises(ValueError, match="step must be a positive integer"):
+            K.adam_update(p, g, m, v, step)
+    with pytest.raises(ValueError, match=r"betas must be in \[0, 1\)"):
+        K.adam_update(p, g, m, v, 1, betas=(0.9, 1.0))
+    assert np.all(p == 1.0) and np.all(m == 0.0)
+    K.adam_update(p, g, m, v, 1)
+    assert np.all(np.isfinite(p)) and np.all(p < 1.0)

@@ -78,7 +78,7 @@ def _adam_block(p, g, m, v, T, decoupled):
             p[i] = p[i] - step_size * (mi / (math.sqrt(vi) / sqrt_bias2 + eps))
 
 
-@njit(cache=True, _nrt=False, error_model="numpy")
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def _update_block(hyper, p, g, s1, s2, T):
     """One block of either update, _sgd_block's or _adam_block's loops inlined here.
     hyper: as optimizer_update's; T: _update_scalars' tuple.
@@ -109,7 +109,7 @@ def _update_scalars(p, hyper, step):
             T(1.0 - lr * weight_decay), not decoupled and weight_decay != 0.0)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def optimizer_update_serial(hyper, p, g, s1, s2, step, parallel):
     """optimizer_update on the calling thread whatever `parallel` says: what a trainer
     whose steps never run parallel regions is given (steps.kernel_pointers), so that it
@@ -117,7 +117,7 @@ def optimizer_update_serial(hyper, p, g, s1, s2, step, parallel):
     _update_block(hyper, p, g, s1, s2, _update_scalars(p, hyper, step))
 
 
-@njit(parallel=True, cache=True, _nrt=False)
+@njit(parallel=True, cache=True, _nrt=False, error_model="numpy")
 def optimizer_update(hyper, p, g, s1, s2, step, parallel):
     """One update of the flat buffers p, g (P,) in place, by either optimizer.
 
