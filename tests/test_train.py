@@ -410,8 +410,11 @@ def test_loss_rows_by_kind_of_loss():
     """The compiled step calls the loss through a pointer that kernel_pointers picks by
     the kind of loss (integer labels or float targets), so that a network compiles only
     its kind; both agree with the loss kernels called directly."""
+    import numba
+
     from fastbp.kernels.cpu import losses as Lk
     from fastbp.kernels.cpu import steps as S
+    from fastbp.kernels.cpu.linking import jit_address
     rng = np.random.default_rng(0)
     z = rng.standard_normal((5, 3)).astype(np.float32)
     ylab = np.array([2, 0, 1, 1, 0])
@@ -421,7 +424,9 @@ def test_loss_rows_by_kind_of_loss():
                            Lk.cross_entropy_targets_rows),
                           (S.LOSS_MSE, S._target_loss_rows, Lk.mse_rows),
                           (S.LOSS_BCE, S._target_loss_rows, Lk.binary_cross_entropy_rows)):
-        assert S.kernel_pointers(np.float32, loss_code=code)[0].loss.dispatcher is fn
+        sig = S.step_signatures(numba.float32, *(numba.typeof(a) for a in (z, ylab, z)))
+        assert S.kernel_pointers(np.float32, loss_code=code)[0].loss == jit_address(fn,
+                                                                              sig["loss"])
         g, rl, g0, rl0 = np.zeros_like(z), np.zeros(5), np.zeros_like(z), np.zeros(5)
         fn(code, z, ylab, y, g, rl, 0.2)
         if ref is None:

@@ -93,11 +93,12 @@ class Compiled:
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
-        self.cfg = S.Config(self.sizes, model.act_code, model.slope, self.loss_code, l2,
-                            has_acc)
-        self.kernels = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
-                                         numba.typeof(self.ytgt), model.matmul,
-                                         model.act_code, self.loss_code, not self.serial)
+        self.cfg = tuple(S.Config(self.sizes, model.act_code, model.slope, self.loss_code, l2,
+                                  has_acc))
+        kern, self.steps = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
+                                             numba.typeof(self.ytgt), model.matmul,
+                                             model.act_code, self.loss_code, not self.serial)
+        self.kern = tuple(kern)     # plain tuples for run_steps (see there)
 
     @staticmethod
     def eligible(model, optimizer, dp):
@@ -128,10 +129,11 @@ class Compiled:
                          self.ytgt_buf, self.out)
         n_split = self.chooser.pick()
         t = time.perf_counter()
-        pos = S.run_steps(S.Data(X, self.ylab, self.ytgt, order), pos, n_steps, bs, self.cfg,
-                          bufs, hyper, step0, not self.serial,
-                          S.Split(n_split, self.row_split[n_split], self.layer_loss,
-                                  self.sync), *self.kernels)
+        # plain tuples: see run_steps
+        pos = S.run_steps((X, self.ylab, self.ytgt, order), pos, n_steps, bs, self.cfg,
+                          tuple(bufs), hyper, step0, not self.serial,
+                          (n_split, self.row_split[n_split], self.layer_loss, self.sync),
+                          self.kern, self.steps)
         self.chooser.record(n_split, time.perf_counter() - t, n_steps)
         opt.step_count += n_steps
         return pos

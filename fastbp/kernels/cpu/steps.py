@@ -47,8 +47,9 @@ from collections import namedtuple
 
 import numpy as np
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.core.errors import NumbaExperimentalFeatureWarning
-from numba.experimental.function_type import _get_wrapper_address
+from numba.extending import intrinsic
 
 from ..codes import LOSS_BCE, LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE
 from . import gemm as gemm_mod
@@ -60,7 +61,7 @@ from .gemm import (
     gemm,
     gemm_blas,
 )
-from .linking import reshape_c
+from .linking import function_at, jit_address, reshape_c
 from .losses import (
     add_l2,
     add_l2_grad,
@@ -393,14 +394,17 @@ def _split_steps(me, data, pos, n_steps, bs, cfg, bufs, hyper, step0, split, ker
 
 
 @njit(cache=True, parallel=True)
-def run_steps(data, pos, n_steps, bs, cfg, bufs, hyper, step0, parallel, split, kern, steps):
+def run_steps(data_t, pos, n_steps, bs, cfg_t, bufs_t, hyper, step0, parallel, split_t, kern_t,
+              steps):
     """Train n_steps batches of bs rows, taking rows data.order[pos:...] of the data set;
     returns the position after the last row trained.
 
-    data, cfg, bufs, split, kern: the groups above (Data, Config, Buffers, Split, Kernels).
-    hyper: optim.optimizer_update's; step0: the optimizer steps taken before this call.
+    data_t, cfg_t, bufs_t, split_t, kern_t: the groups above (Data, Config, Buffers, Split,
+    Kernels), as plain tuples of their fields in order.
+    kern_t and steps: the kernels' entry addresses, from kernel_pointers.  hyper:
+    optim.optimizer_update's; step0: the optimizer steps taken before this call.
     parallel: whether the kernels may run parallel regions (False: the whole step on the
-    calling thread).  steps: (_batch_rows, _layer_rows_update, _split_steps) by pointer.
+    calling thread).
 
     Split steps (split.n_split > 1, for networks too small for parallel products to pay):
     the batch's rows are shared among n_split threads, each running gather, forward, loss
@@ -414,8 +418,14 @@ def run_steps(data, pos, n_steps, bs, cfg, bufs, hyper, step0, parallel, split, 
     thread with parallel products, and share out the second half the same way, each
     thread updating the rows of W it has just computed dW for (train/split.py decides up
     to which size; docs/performance.md has the measurements)."""
-    rows_fn, layers_fn, split_fn = steps
+    # The groups arrive as plain tuples, and the kernels as entry addresses (Numba types
+    # those from Python in C; namedtuples and function objects in Python, at ~40 us a
+    # call), and get their names and types here.
+    kern = Kernels(*_kernels_at(kern_t, data_t, bufs_t))
+    rows_fn, layers_fn, split_fn = _steps_at(steps, data_t, bufs_t)
     inner = Inner(rows_fn, layers_fn)
+    data, cfg, bufs = Data(*data_t), Config(*cfg_t), Buffers(*bufs_t)
+    split = Split(*split_t)
     sizes, loss_code, l2 = cfg.sizes, cfg.loss_code, cfg.l2
     n_split, layer_loss = split.n_split, split.layer_loss
     params, grads = bufs.params, bufs.grads
@@ -458,22 +468,74 @@ def run_steps(data, pos, n_steps, bs, cfg, bufs, hyper, step0, parallel, split, 
     return pos
 
 
-class CompiledKernel:
-    """A compiled kernel handed to run_steps as a function pointer: Numba types it as a
-    first-class function of the given signature (``_numba_type_``) and asks it for the
-    address of its compiled C-callable entry (``__wrapper_address__``), compiling the
-    kernel for that signature on first use (or loading it from Numba's cache)."""
+def step_signatures(f, X_type, ylab_type, ytgt_type):
+    """The one declaration of the compiled step's types, for float type f and the data's
+    Numba types: a dict of the argument groups' types ("data", "cfg", "bufs", "split",
+    "hyper", "kern", "inner") and of the kernels' signatures ("gemm", "update", "loss",
+    "rows", "layers", "split_steps")."""
+    vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
+    b, i, d = types.boolean, types.int64, types.float64
+    vi, vd, mi = types.Array(i, 1, "C"), types.Array(d, 1, "C"), types.Array(i, 2, "C")
+    t = {}
+    #                        A    ta B    tb C    epi                        rowsum apack bpack
+    t["gemm"] = types.none(mat, b, mat, b, mat, gemm_mod.epilogue_type(f), vec, vec, vec,
+                           b, i)   # parallel, chunk_addr
+    t["hyper"] = types.Tuple((i, d, d, d, b, d, d, d, b))    # optim.optimizer_update's
+    t["update"] = types.none(t["hyper"], vec, vec, vec, vec, i, b)
+    #                      loss ZL   ylab Y    GL   rl  scale
+    t["loss"] = types.none(i, mat, vi, mat, mat, vd, d)
+    t["kern"] = types.NamedTuple((types.FunctionType(t["gemm"]), i,
+                                  types.FunctionType(t["update"]),
+                                  types.FunctionType(t["loss"])), Kernels)
+    t["data"] = types.NamedTuple((X_type, ylab_type, ytgt_type, vi), Data)
+    t["cfg"] = types.NamedTuple((vi, i, d, i, d, b), Config)
+    t["bufs"] = types.NamedTuple((vec, vec, vec, vec, vec, vec, vec, vd, vec, vec, vec, vi, vec,
+                                  vd), Buffers)
+    t["split"] = types.NamedTuple((i, mi, vd, vi), Split)
+    t["rows"] = types.none(t["data"], i, i, i, i, t["cfg"], t["bufs"], b, b, vd, t["kern"])
+    t["layers"] = types.none(i, t["split"], i, t["cfg"], t["bufs"], t["hyper"], i, t["kern"])
+    t["inner"] = types.NamedTuple((types.FunctionType(t["rows"]),
+                                   types.FunctionType(t["layers"])), Inner)
+    t["split_steps"] = types.none(i, t["data"], i, i, i, t["cfg"], t["bufs"], t["hyper"], i,
+                                  t["split"], t["kern"], t["inner"])
+    return t
 
-    def __init__(self, dispatcher, signature):
-        self.dispatcher = dispatcher
-        self.signature = signature
-        self._numba_type_ = types.FunctionType(signature)
-        self._address = None
 
-    def __wrapper_address__(self):
-        if self._address is None:
-            self._address = _get_wrapper_address(self.dispatcher, self.signature)
-        return self._address
+def _signatures_of(data_t, bufs_t):
+    """step_signatures for run_steps' plain-tuple arguments data_t and bufs_t (types)."""
+    return step_signatures(bufs_t.types[0].dtype, *data_t.types[:3])
+
+
+@intrinsic
+def _kernels_at(typingctx, addrs, data_t, bufs_t):
+    """(gemm, chunk_addr, update, loss) as first-class functions from addrs, the entry
+    addresses kernel_pointers gives, typed for the data and buffers run_steps got (a plain
+    tuple: run_steps names it, and a parallel loop's body finds the class by name)."""
+    kern = _signatures_of(data_t, bufs_t)["kern"]
+    retty = types.Tuple(kern.types)
+
+    def codegen(context, builder, sig, args):
+        a = cgutils.unpack_tuple(builder, args[0], 4)
+        members = [function_at(context, builder, kern.types[0], a[0]), a[1],
+                   function_at(context, builder, kern.types[2], a[2]),
+                   function_at(context, builder, kern.types[3], a[3])]
+        return context.make_tuple(builder, retty, members)
+    return retty(addrs, data_t, bufs_t), codegen
+
+
+@intrinsic
+def _steps_at(typingctx, addrs, data_t, bufs_t):
+    """(rows, layers, split_steps) as first-class functions from addrs, the entry
+    addresses of _batch_rows, _layer_rows_update and _split_steps."""
+    t = _signatures_of(data_t, bufs_t)
+    fns = (t["inner"].types[0], t["inner"].types[1], types.FunctionType(t["split_steps"]))
+    retty = types.Tuple(fns)
+
+    def codegen(context, builder, sig, args):
+        a = cgutils.unpack_tuple(builder, args[0], 3)
+        return context.make_tuple(builder, retty, [
+            function_at(context, builder, fns[q], a[q]) for q in range(3)])
+    return retty(addrs, data_t, bufs_t), codegen
 
 
 _KERNELS = {}
@@ -481,62 +543,41 @@ _KERNELS = {}
 
 def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="own",
                     act_code=None, loss_code=LOSS_CE_LABELS, parallel=True):
-    """(Kernels, steps) for run_steps with float arrays of dtype (float32 or float64):
-    CompiledKernels typed for the argument groups run_steps passes (the one declaration of
-    their types is here).  X_type, ylab_type, ytgt_type: the Numba types of the data
-    arguments (``numba.typeof``: read-only data such as a memory map has its own); by
-    default writable C-contiguous arrays of dtype (int64 labels).  matmul="blas":
-    gemm.gemm_blas in place of the GEMM (same signature; its chunk_addr is 0 and unused).
-    act_code: the network's activation (gemm.column_chunk_address; None: the chunk for
-    every activation).  loss_code: the loss run_steps will be given (_label_loss_rows or
-    _target_loss_rows).  parallel: the one run_steps will be given; False gives
-    optimizer_update_serial (same signature), which compiles without a parallel loop.
+    """(kern, steps) for run_steps with float arrays of dtype (float32 or float64): the
+    entry addresses (ints) of the kernels it calls, compiled (or loaded from Numba's cache)
+    for the types step_signatures declares.  kern: Kernels(gemm, chunk_addr, update, loss);
+    steps: (_batch_rows, _layer_rows_update, _split_steps).  X_type, ylab_type, ytgt_type:
+    the Numba types of the data arguments (``numba.typeof``: read-only data such as a
+    memory map has its own); by default writable C-contiguous arrays of dtype (int64
+    labels).  matmul="blas": gemm.gemm_blas in place of the GEMM (same signature; its
+    chunk_addr is 0 and unused).  act_code: the network's activation
+    (gemm.column_chunk_address; None: the chunk for every activation).  loss_code: the
+    loss run_steps will be given (_label_loss_rows or _target_loss_rows).  parallel: the
+    one run_steps will be given; False gives optimizer_update_serial (same signature),
+    which compiles without a parallel loop.
 
-    _batch_rows, _layer_rows_update and _split_steps go by pointer too: run_steps calls
-    them from several places (parallel regions and the one-thread path), each of which
-    would otherwise link and re-optimise them (cold compile of run_steps 8.7 s with them
-    linked by name, 3.4-4.0 s through pointers)."""
+    Why addresses: each kernel compiles once, on its own, instead of again in every
+    function that would link it by name (linking.py); and run_steps is given ints, which
+    Python types in nanoseconds, where tuples of function objects took ~40 us a call."""
     dtype = np.dtype(dtype)
     f = types.float32 if dtype == np.float32 else types.float64
-    vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
-    b, i, d = types.boolean, types.int64, types.float64
-    vi, vd, mi = types.Array(i, 1, "C"), types.Array(d, 1, "C"), types.Array(i, 2, "C")
+    mat, vi = types.Array(f, 2, "C"), types.Array(types.int64, 1, "C")
     X_type = X_type or mat
     ylab_type = ylab_type or vi
     ytgt_type = ytgt_type or mat
     labels = loss_code == LOSS_CE_LABELS
     key = (dtype, X_type, ylab_type, ytgt_type, matmul, act_code, labels, parallel)
     if key not in _KERNELS:
-        #                     A    ta B    tb C    epi                    rowsum apack bpack
-        gemm_sig = types.none(mat, b, mat, b, mat, gemm_mod.epilogue_type(f), vec, vec, vec,
-                              b, i)   # parallel, chunk_addr
-        hyper_t = types.Tuple((i, d, d, d, b, d, d, d, b))    # optim.optimizer_update's
-        update_sig = types.none(hyper_t, vec, vec, vec, vec, i, b)
-        #                   loss ZL   ylab Y    GL   rl  scale
-        loss_sig = types.none(i, mat, vi, mat, mat, vd, d)
-        kern_t = types.NamedTuple((types.FunctionType(gemm_sig), i,
-                                   types.FunctionType(update_sig),
-                                   types.FunctionType(loss_sig)), Kernels)
-        data_t = types.NamedTuple((X_type, ylab_type, ytgt_type, vi), Data)
-        cfg_t = types.NamedTuple((vi, i, d, i, d, b), Config)
-        bufs_t = types.NamedTuple((vec, vec, vec, vec, vec, vec, vec, vd, vec, vec, vec, vi,
-                                   vec, vd), Buffers)
-        split_t = types.NamedTuple((i, mi, vd, vi), Split)
-        rows_sig = types.none(data_t, i, i, i, i, cfg_t, bufs_t, b, b, vd, kern_t)
-        layers_sig = types.none(i, split_t, i, cfg_t, bufs_t, hyper_t, i, kern_t)
-        inner_t = types.NamedTuple((types.FunctionType(rows_sig),
-                                    types.FunctionType(layers_sig)), Inner)
-        split_sig = types.none(i, data_t, i, i, i, cfg_t, bufs_t, hyper_t, i, split_t, kern_t,
-                               inner_t)
+        t = step_signatures(f, X_type, ylab_type, ytgt_type)
         blas = matmul == "blas"
-        kern = Kernels(CompiledKernel(gemm_blas if blas else gemm, gemm_sig),
+        kern = Kernels(jit_address(gemm_blas if blas else gemm, t["gemm"]),
                        0 if blas else column_chunk_address(dtype, act_code),
-                       CompiledKernel(optimizer_update if parallel else optimizer_update_serial,
-                                      update_sig),
-                       CompiledKernel(_label_loss_rows if labels else _target_loss_rows,
-                                      loss_sig))
-        steps = (CompiledKernel(_batch_rows, rows_sig),
-                 CompiledKernel(_layer_rows_update, layers_sig),
-                 CompiledKernel(_split_steps, split_sig))
+                       jit_address(optimizer_update if parallel else optimizer_update_serial,
+                                   t["update"]),
+                       jit_address(_label_loss_rows if labels else _target_loss_rows,
+                                   t["loss"]))
+        steps = (jit_address(_batch_rows, t["rows"]),
+                 jit_address(_layer_rows_update, t["layers"]),
+                 jit_address(_split_steps, t["split_steps"]))
         _KERNELS[key] = (kern, steps)
     return _KERNELS[key]
