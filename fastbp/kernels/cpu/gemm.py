@@ -7,7 +7,8 @@ Backprop needs three layouts (rows are examples, W is (out, in) like torch.nn.Li
     data grad      G  = (Delta W) * f'(Z_prev)   "NN"   Delta (b, out), W (out, in)
 
 ``gemm`` computes C (M, N) = op(A) (M, K) @ op(B) (K, N), op(X) = X^T when trans_x, and
-runs a fused epilogue on each tile of C while it is still in cache:
+runs a fused epilogue (gemm's ``epi``, fields EPILOGUE) on each tile of C while it is
+still in cache:
 
     EPI_NONE      C = acc
     EPI_BIAS_ACT  C = acc + bias[j];  Aout = f(C)            (C holds Z)
@@ -15,64 +16,24 @@ runs a fused epilogue on each tile of C while it is still in cache:
 
 ``rowsum`` (length M, or 0 for none) receives sum_k op(A)[i, k]; for the weight gradient
 op(A) = Delta^T, so this is the bias gradient db = sum over the batch of Delta, summed
-while A is in cache (from packing it, or from its last use).
+while A is in cache.
 
 How (BLIS-style): op(A) is packed into panels of MR rows and op(B) into panels of NR
-columns, k-major and zero-padded; the packing absorbs every transpose.  Each tile of C (MR
-x NR, smaller at the edges) is then accumulated by the register-blocked micro-kernel
-(microkernel.py: an 8 x 16 tile in 512-bit vectors where the CPU has AVX-512, else a
-6 x 16 tile in 12 AVX2 accumulators, written as LLVM vector IR) over K
-in blocks of KC, with A in blocks of MC rows so that its slice stays in L2 (see
-_column_chunk), and the epilogue runs on each block of C.  Column panels are grouped into
-chunks split across threads, and the thread that owns a chunk packs its part of B before
-using it (one parallel region per product).  Every thread reads all of op(A), so each packs
-a copy of its own at the start of the region (the workspace holds one per thread,
-``pack_copies``).  Packed once on the calling thread, as first done, the other threads
-waited for it and then read it from that core's cache: timed per thread (rdtsc, 2 threads,
-128 x 512 x 784), the chunks reading their own copy ran 5-20% faster and as fast as the
-calling thread's, at no cost in wall time for the duplicated packing.  Measured (2 threads,
-in-process, best of 10 rounds): the 784-512-512-10 step's products 1.04x (forward 1.07-1.08x),
-784-2048-2048-10's 1.04x; training (geometric mean over 6 processes, each interleaving both
-versions) 784-512-512-10 b128 1.035x, 784-2048-2048-10 b256 1.02x (4 processes).
-gemm runs the chunks through the compiled chunk's address (``chunk_addr`` from
-``column_chunk_address``; see linking.py), so their code is compiled once instead of again
-in the parallel loop and in gemm.  The chunk calls its epilogue by address too: one for
-every activation, or a leaner one for the identity, ReLU and leaky ReLU, which is all the
-default training needs and compiles without the vectorised sigmoid, tanh and GELU.
-Products below PARALLEL_MIN_WORK run on one thread, since a parallel region costs more
-than they do.  Packing buffers are caller-owned
-workspace (``pack_sizes``), so nothing is allocated per call.  gemm and its inner
-functions are compiled without Numba's reference counting (``_nrt=False``): every array
-view or argument otherwise costs two atomic operations on its buffer's count, and those
-were 40% of a small product with an epilogue (and worse when two threads of a split
-training step count on the same buffers).
-
-Small products read operands in place: the micro-kernel takes each operand as a flat
-array with strides, so where a packed panel would be read too few times to pay for its
-copy, the panel is not made (_a_in_place, _b_in_place: op(A) = A^T and B not transposed
-up to IN_PLACE_MAX_WORK; A itself only for N <= 32; B only for M <= 17 MR).  NT's W^T is
-always packed (its columns are not contiguous).  Edge tiles run loops sized to them
-(2/4/MR rows, one or two vectors) with masked loads and stores instead of a scratch tile.
-Measured (in-process A/B against the packed-only kernel with scratch edge tiles, one
-thread, the training step's products, 40-100-100-10 batch 32): 49.1 -> 38.8 us a step
-(1.27x; the sized edge loops alone 1.16x); 784-100-10: 1.11-1.14x; 784-512-512-10 batch
-128: 1.01-1.02x (N = 10 and M = 10 products 1.3-2.1x, the rest packed as before).
-Training, 10 rounds of 1500 steps, medians: 40-100-100-10 b32 1.23x, 784-100-10 b32
-1.09x; 784-512-512-10 b128 1.05x (6 rounds).
-
-Measured here (AMD EPYC, one core, in an early state of the machine): the AVX2 6 x 16
-tile ran at 74-87 GFLOP/s on K = 32-384 panels (float64: 30-42; the core's float32 peak
-later measured ~117).  It replaced a 4 x 16 tile of scalars
-vectorised by LLVM's SLP pass (60-85 GFLOP/s; float64 not vectorised): in-process A/B of
-the compiled training step, 2 threads, parameters bit-identical, 784-512-512-10 1.30x,
-40-100-100-10 1.07x, 784-2048-2048-10 1.05x.  KC = 256/320 and MC = 96/192 measured
-2-8% slower than 384/128 with it.  (An unpacked kernel streaming rows of A, tried before
-the strided micro-kernel, ran 5-6x slower than packing plus the micro-kernel.)  The
-8 x 16 AVX-512 tile that took its place where the CPU has AVX-512: microkernel.py.
+columns, k-major and zero-padded; the packing absorbs every transpose.  Each tile of C is
+accumulated by the register-blocked micro-kernel (microkernel.py) over K in blocks of KC,
+with A in blocks of MC rows so that its slice stays in L2, and the epilogue runs on each
+block of C.  Column panels are grouped into chunks split across threads; the thread that
+owns a chunk packs its part of B, and each thread packs its own copy of op(A)
+(``pack_copies``).  The chunks and their epilogue run through their compiled address
+(``column_chunk_address``; linking.py), so they compile once.  Products below
+PARALLEL_MIN_WORK run on one thread; small products read operands in place where a packed
+panel would not pay for its copy (_a_in_place, _b_in_place).  Packing buffers are
+caller-owned workspace (``pack_sizes``): nothing is allocated per call.  Compiled without
+reference counting (``_nrt=False``): each array view would cost atomic operations.
 
 Every element of C is summed over k in the same order whatever the thread count and the
 tile it lands in, so results are bit-identical run to run and independent of the batch
-composition.
+composition.  Measurements behind these choices: docs/performance.md.
 """
 import numba
 import numpy as np

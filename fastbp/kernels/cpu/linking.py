@@ -1,33 +1,20 @@
 """Calling a compiled kernel by address instead of by name (CPU, Numba), to save compile time.
 
 Why: when a jitted function calls another by name, Numba links the callee's compiled code
-(and everything the callee links) into the caller and LLVM re-optimises and re-emits all of
-it for the caller.  A parallel loop is worse: its body becomes a function of its own that
-links the callee, and the function holding the loop links that again.  The GEMM's column
-chunk (micro-kernel, packing, epilogues) was compiled that way three times: in itself, in
-the parallel loop's body and in ``gemm``, whose own compile took 5.3-7.4 s of the 21-28 s
-that a cold ``fastbp train`` spent compiling.  Called through its address, it is compiled
-once (measured, cold cache, the GEMM and everything it calls: 10.5-13.5 s -> 8.1-9.1 s).
+(and everything it links) into the caller and LLVM re-optimises and re-emits all of it for
+the caller.  Called through its address, a kernel is compiled once.
 
-How: the caller receives the callee's entry address as a plain int64 (typing an int costs
-Python ~30 ns a call; a first-class function object costs ~2.5 us), and turns it into a
-Numba first-class function value of the callee's exact signature with an intrinsic
-(``function_at``).  Numba then calls it with its own calling convention, as it would a
-function passed in as an argument.  Nothing address-specific is compiled into the caller,
-so it stays cacheable; the address is looked up in the running process
-(``jit_address``), from Numba's cache when warm.
-
-The other half of the same saving: helpers with one or two callers (the activation row
-kernels, the packing routines, the optimizer blocks, a layer's weight gradient) are inlined
-into their callers at Numba's level (``inline="always"``), so they are not compiled and
-optimised on their own first and then again in every caller that links them.  Measured,
-cold cache, ``fastbp train --epochs 1``, compile time in three A/B pairs each: inlining
-the activation kernels 22.6-24.1 -> 21.7-22.5 s, then the others 20.8-22.2 -> 20.3-21.8 s
-(a slow hour of the machine); training steps ran at the same speed (in-process A/B, the
-three benchmark MLPs, 0.99-1.05x).
+How: the caller receives the callee's entry address as a plain int64 (cheap for Python to
+type), and turns it into a Numba first-class function value of the callee's exact
+signature with an intrinsic (``function_at``); Numba then calls it with its own calling
+convention.  Nothing address-specific is compiled into the caller, so it stays cacheable;
+the address is looked up in the running process (``jit_address``), from Numba's cache when
+warm.  Helpers with one or two callers are inlined at Numba's level instead
+(``inline="always"``).
 
 Caution: the address must be of a function compiled for exactly that signature;
 ``jit_address`` is the only source of them, and each kernel pairs it with its signature.
+Measurements: docs/performance.md.
 """
 import numba
 from llvmlite import ir

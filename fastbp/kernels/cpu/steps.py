@@ -1,46 +1,24 @@
 """Whole training steps compiled into one function (CPU, Numba).
 
-For a small network most of a step's time is spent crossing from Python into compiled
-code (a dozen kernel calls, each with its argument checks, plus the batch gather).  Here
-a chunk of consecutive steps runs inside one compiled call:
+A chunk of consecutive steps runs inside one compiled call (run_steps):
 
     for each batch of the epoch's order:
         gather rows of X, y                     (same copies as np.take)
         forward, fused loss, backward           (the kernels MLP.loss_and_grad calls)
         optional L2 on the weights
-        optimizer update over the flat buffer  (optimizer_update)
+        optimizer update over the flat buffer  (optim.optimizer_update)
 
 The kernels are the same ones, called in the same order with the same arguments, so a
 chunk gives bit-identical results to the step-by-step Python path.  Per-layer arrays are
-views carved out of flat buffers by offset (no lists of arrays cross the boundary).
+views carved out of flat buffers by offset (fastbp.layout's order).  Why: for a small
+network most of a step's time was spent crossing from Python into compiled code.
 
-A step too small for parallel products (each product's parallel region costs more than it
-saves) is either run on one thread or, with threads to spare, split: the batch's rows are
-shared among the threads for gather, forward, loss and data gradients (rows are
-independent there), then the layers' output rows are shared out for the weight gradients
-and updates, in runs of equal work (train.layer_row_split).  One parallel region per chunk
-of steps instead of one per product, and the same bits (see run_steps).  Measured (2
-threads, SGD, in-process A/B against one thread, medians per process): 40-100-100-10 and
-64-128-64-10 batch 32 1.0-1.26x (the spread is the machine's: some processes see no gain),
-100-200-200-200-10 batch 64 1.24-1.39x.  Shared out by whole layers, as first done, a
-network whose weights sit in one layer lost (784-100-10: 0.89-0.96x) and was not split;
-shared by rows it gains (20 rounds, medians: 784-100-10 b32 split against one thread
-1.10x; 40-100-100-10 b32 against the split by whole layers 1.04x).
-
-What limits the split is the data the threads hand each other: every thread reads all of
-W, half of it just updated on the other core, and the weight gradients read all rows of
-the activations, half of them written on the other core.  Timed with the cycle counter
-(40-100-100-10 b32, 2 threads): a split step took 38-41 us with shared buffers and
-28.6-29.5 us with each thread on private copies of everything (wrong results, right
-work); software prefetching of the other core's lines did not help.
-
-The GEMM and the optimizer update are passed in as compiled functions (``kernel_pointers``)
-instead of being called by name.  A call by name links the callee's compiled code, and
-everything it links in turn (micro-kernel, packing, epilogues, parallel regions), into
-this function, and Numba re-optimises and re-emits all linked code for every function
-that links it.  Called through a pointer, that code is compiled once, with the kernel.
-Measured (cold cache, `fastbp train --epochs 1`, A/B/A/B): run_steps' own compile
-4.8 -> 3.0-3.3 s; the call costs ~8 us per chunk of steps.
+A step too small for parallel products runs on one thread or, with threads to spare, is
+split: the batch's rows shared among the threads for gather, forward, loss and data
+gradients, then the layers' output rows (train/split.layer_row_split) for the weight
+gradients and updates, with the same bits (run_steps).  The kernels are called through
+entry addresses (kernel_pointers), so each compiles once instead of in every caller.
+Measurements behind these choices: docs/performance.md.
 """
 import warnings
 from collections import namedtuple
