@@ -76,3 +76,34 @@ def test_torch_round_trip():
     assert np.array_equal(back.params, model.params)
     with pytest.raises(ValueError, match="0.weight"):
         fastbp.MLP.from_torch_state_dict({"1.weight": np.zeros((2, 2))})
+
+
+def test_load_checks_the_config_against_the_arrays_before_allocating(tmp_path):
+    """Issue 30 (14): a small file whose config claims sizes [8000, 8000, 3] built the
+    64M-parameter model (830 MB, seconds) before saying the arrays did not match."""
+    import json
+    import tracemalloc
+    path = tmp_path / "lie.npz"
+    config = dict(fastbp.MLP([3, 2]).config(), sizes=[8000, 8000, 3], format_version=1)
+    np.savez(path, params=np.zeros(8, np.float32), config=np.array(json.dumps(config)))
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="does not match the architecture"):
+        fastbp.load(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 10 * 2 ** 20, peak
+    for sizes in ([3], [3, 0], "abc", [3.5, 2]):
+        config = dict(fastbp.MLP([3, 2]).config(), sizes=sizes, format_version=1)
+        np.savez(path, params=np.zeros(8, np.float32), config=np.array(json.dumps(config)))
+        with pytest.raises(ValueError):
+            fastbp.load(path)
+
+
+def test_evaluate_rejects_a_batch_size_below_one():
+    """Issue 30 (8): evaluate(batch_size=-5) returned (0.0, 0.0) without a look at the data."""
+    m = fastbp.MLP([3, 2], seed=0)
+    X, y = np.ones((4, 3), np.float32), np.array([0, 1, 0, 1])
+    for bs in (0, -5):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            m.evaluate(X, y, batch_size=bs)
+    assert m.evaluate(X, y, batch_size=3)[0] > 0
