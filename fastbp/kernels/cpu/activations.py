@@ -296,6 +296,16 @@ def _forward_chain(table):
     return rows
 
 
+@njit(inline="always")
+def _stored_output(Z, A):
+    return A
+
+
+@njit(inline="always")
+def _pre_activation(Z, A):
+    return Z
+
+
 def _backward_chain(table):
     """rows(G, Z, A, i0, i1, j0, j1, code, slope): G[i0:i1, j0:j1] *= f'(Z) in place for
     the activations in table, from Z or from the stored output A (grad_from)."""
@@ -306,26 +316,18 @@ def _backward_chain(table):
         return rows
     act = table[0]
     code_here, df, rest = act.code, _compiled(act.backward), _backward_chain(table[1:])
-    if act.grad_from == "a":
-        @njit(inline="always")
-        def rows(G, Z, A, i0, i1, j0, j1, code, slope):
-            if code == code_here:
-                for i in range(i0, i1):
-                    g, x = G[i, j0:j1], A[i, j0:j1]
-                    for j in range(g.shape[0]):
-                        g[j] = df(g[j], x[j], slope)
-            else:
-                rest(G, Z, A, i0, i1, j0, j1, code, slope)
-    else:
-        @njit(inline="always")
-        def rows(G, Z, A, i0, i1, j0, j1, code, slope):
-            if code == code_here:
-                for i in range(i0, i1):
-                    g, x = G[i, j0:j1], Z[i, j0:j1]
-                    for j in range(g.shape[0]):
-                        g[j] = df(g[j], x[j], slope)
-            else:
-                rest(G, Z, A, i0, i1, j0, j1, code, slope)
+    source = _stored_output if act.grad_from == "a" else _pre_activation
+
+    @njit(inline="always")
+    def rows(G, Z, A, i0, i1, j0, j1, code, slope):
+        if code == code_here:
+            X = source(Z, A)
+            for i in range(i0, i1):
+                g, x = G[i, j0:j1], X[i, j0:j1]
+                for j in range(g.shape[0]):
+                    g[j] = df(g[j], x[j], slope)
+        else:
+            rest(G, Z, A, i0, i1, j0, j1, code, slope)
     return rows
 
 
