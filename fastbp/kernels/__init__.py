@@ -104,8 +104,9 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
                 if len(sa) == 2 and len(sb) == 2:
                     c = np.empty((sa[1] if trans_a else sa[0], sb[0] if trans_b else sb[1]),
                                  a.dtype)
-            elif type(c) is not np.ndarray or c.dtype is not a.dtype:
-                c = None
+            elif (type(c) is not np.ndarray or c.dtype is not a.dtype
+                  or np.may_share_memory(c, a) or np.may_share_memory(c, b)):
+                c = None      # the general path (an `out` overlapping an operand, say)
             if c is not None:
                 try:
                     if ws[3](a, bool(trans_a), b, bool(trans_b), c, ws[0], ws[1], ws[2]) == 0:
@@ -146,6 +147,11 @@ def _matmul_general(a, b, out, trans_a, trans_b):
         return out
     if K == 0:
         out[...] = 0
+        return out
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        # The GEMM writes C while it still reads A and B: as NumPy does, compute into a
+        # new array and copy, so that out=a gives the product of the inputs as they were.
+        out[...] = _matmul_general(a, b, None, trans_a, trans_b)
         return out
     ap, bp, addr, entry = _pack_buffers(M, N, K, dtype)
     if entry is None:        # the thread's first matmul of this dtype
