@@ -14,7 +14,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 @njit(cache=True)
-def _count_nonfinite(flat):
+def count_nonfinite(flat):
     n = 0
     for i in range(flat.shape[0]):
         v = flat[i]
@@ -47,7 +47,7 @@ def check_finite(arr, name):
     if arr.dtype.kind != "f" or arr.size == 0:
         return
     flat = arr.reshape(-1) if arr.flags.c_contiguous else np.ravel(arr)
-    bad = _count_nonfinite(flat)
+    bad = count_nonfinite(flat)
     if bad:
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); clean or impute them first")
 

@@ -30,6 +30,7 @@ from .kernels import codes
 from .backends.cpu import host_probabilities
 from .model import MLP
 from .optim import SGD, Adam
+from .train import TrainingDiverged
 from .train import fit as _fit
 
 _ACTIVATIONS = codes.SKLEARN_ACTIVATION_NAMES
@@ -159,9 +160,14 @@ class _BaseMLP(BaseEstimator):
                           "going to be clipped", UserWarning)
         epochs = 1 if incremental else self.max_iter
         for _ in range(epochs):
-            h = _fit(model, X, Y, optimizer=opt, batch_size=batch, epochs=1,
-                     shuffle=self.shuffle, seed=int(rng.integers(2**31)), verbose=0,
-                     l2=self.alpha / batch, comm=comm)
+            try:
+                h = _fit(model, X, Y, optimizer=opt, batch_size=batch, epochs=1,
+                         shuffle=self.shuffle, seed=int(rng.integers(2**31)), verbose=0,
+                         l2=self.alpha / batch, comm=comm)
+            except TrainingDiverged as exc:      # scikit-learn's error, and its words
+                raise ValueError(
+                    "Solver produced non-finite parameter weights. The input data may "
+                    "contain large values and need to be preprocessed.") from exc
             self.n_iter_ += 1
             self.t_ += n
             loss = h["loss"][0]

@@ -145,3 +145,15 @@ def test_partial_fit_and_warm_start(digits):
 def test_bad_hyperparameters(params, match):
     with pytest.raises(ValueError, match=match):
         fastbp.MLPClassifier(**params).fit(np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("Est", [fastbp.MLPClassifier, fastbp.MLPRegressor])
+def test_non_finite_weights_are_scikit_learns_error(Est):
+    """Issue 30 (6): learning_rate_init=1e300 kept non-finite coefficients and predicted
+    all zeros; scikit-learn raises this ValueError."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4))
+    y = rng.integers(0, 3, 60) if Est is fastbp.MLPClassifier else rng.standard_normal(60)
+    est = Est(solver="sgd", learning_rate_init=1e300, max_iter=3, random_state=0)
+    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
+        est.fit(X, y)

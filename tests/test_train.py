@@ -466,3 +466,17 @@ def test_read_only_inputs_give_the_same_bits():
             fastbp.fit(m, *data, optimizer=opt, batch_size=16, epochs=2, seed=1, verbose=0)
             results.append(m.params.copy())
     assert all(np.array_equal(r, results[0]) for r in results[1:])
+
+
+def test_fit_refuses_to_return_non_finite_weights():
+    """Issue 30 (6): SGD at lr=1e300 left every parameter non-finite while the reported
+    loss was finite (0.723), without an error; now TrainingDiverged, and the model holds
+    the last finite epoch's weights (here the initial ones)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    m = fastbp.MLP([5, 8, 3], seed=0)
+    before = m.params.copy()
+    with pytest.raises(fastbp.TrainingDiverged, match="NaN or infinite"):
+        fastbp.fit(m, X, y, optimizer=fastbp.SGD(m, lr=1e300), epochs=2, verbose=0)
+    assert np.all(np.isfinite(m.params)) and np.array_equal(m.params, before)

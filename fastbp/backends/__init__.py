@@ -14,6 +14,7 @@ training epoch that differ by device, these methods of the backend (the protocol
     to_host(buf) / copy_into(dst, src) / snapshot(into=None)
                                   moving flat buffers between host and device
     fill_grads(value)             set every gradient (zero_grad)
+    params_finite()               whether every parameter is finite (checked each epoch)
 
 ``CPUBackend`` runs fastbp's Numba CPU kernels (kernels/cpu); ``CUDABackend`` runs the
 numba.cuda kernels (kernels/cuda) and adds the device-resident epoch helpers that

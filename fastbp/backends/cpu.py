@@ -15,6 +15,7 @@ import numpy as np
 from .. import kernels as K
 from ..kernels.cpu import gemm as _gemm
 from ..kernels.cpu import losses as _losses
+from .._validation import count_nonfinite
 from ..runtime import ensure_threads
 
 MAX_WORKSPACES = 4
@@ -214,3 +215,7 @@ class CPUBackend:
 
     def fill_grads(self, value):
         self.grads[...] = value
+
+    def params_finite(self):
+        """Whether every parameter is finite (a compiled pass that allocates nothing)."""
+        return count_nonfinite(self.params) == 0

@@ -221,3 +221,7 @@ class CUDABackend:
 
     def fill_grads(self, value):
         self._K.fill(self.grads, value)
+
+    def params_finite(self):
+        """Whether every parameter is finite (the parameters are copied to the host)."""
+        return bool(np.isfinite(self.params.copy_to_host()).all())

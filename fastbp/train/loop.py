@@ -214,6 +214,9 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                 dp.abort(exc)
             raise
         history.samples_seen += run.seen - seen_before
+        if not model.backend.params_finite():   # the loss can stay finite when they are not
+            raise diverged(model, good_params, history, None, f"in epoch {epoch + 1}",
+                           "the weights became NaN or infinite")
         total_loss, correct = run.total_loss, run.correct
         if dp is not None:
             total_loss, correct = dp.sum([total_loss, correct])

@@ -58,12 +58,14 @@ def progress(verbose, total):
     return tqdm(total=total, unit="sample", dynamic_ncols=True, mininterval=0.2)
 
 
-def diverged(model, good_params, history, loss, where):
-    """Put back the weights of the last finite epoch and return the error to raise."""
+def diverged(model, good_params, history, loss, where, what=None):
+    """Put back the weights of the last finite epoch and return the error to raise.
+    what: what went wrong, if not the loss (which was then `loss`)."""
     model.backend.copy_into(model.params, good_params)
+    what = what or f"training loss became {loss}"
     return TrainingDiverged(
-        f"training loss became {loss} {where}; the model holds the weights from the end of "
-        "the last finite epoch. Lower the learning rate, or scale the inputs.", history)
+        f"{what} {where}; the model holds the weights from the end of the last finite "
+        "epoch. Lower the learning rate, or scale the inputs.", history)
 
 
 def bar_update(bar, run, rows, has_acc):
