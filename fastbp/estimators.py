@@ -11,7 +11,7 @@ fitted attributes, trained by fastbp's kernels.  Differences worth knowing:
     and multi-label cross-entropy is averaged over labels (scikit-learn sums), so loss_
     differs by those factors for regression and multi-label problems;
   - weights are initialised with Glorot/Xavier uniform bounds, from fastbp's own RNG;
-  - device="cuda" trains on an NVIDIA GPU (float32; see fastbp.cuda_model).
+  - device="cuda" trains on an NVIDIA GPU (float32; see fastbp.backends.cuda).
 
 This module is the only one that imports scikit-learn (an optional dependency).
 """
