@@ -278,9 +278,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if type_of_target(y) != "multilabel-indicator" and len(self.classes_) < 2:
                 raise ValueError("MLPClassifier needs samples of at least 2 classes in the "
                                  f"data, but the data contains only one class: {self.classes_[0]!r}")
-        elif incremental:
-            unseen = np.setdiff1d(np.unique(y) if y.ndim == 1 else [], self.classes_)
+        # Labels outside classes_ (given to partial_fit, or from an earlier fit kept by
+        # warm_start) would be mapped to a neighbouring class by searchsorted: refuse them.
+        if not (reset and classes is None) and y.ndim == 1:
+            unseen = np.setdiff1d(np.unique(y), self.classes_)
             if len(unseen):
+                if not reset and not incremental:
+                    raise ValueError(
+                        f"warm_start keeps the classes of the previous fit, "
+                        f"{self.classes_.tolist()}; y holds labels {unseen.tolist()} not in "
+                        "them (fit again without warm_start to learn new classes)")
                 raise ValueError(f"y holds labels {unseen.tolist()} not in classes_ "
                                  f"{self.classes_.tolist()} given at the first partial_fit")
         multilabel = self._label_binarizer.y_type_ == "multilabel-indicator"

@@ -157,3 +157,20 @@ def test_non_finite_weights_are_scikit_learns_error(Est):
     est = Est(solver="sgd", learning_rate_init=1e300, max_iter=3, random_state=0)
     with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
         est.fit(X, y)
+
+
+def test_labels_outside_the_classes_are_refused_not_relabelled():
+    """Issue 30 (7): partial_fit(classes=[0, 2, 5]) with a 1 in y, and a warm-start refit
+    with a new label, trained the unknown label as a neighbouring class without a word."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 4))
+    y = np.array([0, 2, 5] * 9 + [1, 0, 2])
+    with pytest.raises(ValueError, match=r"labels \[1\] not in classes_"):
+        fastbp.MLPClassifier(random_state=0).partial_fit(X, y, classes=[0, 2, 5])
+    clf = fastbp.MLPClassifier(max_iter=2, warm_start=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, np.array([0, 2] * 15))
+        with pytest.raises(ValueError, match=r"warm_start keeps the classes .*\[7\]"):
+            clf.fit(X, np.array([0, 2, 7] * 10))
+        clf.fit(X, np.array([2, 0] * 15))     # the same classes: fine
