@@ -42,31 +42,10 @@ A full tile with A's rows adjacent (a_rs = 1) goes straight to one loop with A's
 constant offsets from one pointer; everything else about a tile is decided only for the
 others.
 
-Why 8 x 16 in 512-bit vectors where the CPU has them, although Zen 4 (this project's
-machines) runs a 512-bit FMA as two 256-bit halves, so that the peak is the same: half
-the instructions per flop, one B load per k instead of two, and rows in multiples of 8
-(every usual batch size: no 2-row edge tile at M = 32 or 128).  Measured here (AMD EPYC
-Zen 4, float32, tiles in L1, one core): full tiles K = 32 110-111 -> 115-117 GFLOP/s, K =
-100-384 114-115 -> 115-117 (both near the core's ~117 peak); the products of the training
-steps (2 threads, interleaved): 784-512-512-10's 1.18-1.25x, 784-2048-2048-10's
-1.01-1.25x, 40-100-100-10 batch 32's 1.01-1.22x; training (4 processes each) 1.07-1.09x on
-all three shapes.  12 x 16 and 16 x 16 tiles (16 accumulators) were no faster than 8 x 16
-and slower on the small products.  The AVX2 shape's full tiles measured 74-87 GFLOP/s on
-one core in an earlier state of the machine, 110-115 in this one (the same code).
-
-The old measurements of the AVX2 kernel, against the previous kernel (packed panels only,
-edge tiles through a scratch tile), one core, float32, tiles in L1: full tiles K=32
-75-101 against 81-113, K=100-384 105-112 against 108-115 (the machine's state moves both);
-a 2-row edge tile at 3x and a 4-column one at 1.5x a full tile's speed.
-
-Why not plain Numba: the previous kernel kept a 4 x 16 tile in 64 scalar locals and relied
-on LLVM's SLP vectoriser to rebuild the vectors.  It could not do that for 6 rows (3-8
-GFLOP/s), so the tile had 8 accumulators, just enough to cover the FMA latency of two
-pipes; in float64 it was not vectorised at all.  Measured here, one core, full tiles,
-GFLOP/s (old 4 x 16 -> this kernel): float32 K=32 67 -> 86, K=384 77 -> 87; float64
-9-10 -> 30-42.  It also compiles in a fraction of the time (no 64-variable SLP graph).
-
-copy_mr and copy_nr copy one k-row (MR or NR values) of a panel for the packing routines.
+Why 8 x 16 in 512-bit vectors where the CPU has them, although Zen 4 runs a 512-bit FMA as
+two 256-bit halves (the same peak): half the instructions per flop, one B load per k
+instead of two, and rows in multiples of 8 (no 2-row edge tile at M = 32 or 128).
+Measurements: docs/performance.md.
 """
 import llvmlite.binding as llvm
 from llvmlite import ir
