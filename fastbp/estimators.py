@@ -191,7 +191,7 @@ class _BaseMLP(BaseEstimator):
                               "reached and the optimization hasn't converged yet.",
                               ConvergenceWarning)
         if self.early_stopping and self._best_params is not None:
-            model.backend.copy_into(model.params, self._best_params)
+            model.backend.restore(self._best_params)
         self.loss_ = self.loss_curve_[-1]
         self._export_attributes()
         return self

@@ -11,8 +11,10 @@ training epoch that differ by device, these methods of the backend (the protocol
                                   valid until the next call
     count_correct(y)              correct predictions of the last loss_and_grad/evaluate batch
     evaluate(X, y, batch_size)    (mean loss, accuracy or None)
-    to_host(buf) / copy_into(dst, src) / snapshot(into=None)
+    to_host(buf) / copy_into(dst, src)
                                   moving flat buffers between host and device
+    snapshot(into=None) / restore(snap)
+                                  a copy of the parameters on the device, and putting it back
     fill_grads(value)             set every gradient (zero_grad)
     params_finite()               whether every parameter is finite (checked each epoch)
 

@@ -21,6 +21,17 @@ from ..runtime import ensure_threads
 MAX_WORKSPACES = 4
 
 
+def cached_workspace(cache, batch, make):
+    """cache[batch], made by make() on first use; the oldest entry goes once the cache
+    holds MAX_WORKSPACES (an epoch needs two: full batches and the last partial one)."""
+    ws = cache.get(batch)
+    if ws is None:
+        if len(cache) >= MAX_WORKSPACES:
+            cache.pop(next(iter(cache)))
+        ws = cache[batch] = make()
+    return ws
+
+
 def host_probabilities(Z, loss):
     """Probabilities from output pre-activations Z (b, n) on the host, in float64: softmax
     over the row for cross_entropy (row maximum subtracted), the sigmoid of each output for
@@ -92,15 +103,12 @@ class CPUBackend:
 
     def workspace(self, batch):
         """The Workspace for batch rows (created on first use)."""
-        ws = self._workspaces.get(batch)
-        if ws is None:
+        m = self.model
+
+        def make():
             ensure_threads()
-            if len(self._workspaces) >= MAX_WORKSPACES:
-                self._workspaces.pop(next(iter(self._workspaces)))
-            m = self.model
-            ws = Workspace(m.sizes, batch, m.dtype, m.act_code == 0)
-            self._workspaces[batch] = ws
-        return ws
+            return Workspace(m.sizes, batch, m.dtype, m.act_code == 0)
+        return cached_workspace(self._workspaces, batch, make)
 
     # ------------------------------------------------------------------ compute
     def _chunk_address(self):
@@ -205,6 +213,10 @@ class CPUBackend:
 
     def copy_into(self, dst, src):
         dst[...] = src
+
+    def restore(self, snap):
+        """Put back the parameters of a snapshot."""
+        self.params[...] = snap
 
     def snapshot(self, into=None):
         """A copy of the flat parameters (reusing into, if given)."""

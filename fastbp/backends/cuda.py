@@ -9,7 +9,7 @@ not synchronise inside an epoch.
 """
 import numpy as np
 
-from .cpu import MAX_WORKSPACES, host_probabilities
+from .cpu import cached_workspace, host_probabilities
 
 
 def _cuda():
@@ -80,13 +80,9 @@ class CUDABackend:
         return X, y
 
     def workspace(self, batch):
-        ws = self._workspaces.get(batch)
-        if ws is None:
-            if len(self._workspaces) >= MAX_WORKSPACES:
-                self._workspaces.pop(next(iter(self._workspaces)))
-            ws = DeviceWorkspace(self.model.sizes, batch, self.model.act_code == 0)
-            self._workspaces[batch] = ws
-        return ws
+        m = self.model
+        return cached_workspace(self._workspaces, batch,
+                                lambda: DeviceWorkspace(m.sizes, batch, m.act_code == 0))
 
     # ------------------------------------------------------------------ compute (device)
     def _forward(self, X, ws, plan=None):
@@ -212,6 +208,10 @@ class CUDABackend:
             dst.copy_to_device(src)
         else:
             src.copy_to_host(dst)
+
+    def restore(self, snap):
+        """Put back the parameters of a snapshot (a device array)."""
+        self.params.copy_to_device(snap)
 
     def snapshot(self, into=None):
         if into is None:

@@ -67,6 +67,9 @@ def make_formula(fn, primitives):
     """fn with its primitives replaced by a device's (a dict name -> function), for that
     device's compiler.  The code object is shared, so a formula is written once."""
     import types
+    missing = set(PRIMITIVES) - set(primitives)
+    if missing:
+        raise ValueError(f"a device's primitives lack {sorted(missing)}")
     scope = dict(fn.__globals__)
     scope.update(primitives)
     return types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__,
@@ -199,6 +202,8 @@ PIECEWISE_LINEAR = tuple(a.code for a in ACTIVATIONS if a.piecewise_linear)
 assert all(a.code == i for i, a in enumerate(ACTIVATIONS))
 assert [ACTIVATIONS[c].name for c in (IDENTITY, RELU, LEAKY_RELU)] == [
     "identity", "relu", "leaky_relu"]
+# The GEMM's lean epilogue (kernels/cpu/gemm.py) is written for exactly these three.
+assert PIECEWISE_LINEAR == (IDENTITY, RELU, LEAKY_RELU), "see _epilogue_piecewise_linear"
 
 # The names scikit-learn's MLP uses (its "logistic" for sigmoid), then fastbp's additions.
 SKLEARN_ACTIVATION_NAMES = tuple("logistic" if a.name == "sigmoid" else a.name

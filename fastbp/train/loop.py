@@ -265,5 +265,5 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     if bar is not None:
         bar.close()
     if early_stopping and best_params is not None:
-        model.backend.copy_into(model.params, best_params)
+        model.backend.restore(best_params)
     return history

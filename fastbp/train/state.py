@@ -61,7 +61,7 @@ def progress(verbose, total):
 def diverged(model, good_params, history, loss, where, what=None):
     """Put back the weights of the last finite epoch and return the error to raise.
     what: what went wrong, if not the loss (which was then `loss`)."""
-    model.backend.copy_into(model.params, good_params)
+    model.backend.restore(good_params)
     what = what or f"training loss became {loss}"
     return TrainingDiverged(
         f"{what} {where}; the model holds the weights from the end of the last finite "

@@ -484,21 +484,27 @@ def _signatures_of(data_t, bufs_t):
     return step_signatures(bufs_t.types[0].dtype, *data_t.types[:3])
 
 
+def _functions_at(members, addrs, data_t, bufs_t):
+    """An intrinsic's (typing, codegen): the tuple of types `members` from the tuple of
+    int64 addresses addrs, each FunctionType member made from its address
+    (linking.function_at), each other member (an int) passed through."""
+    retty = types.Tuple(members)
+
+    def codegen(context, builder, sig, args):
+        a = cgutils.unpack_tuple(builder, args[0], len(members))
+        return context.make_tuple(builder, retty, [
+            function_at(context, builder, m, v) if isinstance(m, types.FunctionType) else v
+            for m, v in zip(members, a)])
+    return retty(addrs, data_t, bufs_t), codegen
+
+
 @intrinsic
 def _kernels_at(typingctx, addrs, data_t, bufs_t):
     """(gemm, chunk_addr, update, loss) as first-class functions from addrs, the entry
     addresses kernel_pointers gives, typed for the data and buffers run_steps got (a plain
     tuple: run_steps names it, and a parallel loop's body finds the class by name)."""
-    kern = _signatures_of(data_t, bufs_t)["kern"]
-    retty = types.Tuple(kern.types)
-
-    def codegen(context, builder, sig, args):
-        a = cgutils.unpack_tuple(builder, args[0], 4)
-        members = [function_at(context, builder, kern.types[0], a[0]), a[1],
-                   function_at(context, builder, kern.types[2], a[2]),
-                   function_at(context, builder, kern.types[3], a[3])]
-        return context.make_tuple(builder, retty, members)
-    return retty(addrs, data_t, bufs_t), codegen
+    members = _signatures_of(data_t, bufs_t)["kern"].types
+    return _functions_at(members, addrs, data_t, bufs_t)
 
 
 @intrinsic
@@ -506,14 +512,8 @@ def _steps_at(typingctx, addrs, data_t, bufs_t):
     """(rows, layers, split_steps) as first-class functions from addrs, the entry
     addresses of _batch_rows, _layer_rows_update and _split_steps."""
     t = _signatures_of(data_t, bufs_t)
-    fns = (t["inner"].types[0], t["inner"].types[1], types.FunctionType(t["split_steps"]))
-    retty = types.Tuple(fns)
-
-    def codegen(context, builder, sig, args):
-        a = cgutils.unpack_tuple(builder, args[0], 3)
-        return context.make_tuple(builder, retty, [
-            function_at(context, builder, fns[q], a[q]) for q in range(3)])
-    return retty(addrs, data_t, bufs_t), codegen
+    members = t["inner"].types + (types.FunctionType(t["split_steps"]),)
+    return _functions_at(members, addrs, data_t, bufs_t)
 
 
 _KERNELS = {}
