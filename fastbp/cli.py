@@ -58,32 +58,44 @@ def _non_negative_float(text):
 
 
 def build_parser():
+    from . import __version__
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = _Parser(prog="fastbp", description="Train multi-layer perceptrons with fastbp.")
+    p.add_argument("--version", action="version", version=f"fastbp {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    t = sub.add_parser("train", help="train an MLP (digits by default)", prog="fastbp train")
-    t.add_argument("--data", help=".npz (arrays X, y) or .csv file; default: scikit-learn's digits")
+    t = sub.add_parser("train", help="train an MLP (digits by default)", prog="fastbp train",
+                       formatter_class=fmt)
+    t.add_argument("--data", help=".npz (arrays X, y) or .csv file (a header row names the "
+                                  "columns; text columns are one-hot encoded, blank or NA "
+                                  "cells imputed); default: scikit-learn's digits")
     t.add_argument("--target", help="CSV column holding the target (default: the last)")
-    t.add_argument("--task", choices=["auto", "classification", "regression"], default="auto")
+    t.add_argument("--task", choices=["auto", "classification", "regression"], default="auto",
+                   help="auto: text or few distinct integer labels are classes, other numbers "
+                        "a regression target (standardised for training)")
     t.add_argument("--hidden", type=_hidden, default=[128, 64], help="hidden widths, e.g. 128,64")
-    t.add_argument("--activation", default="relu",
+    t.add_argument("--activation", default="relu", help="hidden activation",
                    choices=sorted(codes.ACTIVATION_BY_NAME))
-    t.add_argument("--optimizer", choices=codes.OPTIMIZERS, default="adam")
-    t.add_argument("--lr", type=_positive(float), default=None,
-                   help="learning rate (default 1e-3 for adam/adamw, 0.05 for sgd)")
+    t.add_argument("--optimizer", choices=codes.OPTIMIZERS, default="adam", help="optimizer")
+    t.add_argument("--lr", type=_positive(float), default=argparse.SUPPRESS,
+                   help="learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
                    help="weight decay (decoupled for adamw; default 0)")
     t.add_argument("--lr-schedule", choices=["constant", "step", "cosine", "invscaling",
-                                             "plateau"], default="constant")
-    t.add_argument("--epochs", type=_positive(int), default=40)
+                                             "plateau"], default="constant",
+                   help="learning-rate schedule")
+    t.add_argument("--epochs", type=_positive(int), default=40, help="passes over the data")
     t.add_argument("--early-stopping", action="store_true",
                    help="stop when the validation loss has not improved for --patience "
                         "epochs, keeping the best weights")
-    t.add_argument("--patience", type=_positive(int), default=10)
-    t.add_argument("--batch-size", type=_positive(int), default=32)
+    t.add_argument("--patience", type=_positive(int), default=10,
+                   help="epochs without improvement before --early-stopping stops")
+    t.add_argument("--batch-size", type=_positive(int), default=32, help="rows per step")
     t.add_argument("--test-size", type=float, default=0.2, help="held-out test fraction")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seeds the split, the initial weights and the shuffling")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="the network's floating-point type")
     t.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cuda: train on an NVIDIA GPU (float32; needs numba-cuda)")
     t.add_argument("--out", default="fastbp_out", help="output folder (created)")
@@ -95,28 +107,22 @@ def build_parser():
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks (run under mpiexec)")
-    pr = sub.add_parser("predict", help="predict with a saved model", prog="fastbp predict")
+    pr = sub.add_parser("predict", help="predict with a saved model", prog="fastbp predict",
+                        formatter_class=fmt)
     pr.add_argument("model", help="model file written by 'fastbp train' (model.npz)")
-    pr.add_argument("file", help=".npz (array X) or .csv of feature rows")
+    pr.add_argument("file", help=".npz (array X) or .csv of feature rows; with a header row "
+                                 "the columns are matched by name, in any order")
     pr.add_argument("--output", "-o", help="CSV to write (default: standard output)")
     pr.add_argument("--proba", action="store_true", help="write class probabilities")
     sub.add_parser("info", help="versions, threading layer, CUDA", prog="fastbp info")
     b = sub.add_parser("bench", help="compare speed with NumPy, PyTorch, scikit-learn",
-                       prog="fastbp bench")
+                       prog="fastbp bench", formatter_class=fmt)
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
-    b.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    b.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run")
     return p
 
 
 # ---------------------------------------------------------------------------- train
-def _split(X, y, test_size, seed, stratify):
-    from sklearn.model_selection import train_test_split
-    if not 0 < test_size < 1:
-        raise ValueError(f"--test-size must be between 0 and 1, got {test_size}")
-    strat = y if stratify and np.min(np.bincount(y)) >= 2 else None
-    return train_test_split(X, y, test_size=test_size, random_state=seed, stratify=strat)
-
-
 def _plot(history, path, title):
     import matplotlib
     matplotlib.use("Agg")
@@ -149,9 +155,34 @@ def _plot(history, path, title):
         f.write(buf.getvalue())
 
 
+def _prepare_out(path):
+    """Create the output folder (or accept an existing one) and check that it is writable,
+    before any training: a bad --out costs nothing."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--out {path}: exists and is not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        import tempfile
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _digits_table():
+    from .data import Table, load_digits
+    X, y = load_digits()
+    return Table("digits", [f"x{j}" for j in range(X.shape[1])] + ["y"],
+                 [X[:, j] for j in range(X.shape[1])] + [y], list(range(1, len(y) + 1)), None)
+
+
+def _note(text):
+    print(f"fastbp: note: {text}", file=sys.stderr)
+
+
 def cmd_train(args):
     import fastbp
-    from .data import encode_labels, load_digits, looks_like_regression, read_table
+    from .data import Preprocessing, read_table
     from .io import atomic_write
 
     if args.device == "cuda":
@@ -167,51 +198,66 @@ def cmd_train(args):
             raise ValueError(f"--device cuda: CUDA is {status}")
         # a small network's kernels are small grids on purpose: no warning per launch
         warnings.filterwarnings("ignore", message=".*will likely result in GPU under-utiliz")
+    if not 0 < args.test_size < 1:
+        raise ValueError(f"--test-size must be between 0 and 1, got {args.test_size}")
     comm = None
     if args.distributed:
         from .distributed import world
         comm = world()
     rank0 = comm is None or comm.Get_rank() == 0
     say = print if rank0 else (lambda *a, **k: None)
+    if rank0:
+        _prepare_out(args.out)
 
     if args.data:
-        X, y, _ = read_table(args.data, target=args.target)
+        table = read_table(args.data)
         name = os.path.basename(args.data)
+        target = args.target or table.names[-1]
+        if target not in table.names:
+            raise ValueError(f"no column {target!r} in {args.data!r}; columns: {table.names}")
     else:
         if args.target:
             raise ValueError("--target applies only with --data")
-        X, y = load_digits()
-        name = "digits"
-    if X.shape[0] < 5:
-        raise ValueError(f"{name} has {X.shape[0]} rows; at least 5 are needed to train and test")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{name} has NaN or infinite feature values; clean them first")
-    task = args.task
-    if task == "auto":
-        task = "regression" if looks_like_regression(y) else "classification"
+        table, name, target = _digits_table(), "digits", "y"
+    for text in table.notes:
+        say(f"note: {text}")
+    n = table.n_rows
+    if n < 5:
+        raise ValueError(f"{name} has {n} rows; at least 5 are needed to train and test")
+    task, why = Preprocessing.choose_task(table, target, args.task)
+    if args.data:
+        say(f"task: {task} ({why})")
+    from sklearn.model_selection import train_test_split
+    strat = None
     if task == "classification":
-        classes, codes = encode_labels(y)
-        if len(classes) < 2:
-            raise ValueError(f"{name} has a single class ({classes[0]!r}); need at least 2")
-        if len(classes) > max(100, X.shape[0] // 2):
-            raise ValueError(f"{name} has {len(classes)} distinct targets for {X.shape[0]} rows; "
+        from .data import check_labels
+        _, codes_all = np.unique(check_labels(table, target), return_inverse=True)
+        counts = np.bincount(codes_all)
+        if len(counts) < 2:
+            raise ValueError(f"{name} has a single class; need at least 2")
+        if len(counts) > max(100, n // 2):
+            raise ValueError(f"{name} has {len(counts)} distinct targets for {n} rows; "
                              "use --task regression for a continuous target")
-        target, n_out, loss = codes, len(classes), "cross_entropy"
-    else:
-        y = np.asarray(y, dtype=np.float64)
-        classes, target, n_out, loss = None, y.reshape(-1, 1), 1, "mse"
-    X_tr, X_te, y_tr, y_te = _split(X, target, args.test_size, args.seed,
-                                    stratify=task == "classification")
-    mean = X_tr.mean(axis=0)
-    scale = X_tr.std(axis=0)
-    scale[scale == 0] = 1.0
-    X_tr = (X_tr - mean) / scale
-    X_te = (X_te - mean) / scale
+        strat = codes_all if counts.min() >= 2 else None
+    try:
+        train, test = train_test_split(np.arange(n), test_size=args.test_size,
+                                       random_state=args.seed, stratify=strat)
+    except ValueError:      # too few rows to hold every class on both sides
+        train, test = train_test_split(np.arange(n), test_size=args.test_size,
+                                       random_state=args.seed)
+    prep, notes = Preprocessing.fit(table, target, task, train)
+    for text in notes:
+        say(f"note: {text}")
+    X, _ = prep.transform(table)
+    Y = prep.targets(table)
+    X_tr, X_te, y_tr, y_te = X[train], X[test], Y[train], Y[test]
+    n_out = len(prep.classes) if task == "classification" else 1
+    loss = "cross_entropy" if task == "classification" else "mse"
 
     sizes = [X.shape[1]] + args.hidden + [n_out]
     model = fastbp.MLP(sizes, activation=args.activation, loss=loss, dtype=args.dtype,
                        seed=args.seed, device=args.device)
-    lr = args.lr or (0.05 if args.optimizer == "sgd" else 1e-3)
+    lr = getattr(args, "lr", None) or (0.05 if args.optimizer == "sgd" else 1e-3)
     if args.optimizer == "sgd":
         opt = fastbp.SGD(model, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
     else:
@@ -248,7 +294,8 @@ def cmd_train(args):
     if hist.stopped_early:
         say(f"early stopping after epoch {hist.epochs}: keeping epoch "
             f"{hist.best_epoch + 1}'s weights (best validation loss)")
-    summary = {"data": name, "sizes": sizes, "activation": args.activation,
+    summary = {"data": name, "task": task, "target": target, "sizes": sizes,
+               "activation": args.activation,
                "optimizer": args.optimizer, "lr": lr, "weight_decay": args.weight_decay,
                "lr_schedule": args.lr_schedule, "batch_size": args.batch_size,
                "epochs_run": hist.epochs, "train_seconds": round(train_time, 3),
@@ -259,19 +306,16 @@ def cmd_train(args):
         summary.update(test_accuracy=round(test_acc, 4), test_loss=round(test_loss, 4))
         result = f"test accuracy {test_acc:.4f} (loss {test_loss:.4f})"
     else:
-        pred = model.predict(X_te)[:, 0].astype(np.float64)
-        mse = float(np.mean((pred - y_te[:, 0]) ** 2))
-        r2 = 1 - mse / float(np.var(y_te[:, 0])) if np.var(y_te[:, 0]) > 0 else float("nan")
-        summary.update(test_mse=round(mse, 6), test_r2=round(r2, 4))
+        pred = prep.decode(model.predict(X_te)[:, 0])
+        truth = prep.decode(y_te[:, 0])
+        mse = float(np.mean((pred - truth) ** 2))
+        r2 = 1 - mse / float(np.var(truth)) if np.var(truth) > 0 else float("nan")
+        summary.update(test_mse=float(f"{mse:.6g}"), test_r2=round(r2, 4))
         result = f"test R^2 {r2:.4f} (MSE {mse:.4g})"
     if rank0:
-        os.makedirs(args.out, exist_ok=True)
-        extra = {"x_mean": mean, "x_scale": scale}
-        if classes is not None:
-            extra["classes"] = classes
         model_path = os.path.join(args.out, "model.npz")
         png_path = os.path.join(args.out, "curves.png")
-        model.save(model_path, **extra)
+        model.save(model_path, preprocessing=np.array(json.dumps(prep.to_json())))
         _plot(hist, png_path, f"fastbp MLP {sizes} on {name}: {result.split(' (')[0]}")
         with atomic_write(os.path.join(args.out, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
@@ -283,31 +327,55 @@ def cmd_train(args):
 
 
 # ---------------------------------------------------------------------------- predict
+def load_with_preprocessing(path):
+    """(model, Preprocessing) from a model file written by 'fastbp train' (or MLP.save:
+    numeric columns taken as they are)."""
+    from .data import Preprocessing
+    from .model import load
+    model, extra = load(path, return_extra=True)
+    if "preprocessing" in extra:
+        try:
+            record = json.loads(str(extra["preprocessing"]))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path!r}: corrupt preprocessing record ({exc})") from None
+        prep = Preprocessing.from_json(record)
+    else:
+        prep = Preprocessing.from_legacy(extra, model.n_features, model.loss)
+    if prep.n_inputs != model.n_features:
+        raise ValueError(f"{path!r}: its preprocessing makes {prep.n_inputs} inputs, the "
+                         f"network takes {model.n_features}")
+    if prep.task == "classification" and prep.classes is not None \
+            and len(prep.classes) != model.n_outputs:
+        raise ValueError(f"{path!r}: {len(prep.classes)} class names for "
+                         f"{model.n_outputs} outputs")
+    return model, prep
+
+
 def cmd_predict(args):
     from .data import read_table
     from .io import atomic_write
-    from .model import load
-    model, extra = load(args.model, return_extra=True)
-    X, _, _ = read_table(args.file, require_target=False)
-    if X.shape[1] == model.n_features + 1:
-        print(f"fastbp: note: {args.file} has one column more than the model's "
-              f"{model.n_features} features; ignoring the last column (the target)",
-              file=sys.stderr)
-        X = X[:, :-1]
-    if "x_mean" in extra:
-        X = (X - extra["x_mean"]) / extra["x_scale"]
-    classes = extra.get("classes")
+    if args.output:
+        folder = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--output {args.output}: folder {folder!r} does not exist")
+    model, prep = load_with_preprocessing(args.model)
+    table = read_table(args.file, known_names=[f["name"] for f in prep.features])
+    X, notes = prep.transform(table)
+    for text in table.notes + notes:
+        _note(text)
     if args.proba:
         P = model.predict_proba(X)
-        header = [f"p_{c}" for c in (classes if classes is not None else range(P.shape[1]))]
-        lines = [",".join(map(str, header))] + [",".join(f"{v:.6g}" for v in row) for row in P]
+        names = prep.classes if prep.classes is not None else range(P.shape[1])
+        lines = [",".join(f"p_{c}" for c in names)] + [",".join(map(str, row)) for row in P]
     else:
-        pred = model.predict(X)
+        out = model.predict(X)
         if model.loss == "cross_entropy":
-            pred = classes[pred] if classes is not None else pred
-            lines = ["prediction"] + [str(v) for v in pred]
+            lines = ["prediction"] + [str(v) for v in prep.decode(out)]
         else:
-            lines = ["prediction"] + [",".join(f"{v:.6g}" for v in np.atleast_1d(r)) for r in pred]
+            values = prep.decode(out) if prep.task == "regression" else out
+            digits = 8 if model.dtype == np.float32 else 17   # what the network's type holds
+            lines = ["prediction"] + [",".join(f"{v:.{digits}g}" for v in np.atleast_1d(r))
+                                      for r in values]
     text = "\n".join(lines) + "\n"
     if args.output:
         with atomic_write(args.output, "w") as f:
@@ -315,6 +383,7 @@ def cmd_predict(args):
         print(f"wrote {len(lines) - 1} predictions to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+        sys.stdout.flush()
     return 0
 
 
@@ -352,6 +421,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("fastbp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (fastbp predict ... | head): stop quietly, as shell tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except MemoryError:
+        print("fastbp: error: out of memory", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, OSError, ImportError, KeyError, FloatingPointError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"fastbp: error: {msg}", file=sys.stderr)

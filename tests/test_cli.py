@@ -103,9 +103,10 @@ def test_train_on_cuda_without_a_gpu_is_a_one_line_error(capsys):
 
 def test_bad_csv_is_reported(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
-    bad.write_text("a,b,y\n1,2,0\n3,oops,1\n")
+    bad.write_text("a,b,y\n1,2,0\n3,oops,1\n4,5,0\n6,7,1\n8,9,0\n")
     assert main(["train", "--data", str(bad), "--out", str(tmp_path)]) == 1
-    assert "numeric" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "line 3, column 'b': 'oops' is not a number" in err
 
 
 def test_info_and_module_entry_point():
