@@ -1,6 +1,7 @@
 """fastbp: Numba-compiled kernels for training multi-layer perceptrons by backpropagation."""
 from . import runtime  # noqa: F401  (threading layer: must precede the first kernel call)
 from . import kernels
+from .export import to_onnx
 from .gradcheck import gradcheck
 from .layers import ACTIVATION_CLASSES, Linear, Module, Sequential
 from .model import MLP, load
@@ -24,7 +25,7 @@ __all__ = [
     "MLP", "Linear", "Sequential", "Module", *(cls.__name__ for cls in ACTIVATION_CLASSES),
     "SGD", "Adam", "AdamW", "Optimizer", "gradcheck", "kernels", "fit",
     "History", "TrainingDiverged", "load", "LRSchedule", "ConstantLR", "StepLR", "CosineLR",
-    "InverseScalingLR", "ReduceLROnPlateau", "MLPClassifier", "MLPRegressor",
+    "InverseScalingLR", "ReduceLROnPlateau", "MLPClassifier", "MLPRegressor", "to_onnx",
 ]
 
 

@@ -3,6 +3,7 @@
     fastbp train                 train on the bundled digits data (the main job)
     fastbp train --data F.csv    train on your own data (.npz with X, y; or .csv)
     fastbp predict MODEL FILE    write predictions for the rows of FILE
+    fastbp export MODEL OUT.onnx the model as ONNX, its preprocessing included
     fastbp info                  versions, threading, CUDA
     fastbp bench                 the side-by-side speed comparison (benchmarks/compare.py)
 """
@@ -114,6 +115,11 @@ def build_parser():
                                  "the columns are matched by name, in any order")
     pr.add_argument("--output", "-o", help="CSV to write (default: standard output)")
     pr.add_argument("--proba", action="store_true", help="write class probabilities")
+    ex = sub.add_parser("export", help="write a saved model as ONNX", prog="fastbp export",
+                        formatter_class=fmt)
+    ex.add_argument("model", help="model file written by 'fastbp train' or MLP.save")
+    ex.add_argument("output", help="the .onnx file to write")
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or later)")
     sub.add_parser("info", help="versions, threading layer, CUDA", prog="fastbp info")
     b = sub.add_parser("bench", help="compare speed with NumPy, PyTorch, scikit-learn",
                        prog="fastbp bench", formatter_class=fmt)
@@ -327,38 +333,14 @@ def cmd_train(args):
 
 
 # ---------------------------------------------------------------------------- predict
-def load_with_preprocessing(path):
-    """(model, Preprocessing) from a model file written by 'fastbp train' (or MLP.save:
-    numeric columns taken as they are)."""
-    from .data import Preprocessing
-    from .model import load
-    model, extra = load(path, return_extra=True)
-    if "preprocessing" in extra:
-        try:
-            record = json.loads(str(extra["preprocessing"]))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path!r}: corrupt preprocessing record ({exc})") from None
-        prep = Preprocessing.from_json(record)
-    else:
-        prep = Preprocessing.from_legacy(extra, model.n_features, model.loss)
-    if prep.n_inputs != model.n_features:
-        raise ValueError(f"{path!r}: its preprocessing makes {prep.n_inputs} inputs, the "
-                         f"network takes {model.n_features}")
-    if prep.task == "classification" and prep.classes is not None \
-            and len(prep.classes) != model.n_outputs:
-        raise ValueError(f"{path!r}: {len(prep.classes)} class names for "
-                         f"{model.n_outputs} outputs")
-    return model, prep
-
-
 def cmd_predict(args):
-    from .data import read_table
+    from .data import load_model_file, read_table
     from .io import atomic_write
     if args.output:
         folder = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(folder):
             raise ValueError(f"--output {args.output}: folder {folder!r} does not exist")
-    model, prep = load_with_preprocessing(args.model)
+    model, prep = load_model_file(args.model)
     table = read_table(args.file, known_names=[f["name"] for f in prep.features])
     X, notes = prep.transform(table)
     for text in table.notes + notes:
@@ -384,6 +366,19 @@ def cmd_predict(args):
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
+    return 0
+
+
+# ---------------------------------------------------------------------------- export
+def cmd_export(args):
+    from .export import to_onnx
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{args.output}: folder {folder!r} does not exist")
+    proto = to_onnx(args.model, args.output, opset=args.opset)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    print(f"wrote {args.output} (opset {args.opset}; input X: {meta.get('inputs', '')}; "
+          f"outputs {', '.join(o.name for o in proto.graph.output)})", file=sys.stderr)
     return 0
 
 
@@ -415,7 +410,8 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info, "bench": cmd_bench}
+    handlers = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export,
+                "info": cmd_info, "bench": cmd_bench}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

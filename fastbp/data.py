@@ -435,3 +435,28 @@ class Preprocessing:
         classes = [str(c) for c in extra["classes"]] if "classes" in extra else None
         task = "regression" if loss == "mse" else "classification"
         return cls(features, None, task, classes, header=False)
+
+
+def load_model_file(path):
+    """(model, Preprocessing) from a model file written by 'fastbp train' (or MLP.save:
+    numeric columns taken as they are)."""
+    import json
+
+    from .model import load
+    model, extra = load(path, return_extra=True)
+    if "preprocessing" in extra:
+        try:
+            record = json.loads(str(extra["preprocessing"]))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path!r}: corrupt preprocessing record ({exc})") from None
+        prep = Preprocessing.from_json(record)
+    else:
+        prep = Preprocessing.from_legacy(extra, model.n_features, model.loss)
+    if prep.n_inputs != model.n_features:
+        raise ValueError(f"{path!r}: its preprocessing makes {prep.n_inputs} inputs, the "
+                         f"network takes {model.n_features}")
+    if prep.task == "classification" and prep.classes is not None \
+            and len(prep.classes) != model.n_outputs:
+        raise ValueError(f"{path!r}: {len(prep.classes)} class names for "
+                         f"{model.n_outputs} outputs")
+    return model, prep

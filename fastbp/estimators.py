@@ -242,6 +242,15 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = m.n_layers + 1
         self.n_outputs_ = m.n_outputs
 
+    # skl2onnx finds these by name: skl2onnx.to_onnx(estimator, X) works with no set-up
+    def onnx_shape_calculator(self):
+        from .export import skl2onnx_shape_calculator
+        return skl2onnx_shape_calculator
+
+    def onnx_converter(self):
+        from .export import skl2onnx_converter
+        return skl2onnx_converter
+
     def _forward(self, X):
         check_is_fitted(self, "coefs_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])

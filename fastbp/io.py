@@ -12,7 +12,6 @@ A model file is an .npz holding:
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import zipfile
 
@@ -89,14 +88,12 @@ def read_model(path):
 
 def to_torch_state_dict(weights, biases):
     """Weights under the keys of torch.nn.Sequential(Linear, act, Linear, ..., Linear):
-    "0.weight", "0.bias", "2.weight", ...  Values are torch tensors when torch has been
-    imported by the caller, NumPy arrays (copies) otherwise; fastbp never imports torch."""
-    torch = sys.modules.get("torch")
+    "0.weight", "0.bias", "2.weight", ...; values are NumPy copies (MLP.to_torch_state_dict
+    turns them into tensors on request)."""
     sd = {}
     for l in range(len(weights)):
-        for name, value in (("weight", weights[l]), ("bias", biases[l])):
-            arr = value.copy()
-            sd[f"{2 * l}.{name}"] = torch.from_numpy(arr) if torch is not None else arr
+        sd[f"{2 * l}.weight"] = np.array(weights[l])
+        sd[f"{2 * l}.bias"] = np.array(biases[l])
     return sd
 
 

@@ -215,10 +215,15 @@ class MLP:
         """Write the model to a .npz file atomically (see fastbp.io.save_model)."""
         _io.save_model(path, self.config(), self.backend.to_host(self.params), **extra)
 
-    def to_torch_state_dict(self):
-        """State dict of the equivalent torch.nn.Sequential (see fastbp.io)."""
+    def to_torch_state_dict(self, tensors=False):
+        """State dict of the equivalent torch.nn.Sequential (see fastbp.io): NumPy arrays
+        (copies), or torch tensors with tensors=True (for load_state_dict)."""
         host = self.to_cpu()
-        return _io.to_torch_state_dict(host.weights, host.biases)
+        sd = _io.to_torch_state_dict(host.weights, host.biases)
+        if tensors:
+            import torch
+            sd = {k: torch.from_numpy(v) for k, v in sd.items()}
+        return sd
 
     @classmethod
     def from_torch_state_dict(cls, state_dict, activation="relu", loss="cross_entropy",

@@ -1,6 +1,8 @@
 """Save/load (atomic, bit-identical) and weights to and from PyTorch."""
 import pickle
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -58,11 +60,23 @@ def test_load_rejects_bad_files(tmp_path):
         fastbp.load(tmp_path / "other.npz")
 
 
+def test_torch_state_dict_is_numpy_whatever_is_imported(tmp_path):
+    """One type always (it was tensors whenever torch happened to be imported, which broke
+    safetensors.numpy.save_file): NumPy copies; tensors=True asks for torch tensors."""
+    assert "torch" in sys.modules
+    model = fastbp.MLP([3, 4, 2], seed=0)
+    sd = model.to_torch_state_dict()
+    assert all(type(v) is np.ndarray and v.dtype == np.float32 for v in sd.values())
+    sd["0.weight"][:] = 7                     # a copy, not a view of the model
+    assert not np.any(model.weights[0] == 7)
+
+
 def test_torch_round_trip():
     rng = np.random.default_rng(0)
     model = fastbp.MLP([6, 8, 5, 3], activation="tanh", dtype=np.float32, seed=0)
-    sd = model.to_torch_state_dict()
+    sd = model.to_torch_state_dict(tensors=True)
     assert list(sd) == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    assert all(isinstance(v, torch.Tensor) for v in sd.values())
     tm = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 5),
                              torch.nn.Tanh(), torch.nn.Linear(5, 3))
     tm.load_state_dict(sd)

@@ -264,3 +264,17 @@ def test_model_file_with_absurd_sizes_is_refused_in_one_line(numeric_model, tmp_
     x = write_csv(tmp_path / "x.csv", ["age", "income", "score"], [[30, 40.0, 0.1]])
     rc, _, err = run(["predict", str(bad), x], capsys)
     assert rc == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_corrupt_preprocessing_record_is_one_line(numeric_model, tmp_path, capsys):
+    model, _ = numeric_model
+    with np.load(model) as f:
+        arrays = dict(f.items())
+    record = json.loads(str(arrays["extra_preprocessing"]))
+    for change in ({"task": "clustering"}, {"features": record["features"][:2]},
+                   {"features": [{"name": "age", "kind": "numeric"}]}):
+        arrays["extra_preprocessing"] = np.array(json.dumps({**record, **change}))
+        np.savez(tmp_path / "bad.npz", **arrays)
+        x = write_csv(tmp_path / "x.csv", ["age", "income", "score"], [[30, 40.0, 0.1]])
+        rc, _, err = run(["predict", str(tmp_path / "bad.npz"), x], capsys)
+        assert rc == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err

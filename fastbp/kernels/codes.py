@@ -83,7 +83,9 @@ class Activation:
     name in fastbp's module view; torch: the equivalent torch.nn module, as an expression
     of ``nn`` (the tests build it); piecewise_linear: made of comparisons and products (the
     GEMM has a lean epilogue for these); slope, slope_name: the default and the module
-    view's argument name of the one parameter an activation may have (leaky ReLU's)."""
+    view's argument name of the one parameter an activation may have (leaky ReLU's);
+    onnx: f(z) in standard ONNX operators, onnx(g, z, slope) -> name, where g.op(type,
+    *inputs, **attributes) adds a node and g.const(x) a scalar (fastbp.export)."""
     name: str
     code: int
     forward: Callable
@@ -96,6 +98,7 @@ class Activation:
     slope: float = 0.0
     slope_name: str = ""
     doc: str = field(default="", compare=False)
+    onnx: Callable = field(default=None, compare=False)
 
 
 # ----------------------------------------------------------------------------- formulas
@@ -167,26 +170,48 @@ def _softplus_back(g, z, slope):
     return g if z > like(z, _SOFTPLUS_THRESHOLD) else g * sigmoid(z)
 
 
+# ----------------------------------------------------------------------------- ONNX forms
+def _gelu_onnx(g, z, slope):
+    cube = g.op("Mul", g.op("Mul", z, z), z)
+    inner = g.op("Mul", g.const(math.sqrt(2.0 / math.pi)),
+                 g.op("Add", z, g.op("Mul", g.const(0.044715), cube)))
+    return g.op("Mul", g.op("Mul", g.const(0.5), z), g.op("Add", g.const(1.0),
+                                                          g.op("Tanh", inner)))
+
+
+def _softplus_onnx(g, z, slope):   # PyTorch's threshold; ONNX Softplus alone overflows
+    return g.op("Where", g.op("Greater", z, g.const(_SOFTPLUS_THRESHOLD)), z,
+                g.op("Softplus", z))
+
+
 ACTIVATIONS = (
     Activation("identity", 0, _identity, _identity_back, "z", "Identity", "nn.Identity()",
-               aliases=("linear",), piecewise_linear=True, doc="f(z) = z"),
+               aliases=("linear",), piecewise_linear=True, doc="f(z) = z",
+               onnx=lambda g, z, slope: z),
     Activation("relu", 1, _relu, _relu_back, "z", "ReLU", "nn.ReLU()",
-               piecewise_linear=True, doc="f(z) = max(z, 0)"),
+               piecewise_linear=True, doc="f(z) = max(z, 0)",
+               onnx=lambda g, z, slope: g.op("Relu", z)),
     Activation("leaky_relu", 2, _leaky_relu, _leaky_relu_back, "z", "LeakyReLU",
                "nn.LeakyReLU(0.01)", piecewise_linear=True, slope=0.01,
                slope_name="negative_slope",
-               doc="f(z) = z if z > 0 else slope * z (slope 0.01)"),
+               doc="f(z) = z if z > 0 else slope * z (slope 0.01)",
+               onnx=lambda g, z, slope: g.op("LeakyRelu", z, alpha=slope)),
     Activation("sigmoid", 3, _sigmoid, _sigmoid_back, "a", "Sigmoid", "nn.Sigmoid()",
-               aliases=("logistic",), doc="f(z) = 1 / (1 + exp(-z)); f' = a (1 - a)"),
+               aliases=("logistic",), doc="f(z) = 1 / (1 + exp(-z)); f' = a (1 - a)",
+               onnx=lambda g, z, slope: g.op("Sigmoid", z)),
     Activation("tanh", 4, _tanh, _tanh_back, "a", "Tanh", "nn.Tanh()",
-               doc="f(z) = tanh(z); f' = 1 - a^2"),
+               doc="f(z) = tanh(z); f' = 1 - a^2",
+               onnx=lambda g, z, slope: g.op("Tanh", z)),
     Activation("gelu", 5, _gelu, _gelu_back, "z", "GELU", "nn.GELU(approximate='tanh')",
-               doc="f(z) = 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))"),
+               doc="f(z) = 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))",
+               onnx=_gelu_onnx),
     Activation("silu", 6, _silu, _silu_back, "z", "SiLU", "nn.SiLU()",
                aliases=("swish",),
-               doc="f(z) = z sigmoid(z); f' = s (1 + z (1 - s)), s = sigmoid(z)"),
+               doc="f(z) = z sigmoid(z); f' = s (1 + z (1 - s)), s = sigmoid(z)",
+               onnx=lambda g, z, slope: g.op("Mul", z, g.op("Sigmoid", z))),
     Activation("softplus", 7, _softplus, _softplus_back, "z", "Softplus", "nn.Softplus()",
-               doc="f(z) = log(1 + exp(z)), z above 20; f' = sigmoid(z)"),
+               doc="f(z) = log(1 + exp(z)), z above 20; f' = sigmoid(z)",
+               onnx=_softplus_onnx),
 )
 
 ACTIVATION_BY_NAME = {}
