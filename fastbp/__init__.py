@@ -1,6 +1,7 @@
 """fastbp: Numba-compiled kernels for training multi-layer perceptrons by backpropagation."""
 from . import runtime  # noqa: F401  (threading layer: must precede the first kernel call)
 from . import kernels
+from ._version import __version__
 from .export import to_onnx
 from .gradcheck import gradcheck
 from .layers import ACTIVATION_CLASSES, Linear, Module, Sequential
@@ -16,7 +17,6 @@ from .schedules import (
 )
 from .train import History, TrainingDiverged, fit
 
-__version__ = "0.1.0"
 
 # The module view's activations (ReLU, Tanh, SiLU, ...), one per registry entry.
 globals().update({cls.__name__: cls for cls in ACTIVATION_CLASSES})

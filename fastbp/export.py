@@ -144,7 +144,7 @@ def to_proto(g, inputs, outputs, opset=DEFAULT_OPSET, doc="", metadata=None):
                               [value_info(*o) for o in outputs], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="fastbp", doc_string=doc)
-    from . import __version__
+    from ._version import __version__
     model.producer_version = __version__
     model.ir_version = min(model.ir_version, 9)     # what ONNX Runtime releases all read
     for k, v in (metadata or {}).items():
