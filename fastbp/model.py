@@ -166,9 +166,7 @@ class MLP:
     def forward(self, X):
         """Output of the last layer, (b, n_outputs): logits for cross_entropy and
         binary_cross_entropy, predictions for mse.  Returns a new host array."""
-        Z = self.backend.forward(self.backend.prepare(X))
-        out = self.backend.to_host(Z)
-        return out.copy() if out is Z else out
+        return self.backend.to_host(self.backend.forward(self.backend.prepare(X)))
 
     __call__ = forward
 
@@ -177,7 +175,7 @@ class MLP:
         (binary_cross_entropy).  (b, n_outputs)."""
         if self.loss == "mse":
             raise ValueError("predict_proba is not defined for loss='mse'; use predict")
-        return self.backend.probabilities(self.forward(X))
+        return self.backend.predict_proba(self.backend.prepare(X))
 
     def predict(self, X):
         """Class index (cross_entropy, (b,) int64), 0/1 labels per output

@@ -7,8 +7,9 @@ training epoch that differ by device, these methods of the backend (the protocol
     params, grads                 flat buffers (fastbp.layout.Layout), on the device
     prepare(X, y=None)            validated inputs, on the device, ready for the methods below
     loss_and_grad(X, y, l2)       float mean loss; fills grads (inputs from prepare)
-    forward(X)                    output pre-activations Z_L, (b, n_outputs), on the device;
-                                  valid until the next call
+    forward(X)                    output pre-activations Z_L, (b, n_outputs), on the device
+                                  (CPU: a new array; CUDA: valid until the next call)
+    predict_proba(X)              probabilities (softmax / sigmoid of Z_L), a new host array
     count_correct(y)              correct predictions of the last loss_and_grad/evaluate batch
     evaluate(X, y, batch_size)    (mean loss, accuracy or None)
     to_host(buf) / copy_into(dst, src)

@@ -195,6 +195,10 @@ class CUDABackend:
         total, correct = self.read_counters()
         return total / n, (correct / n if self.model.has_accuracy(y) else None)
 
+    def predict_proba(self, X):
+        """Probabilities for X (checked), on the host (float32, a new array)."""
+        return self.probabilities(self.to_host(self.forward(X)))
+
     def probabilities(self, Z):
         """Class probabilities from host pre-activations Z (float32, a new array)."""
         return host_probabilities(Z, self.model.loss).astype(np.float32)

@@ -1,0 +1,141 @@
+"""Forward-only inference (CPU): every layer of a batch in one compiled call.
+
+    for each tile of at most `tile` rows:
+        A_0 = X[tile]
+        A_l = f(A_{l-1} W_l^T + b_l)        gemm, bias and activation in its epilogue,
+                                            written over Z_l (nothing keeps Z for a backward)
+        Z_L = A_{L-1} W_L^T + b_L           the output layer
+        out[tile] = Z_L, or softmax(Z_L)    the probabilities while the tile is in cache
+
+The products are the training path's gemm calls on the same rows, so the outputs are the
+training forward's bit for bit: gemm sums each element over k in order whatever the tile,
+the packing or the threads (microkernel.py).  The scratch (two activation buffers of tile x
+the widest hidden layer, the logits of a tile, gemm's packing buffers) is the caller's, made
+per call: calls share nothing, so threads may predict at once, and nothing is kept.  One
+call per batch: the per-layer Python dispatch of the training path (three to six argument
+tuples typed per layer) is paid once.
+"""
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from . import gemm as gemm_mod
+from .gemm import EPI_BIAS_ACT
+from .linking import as_writable, function_at, jit_address, reshape_c
+from .losses import softmax_rows
+
+OUT_LOGITS, OUT_SOFTMAX = 0, 1
+# Rows a tile holds: each product packs its weights once per tile (1/tile of its work),
+# and its packed inputs (tile x n_in) should stay near L2.  Measured at batch 4096 on the
+# four networks of docs/performance.md: 512 rows best except for 3072 inputs (256).
+TILE = 512
+TILE_ELEMENTS = 1 << 20
+
+
+def tile_rows(n_rows, widest_input):
+    """Rows per tile for a batch of n_rows: TILE, halved while a tile of the widest layer
+    input would exceed TILE_ELEMENTS (down to 64), at most n_rows."""
+    tile = TILE
+    while tile > 64 and tile * widest_input > TILE_ELEMENTS:
+        tile //= 2
+    return min(n_rows, tile)
+
+
+def gemm_signature(f):
+    """The signature gemm (or gemm_blas) is called through here: the training step's."""
+    mat, vec = types.Array(f, 2, "C"), types.Array(f, 1, "C")
+    b, i = types.boolean, types.int64
+    return types.none(mat, b, mat, b, mat, gemm_mod.epilogue_type(f), vec, vec, vec, b, i)
+
+
+@intrinsic
+def _gemm_at(typingctx, addr, like):
+    """The compiled gemm for like's dtype at addr (gemm_address)."""
+    fnty = types.FunctionType(gemm_signature(like.dtype))
+
+    def codegen(context, builder, sig, args):
+        return function_at(context, builder, fnty, args[0])
+    return fnty(addr, like), codegen
+
+
+_ADDRESSES = {}
+
+
+def gemm_address(dtype, blas=False):
+    """Entry address of gemm (or gemm_blas) compiled for dtype's arrays."""
+    key = (np.dtype(dtype), blas)
+    if key not in _ADDRESSES:
+        f = types.float32 if key[0] == np.float32 else types.float64
+        _ADDRESSES[key] = jit_address(gemm_mod.gemm_blas if blas else gemm_mod.gemm,
+                                      gemm_signature(f))
+    return _ADDRESSES[key]
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _rows(X, r_begin, r_end, net, work, out):
+    """Rows r_begin..r_end-1 of X through the network into out, tile by tile (see
+    forward for the arguments)."""
+    params, layers, code, slope, out_kind, gemm_addr, chunk_addr = net
+    z0, z1, zl, apack, bpack, tile, parallel = work
+    gemm = _gemm_at(gemm_addr, z0)
+    M, n_in0 = X.shape
+    L = layers.shape[0]
+    Xw = reshape_c(as_writable(X), (M * n_in0,))
+    out_flat = reshape_c(out, (out.size,))
+    none = z0[:0]
+    empty2 = reshape_c(none, (0, 0))
+    for r0 in range(r_begin, r_end, tile):
+        m = min(tile, r_end - r0)
+        A = reshape_c(Xw[r0 * n_in0:(r0 + m) * n_in0], (m, n_in0))
+        for l in range(L):
+            w_off, b_off, n_in, n_out = layers[l, 0], layers[l, 1], layers[l, 2], layers[l, 3]
+            W = reshape_c(params[w_off:w_off + n_out * n_in], (n_out, n_in))
+            bias = params[b_off:b_off + n_out]
+            if l == L - 1:
+                if out_kind == OUT_LOGITS:
+                    C = reshape_c(out_flat[r0 * n_out:(r0 + m) * n_out], (m, n_out))
+                else:
+                    C = reshape_c(zl[:m * n_out], (m, n_out))
+                act = 0
+            else:
+                C = reshape_c((z0 if l % 2 == 0 else z1)[:m * n_out], (m, n_out))
+                act = code
+            gemm(A, False, W, True, C, (EPI_BIAS_ACT, bias, act, slope, C, empty2, empty2),
+                 none, apack, bpack, parallel, chunk_addr)
+            A = C
+        if out_kind == OUT_SOFTMAX:
+            n_out = layers[L - 1, 3]
+            softmax_rows(A, reshape_c(out_flat[r0 * n_out:(r0 + m) * n_out], (m, n_out)))
+
+
+@njit(cache=True, _nrt=False)      # no reference counting: as_writable's view needs none
+def forward(X, net, work, out):
+    """out (M, n_out) = the network's output for X (M, n_in), tile by tile on this thread,
+    each product split over columns between the threads (work's parallel) when it is large.
+
+    net = (params (P,), layers (L, 4) int64 rows of (weight offset, bias offset, n_in,
+    n_out) as Layout gives them, code, slope, out_kind, gemm_addr, chunk_addr).
+    work = (z0, z1 (>= tile * widest hidden), zl (>= tile * n_out), apack, bpack (for
+    pack_sizes(tile, n_out, n_in) of every layer), tile, parallel).
+    All arrays C-contiguous of one float dtype (X may be read-only); nothing is checked."""
+    _rows(X, 0, X.shape[0], net, work, out)
+
+
+@njit(parallel=True, cache=True, _nrt=False)
+def forward_parts(X, net, work, out, n_parts):
+    """forward with the rows split into n_parts contiguous runs of whole tiles, one per
+    thread, every product on its thread (one parallel region a call, where forward opens
+    one per product).  work's buffers hold n_parts consecutive copies of forward's, apack's
+    of one packed A (pack_sizes(..., a_copies=1)); its parallel is ignored."""
+    z0, z1, zl, apack, bpack, tile, parallel = work
+    M = X.shape[0]
+    n_tiles = (M + tile - 1) // tile
+    s0, s1, sl = z0.size // n_parts, z1.size // n_parts, zl.size // n_parts
+    sa, sb = apack.size // n_parts, bpack.size // n_parts
+    for t in prange(n_parts):
+        p = np.int64(t)
+        begin = min(M, (p * n_tiles // n_parts) * tile)
+        end = min(M, ((p + 1) * n_tiles // n_parts) * tile)
+        mine = (z0[p * s0:(p + 1) * s0], z1[p * s1:(p + 1) * s1], zl[p * sl:(p + 1) * sl],
+                apack[p * sa:(p + 1) * sa], bpack[p * sb:(p + 1) * sb], tile, False)
+        _rows(X, begin, end, net, mine, out)
