@@ -241,9 +241,9 @@ class CPUBackend:
         total, correct = 0.0, 0
         for i in range(0, n, batch_size):
             Xb, yb = X[i:i + batch_size], y[i:i + batch_size]
-            ws = self.workspace(Xb.shape[0])
-            Z = self._forward(Xb, ws)
-            total += self._loss(Z, yb, ws.G[-1], ws.row_loss) * Xb.shape[0]
+            Z = self.infer(Xb, softmax=False)      # no workspace: nothing kept per size
+            # the loss kernels also write a gradient: scratch for it
+            total += self._loss(Z, yb, np.empty_like(Z), np.empty(Z.shape[0])) * Xb.shape[0]
             self._last_output = Z
             correct += self.count_correct(yb)
         return total / n, (correct / n if self.model.has_accuracy(y) else None)
