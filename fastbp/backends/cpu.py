@@ -98,6 +98,7 @@ class CPUBackend:
                              self._empty2)
         self._infer_net = None
         self._infer_packs = {}       # tile rows -> packing buffer sizes (two ints)
+        self._infer_addr = {}        # X writable -> infer.forward's entry address
 
     # ------------------------------------------------------------------ inputs
     def prepare(self, X, y=None):
@@ -222,9 +223,13 @@ class CPUBackend:
         if softmax:
             net = net[:4] + (_infer.OUT_SOFTMAX,) + net[5:]
         if parts > 1:
-            _infer.forward_parts(X, net, work, out, parts)
+            addr = self._infer_addr.get(X.flags.writeable)
+            if addr is None:
+                addr = self._infer_addr[X.flags.writeable] = _infer.forward_address(
+                    X, net, work, out)
+            _infer.forward_parts(X, net, work, out, parts, addr)
         else:
-            _infer.forward(X, net, work, out)
+            _infer.forward(X, 0, n, net, work, out)
         return out
 
     def count_correct(self, y):

@@ -15,6 +15,7 @@ per call: calls share nothing, so threads may predict at once, and nothing is ke
 call per batch: the per-layer Python dispatch of the training path (three to six argument
 tuples typed per layer) is paid once.
 """
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
@@ -71,10 +72,17 @@ def gemm_address(dtype, blas=False):
     return _ADDRESSES[key]
 
 
-@njit(cache=True, _nrt=False, inline="always")
-def _rows(X, r_begin, r_end, net, work, out):
-    """Rows r_begin..r_end-1 of X through the network into out, tile by tile (see
-    forward for the arguments)."""
+@njit(cache=True, _nrt=False)      # no reference counting: as_writable's view needs none
+def forward(X, r_begin, r_end, net, work, out):
+    """out[r_begin:r_end] = the network's output for X[r_begin:r_end] (X (M, n_in), out
+    (M, n_out)), tile by tile on this thread, each product split over columns between
+    the threads (work's parallel) when it is large.
+
+    net = (params (P,), layers (L, 4) int64 rows of (weight offset, bias offset, n_in,
+    n_out) as Layout gives them, code, slope, out_kind, gemm_addr, chunk_addr).
+    work = (z0, z1 (>= tile * widest hidden), zl (>= tile * n_out), apack, bpack (for
+    pack_sizes(tile, n_out, n_in) of every layer), tile, parallel).
+    All arrays C-contiguous of one float dtype (X may be read-only); nothing is checked."""
     params, layers, code, slope, out_kind, gemm_addr, chunk_addr = net
     z0, z1, zl, apack, bpack, tile, parallel = work
     gemm = _gemm_at(gemm_addr, z0)
@@ -108,25 +116,34 @@ def _rows(X, r_begin, r_end, net, work, out):
             softmax_rows(A, reshape_c(out_flat[r0 * n_out:(r0 + m) * n_out], (m, n_out)))
 
 
-@njit(cache=True, _nrt=False)      # no reference counting: as_writable's view needs none
-def forward(X, net, work, out):
-    """out (M, n_out) = the network's output for X (M, n_in), tile by tile on this thread,
-    each product split over columns between the threads (work's parallel) when it is large.
+@intrinsic
+def _forward_at(typingctx, addr, X, net, work, out):
+    """forward compiled for these argument types, at addr (forward_address)."""
+    fnty = types.FunctionType(types.none(X, types.int64, types.int64, net, work, out))
 
-    net = (params (P,), layers (L, 4) int64 rows of (weight offset, bias offset, n_in,
-    n_out) as Layout gives them, code, slope, out_kind, gemm_addr, chunk_addr).
-    work = (z0, z1 (>= tile * widest hidden), zl (>= tile * n_out), apack, bpack (for
-    pack_sizes(tile, n_out, n_in) of every layer), tile, parallel).
-    All arrays C-contiguous of one float dtype (X may be read-only); nothing is checked."""
-    _rows(X, 0, X.shape[0], net, work, out)
+    def codegen(context, builder, sig, args):
+        return function_at(context, builder, fnty, args[0])
+    return fnty(addr, X, net, work, out), codegen
+
+
+def forward_address(X, net, work, out):
+    """Entry address of forward compiled for the types of these arguments."""
+    sig = (numba.typeof(X), types.int64, types.int64, numba.typeof(net),
+           numba.typeof(work), numba.typeof(out))
+    key = sig
+    if key not in _ADDRESSES:
+        _ADDRESSES[key] = jit_address(forward, types.none(*sig))
+    return _ADDRESSES[key]
 
 
 @njit(parallel=True, cache=True, _nrt=False)
-def forward_parts(X, net, work, out, n_parts):
-    """forward with the rows split into n_parts contiguous runs of whole tiles, one per
+def forward_parts(X, net, work, out, n_parts, forward_addr):
+    """forward over all rows, split into n_parts contiguous runs of whole tiles, one per
     thread, every product on its thread (one parallel region a call, where forward opens
     one per product).  work's buffers hold n_parts consecutive copies of forward's, apack's
-    of one packed A (pack_sizes(..., a_copies=1)); its parallel is ignored."""
+    of one packed A (pack_sizes(..., a_copies=1)); its parallel is ignored.  forward runs
+    through its address (forward_address): compiled once, not again inside this loop."""
+    rows = _forward_at(forward_addr, X, net, work, out)
     z0, z1, zl, apack, bpack, tile, parallel = work
     M = X.shape[0]
     n_tiles = (M + tile - 1) // tile
@@ -138,4 +155,4 @@ def forward_parts(X, net, work, out, n_parts):
         end = min(M, ((p + 1) * n_tiles // n_parts) * tile)
         mine = (z0[p * s0:(p + 1) * s0], z1[p * s1:(p + 1) * s1], zl[p * sl:(p + 1) * sl],
                 apack[p * sa:(p + 1) * sa], bpack[p * sb:(p + 1) * sb], tile, False)
-        _rows(X, begin, end, net, mine, out)
+        rows(X, begin, end, net, mine, out)
