@@ -6,6 +6,7 @@
     fastbp export MODEL OUT.onnx the model as ONNX, its preprocessing included
     fastbp info                  versions, threading, CUDA
     fastbp bench                 the side-by-side speed comparison (benchmarks/compare.py)
+    fastbp bench --inference     predict_proba against PyTorch and ONNX Runtime
 """
 import argparse
 import io
@@ -125,6 +126,9 @@ def build_parser():
                        prog="fastbp bench", formatter_class=fmt)
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
     b.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run")
+    b.add_argument("--inference", action="store_true",
+                   help="predict_proba against PyTorch and ONNX Runtime, each in its own "
+                        "process (fastbp.bench.infer)")
     return p
 
 
@@ -400,6 +404,11 @@ def cmd_info(args):
 
 
 def cmd_bench(args):
+    if args.inference:
+        if args.device != "cpu":
+            raise ValueError("--inference measures the CPU; leave out --device cuda")
+        from .bench.infer import main as infer_main
+        return infer_main(quick=args.quick)
     from .bench import main as bench_main
     return bench_main(quick=args.quick, device=args.device)
 

@@ -42,3 +42,16 @@ def test_asv_can_import_every_benchmark_module():
             importlib.import_module(f"benchmarks.{name}")
     finally:
         sys.path[:], sys.argv[:] = saved_path, saved_argv
+
+
+def test_inference_bench_worker_and_table_smoke():
+    """Each framework's worker on a tiny network (in this process: the benchmark runs each
+    in its own), and the table."""
+    from fastbp.bench import infer
+    results = {}
+    for fw in infer.FRAMEWORKS:
+        if infer._available(fw):
+            results[("8-16-4", fw)] = [infer.worker(fw, [8, 16, 4], quick=True)]
+    assert results[("8-16-4", "fastbp")][0]["rows_per_s"] > 0
+    table = infer.format_table(results, "test machine")
+    assert "| 8-16-4 |" in table and "latency" in table
