@@ -54,6 +54,25 @@ def test_probabilities_match_float64_numpy(loss):
     assert np.max(np.abs(P - ref) / np.maximum(ref, 1e-30)) < 1e-5
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy"])
+def test_fused_probabilities_equal_the_separate_pass(loss, dtype):
+    """The softmax / sigmoid applied per tile inside the pass gives the bits of the same
+    kernels run over the whole output afterwards."""
+    from fastbp.kernels.cpu.losses import softmax_rows
+    rng = np.random.default_rng(4)
+    model = fastbp.MLP([9, 40, 6], activation="gelu", loss=loss, dtype=dtype, seed=2)
+    for n in (1, 5, 700, 1500):
+        X = (3 * rng.standard_normal((n, 9))).astype(dtype)
+        Z = model.forward(X)
+        if loss == "cross_entropy":
+            want = np.empty_like(Z)
+            softmax_rows(Z, want)
+        else:
+            want = fastbp.kernels.activation(Z, "sigmoid")
+        assert np.array_equal(model.predict_proba(X), want), n
+
+
 def test_non_contiguous_and_read_only_inputs():
     rng = np.random.default_rng(1)
     model = fastbp.MLP([12, 16, 3], seed=0)

@@ -15,7 +15,6 @@ nothing and shares nothing, so threads may predict at once.
 import numba
 import numpy as np
 
-from .. import kernels as K
 from ..kernels.cpu import gemm as _gemm
 from ..kernels.cpu import infer as _infer
 from ..kernels.cpu import losses as _losses
@@ -97,7 +96,7 @@ class CPUBackend:
         self._no_epilogue = (_gemm.EPI_NONE, self._none, 0, 0.0, self._empty2, self._empty2,
                              self._empty2)
         self._infer_net = None
-        self._infer_packs = {}       # tile rows -> packing buffer sizes (two ints)
+        self._infer_segments = {}    # (tile, split, probabilities) -> infer's scratch
         self._infer_addr = {}        # X writable -> infer.forward's entry address
 
     # ------------------------------------------------------------------ inputs
@@ -184,11 +183,12 @@ class CPUBackend:
 
     def forward(self, X):
         """Output of the last layer for X (checked), a new array (kernels/cpu/infer.py)."""
-        return self.infer(X, softmax=False)
+        return self.infer(X, probabilities=False)
 
-    def infer(self, X, softmax):
-        """Logits / outputs (n, n_outputs) of X (checked), or their softmax with softmax
-        (cross_entropy), as a new array; the scratch lives for this call only."""
+    def infer(self, X, probabilities):
+        """Logits / outputs (n, n_outputs) of X (checked), or with probabilities their
+        softmax (cross_entropy) or sigmoid (binary_cross_entropy), as a new array; the
+        scratch lives for this call only."""
         m = self.model
         net = self._infer_net
         if net is None:
@@ -201,27 +201,21 @@ class CPUBackend:
                 _infer.gemm_address(m.dtype, blas=m.matmul == "blas"), self._chunk_address())
         n = X.shape[0]
         tile = _infer.tile_rows(n, max(m.sizes[:-1]))
-        n_tiles = -(-n // tile)
         # Several tiles: one run of tiles per thread, every product on its thread (one
         # parallel region a call; measured 1.04-1.45x splitting each product's columns)
-        parts = min(n_tiles, numba.get_num_threads())
-        key = (tile, parts > 1)
-        packs = self._infer_packs.get(key)
-        if packs is None:
-            copies = 1 if parts > 1 else _gemm.pack_copies()
-            sizes = [_gemm.pack_sizes(tile, b, a, copies) for a, b in zip(m.sizes, m.sizes[1:])]
-            packs = self._infer_packs[key] = (max(a for a, _ in sizes),
-                                              max(b for _, b in sizes))
-        widest = max(m.sizes[1:-1], default=0)
+        parts = min(-(-n // tile), numba.get_num_threads())
+        key = (tile, parts > 1, probabilities)
+        segments = self._infer_segments.get(key)
+        if segments is None:
+            segments = self._infer_segments[key] = _infer.segment_sizes(
+                tile, m.sizes, probabilities, 1 if parts > 1 else _gemm.pack_copies())
         dt = m.dtype
-        z0 = np.empty(parts * tile * widest, dt)
-        z1 = np.empty(parts * tile * widest if m.n_layers > 2 else 0, dt)
-        zl = np.empty(parts * tile * m.n_outputs if softmax else 0, dt)
-        work = (z0, z1, zl, _gemm.pack_buffer(parts * packs[0], dt),
-                _gemm.pack_buffer(parts * packs[1], dt), tile, True)
+        scratch = np.empty(parts * sum(segments) + 16, dt)
+        work = (scratch, 0, segments, tile, True)
         out = np.empty((n, m.n_outputs), dt)
-        if softmax:
-            net = net[:4] + (_infer.OUT_SOFTMAX,) + net[5:]
+        if probabilities:
+            kind = _infer.OUT_SOFTMAX if m.loss == "cross_entropy" else _infer.OUT_SIGMOID
+            net = net[:4] + (kind,) + net[5:]
         if parts > 1:
             addr = self._infer_addr.get(X.flags.writeable)
             if addr is None:
@@ -246,7 +240,7 @@ class CPUBackend:
         total, correct = 0.0, 0
         for i in range(0, n, batch_size):
             Xb, yb = X[i:i + batch_size], y[i:i + batch_size]
-            Z = self.infer(Xb, softmax=False)      # no workspace: nothing kept per size
+            Z = self.infer(Xb, probabilities=False)   # no workspace: nothing kept per size
             # the loss kernels also write a gradient: scratch for it
             total += self._loss(Z, yb, np.empty_like(Z), np.empty(Z.shape[0])) * Xb.shape[0]
             self._last_output = Z
@@ -254,19 +248,9 @@ class CPUBackend:
         return total / n, (correct / n if self.model.has_accuracy(y) else None)
 
     def predict_proba(self, X):
-        """Probabilities for X (checked): softmax rows for cross_entropy (fused into the
-        inference pass), sigmoid of each output for binary_cross_entropy."""
-        if self.model.loss == "cross_entropy":
-            return self.infer(X, softmax=True)
-        return self.probabilities(self.infer(X, softmax=False))
-
-    def probabilities(self, Z):
-        """Class probabilities from host pre-activations Z (a new array)."""
-        if self.model.loss == "cross_entropy":
-            P = np.empty_like(Z)
-            _losses.softmax_rows(Z, P)
-            return P
-        return K.activation(Z, "sigmoid")
+        """Probabilities for X (checked): softmax rows for cross_entropy, sigmoid of each
+        output for binary_cross_entropy, fused into the inference pass."""
+        return self.infer(X, probabilities=True)
 
     # ------------------------------------------------------------------ buffers
     def to_host(self, buf):

@@ -5,7 +5,8 @@
         A_l = f(A_{l-1} W_l^T + b_l)        gemm, bias and activation in its epilogue,
                                             written over Z_l (nothing keeps Z for a backward)
         Z_L = A_{L-1} W_L^T + b_L           the output layer
-        out[tile] = Z_L, or softmax(Z_L)    the probabilities while the tile is in cache
+        out[tile] = Z_L, softmax(Z_L) or sigmoid(Z_L)
+                                            the probabilities while the tile is in cache
 
 The products are the training path's gemm calls on the same rows, so the outputs are the
 training forward's bit for bit: gemm sums each element over k in order whatever the tile,
@@ -23,9 +24,10 @@ from numba.extending import intrinsic
 from . import gemm as gemm_mod
 from .gemm import EPI_BIAS_ACT
 from .linking import as_writable, function_at, jit_address, reshape_c
+from .activations import sigmoid_scalar
 from .losses import softmax_rows
 
-OUT_LOGITS, OUT_SOFTMAX = 0, 1
+OUT_LOGITS, OUT_SOFTMAX, OUT_SIGMOID = 0, 1, 2
 # Rows a tile holds: each product packs its weights once per tile (1/tile of its work),
 # and its packed inputs (tile x n_in) should stay near L2.  Measured at batch 4096 on the
 # four networks of docs/performance.md: 512 rows best except for 3072 inputs (256).
@@ -72,6 +74,34 @@ def gemm_address(dtype, blas=False):
     return _ADDRESSES[key]
 
 
+def segment_sizes(tile, sizes, probabilities, a_copies):
+    """(s0, s1, sl, sa, sb): forward's scratch segments (see forward) for tiles of `tile`
+    rows of the network `sizes`, each rounded up to 16 elements (64-byte boundaries)."""
+    def up(n):
+        return -(-n // 16) * 16
+    widest = max(sizes[1:-1], default=0)
+    packs = [gemm_mod.pack_sizes(tile, b, a, a_copies) for a, b in zip(sizes, sizes[1:])]
+    return (up(tile * widest), up(tile * widest if len(sizes) > 3 else 0),
+            up(tile * sizes[-1] if probabilities else 0), up(max(a for a, _ in packs)),
+            up(max(b for _, b in packs)))
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _segments(scratch, offset, segments):
+    """The five segments, from `offset` elements past scratch's first 64-byte boundary."""
+    s0, s1, sl, sa, sb = segments
+    a = offset + (-scratch.ctypes.data % 64) // scratch.itemsize
+    z0 = scratch[a:a + s0]
+    a += s0
+    z1 = scratch[a:a + s1]
+    a += s1
+    zl = scratch[a:a + sl]
+    a += sl
+    apack = scratch[a:a + sa]
+    a += sa
+    return z0, z1, zl, apack, scratch[a:a + sb]
+
+
 @njit(cache=True, _nrt=False)      # no reference counting: as_writable's view needs none
 def forward(X, r_begin, r_end, net, work, out):
     """out[r_begin:r_end] = the network's output for X[r_begin:r_end] (X (M, n_in), out
@@ -80,11 +110,16 @@ def forward(X, r_begin, r_end, net, work, out):
 
     net = (params (P,), layers (L, 4) int64 rows of (weight offset, bias offset, n_in,
     n_out) as Layout gives them, code, slope, out_kind, gemm_addr, chunk_addr).
-    work = (z0, z1 (>= tile * widest hidden), zl (>= tile * n_out), apack, bpack (for
-    pack_sizes(tile, n_out, n_in) of every layer), tile, parallel).
+    work = (scratch, offset, segments, tile, parallel): from `offset` elements past
+    scratch's first 64-byte boundary, one after the other, segments = (s0, s1, sl, sa, sb)
+    elements of z0, z1 (>= tile * widest hidden), zl (>= tile * n_out), apack, bpack (for
+    pack_sizes(tile, n_out, n_in) of every layer), each a multiple of 16 elements
+    (segment_sizes; scratch holds 16 elements more).  One allocation a call: the five
+    arrays it replaced cost Python ~5 us of a 10 us small-network call.
     All arrays C-contiguous of one float dtype (X may be read-only); nothing is checked."""
     params, layers, code, slope, out_kind, gemm_addr, chunk_addr = net
-    z0, z1, zl, apack, bpack, tile, parallel = work
+    scratch, offset, segments, tile, parallel = work
+    z0, z1, zl, apack, bpack = _segments(scratch, offset, segments)
     gemm = _gemm_at(gemm_addr, z0)
     M, n_in0 = X.shape
     L = layers.shape[0]
@@ -111,9 +146,15 @@ def forward(X, r_begin, r_end, net, work, out):
             gemm(A, False, W, True, C, (EPI_BIAS_ACT, bias, act, slope, C, empty2, empty2),
                  none, apack, bpack, parallel, chunk_addr)
             A = C
+        n_out = layers[L - 1, 3]
+        P = reshape_c(out_flat[r0 * n_out:(r0 + m) * n_out], (m, n_out))
         if out_kind == OUT_SOFTMAX:
-            n_out = layers[L - 1, 3]
-            softmax_rows(A, reshape_c(out_flat[r0 * n_out:(r0 + m) * n_out], (m, n_out)))
+            softmax_rows(A, P)
+        elif out_kind == OUT_SIGMOID:
+            for i in range(m):
+                a, p = A[i], P[i]
+                for j in range(n_out):
+                    p[j] = sigmoid_scalar(a[j])
 
 
 @intrinsic
@@ -140,19 +181,19 @@ def forward_address(X, net, work, out):
 def forward_parts(X, net, work, out, n_parts, forward_addr):
     """forward over all rows, split into n_parts contiguous runs of whole tiles, one per
     thread, every product on its thread (one parallel region a call, where forward opens
-    one per product).  work's buffers hold n_parts consecutive copies of forward's, apack's
-    of one packed A (pack_sizes(..., a_copies=1)); its parallel is ignored.  forward runs
+    one per product).  work's scratch holds n_parts consecutive copies of forward's
+    segments, apack's of one packed A (segment_sizes(..., a_copies=1)); its parallel is
+    ignored.  forward runs
     through its address (forward_address): compiled once, not again inside this loop."""
     rows = _forward_at(forward_addr, X, net, work, out)
-    z0, z1, zl, apack, bpack, tile, parallel = work
+    scratch, offset, segments, tile, parallel = work
+    per_part = 0
+    for s in segments:
+        per_part += s
     M = X.shape[0]
     n_tiles = (M + tile - 1) // tile
-    s0, s1, sl = z0.size // n_parts, z1.size // n_parts, zl.size // n_parts
-    sa, sb = apack.size // n_parts, bpack.size // n_parts
     for t in prange(n_parts):
         p = np.int64(t)
         begin = min(M, (p * n_tiles // n_parts) * tile)
         end = min(M, ((p + 1) * n_tiles // n_parts) * tile)
-        mine = (z0[p * s0:(p + 1) * s0], z1[p * s1:(p + 1) * s1], zl[p * sl:(p + 1) * sl],
-                apack[p * sa:(p + 1) * sa], bpack[p * sb:(p + 1) * sb], tile, False)
-        rows(X, begin, end, net, mine, out)
+        rows(X, begin, end, net, (scratch, offset + p * per_part, segments, tile, False), out)
