@@ -120,7 +120,8 @@ def check_class_labels(y, n_classes, n_samples, name="y"):
             f"{name} holds label {bad}, outside the valid range [0, {n_classes - 1}] "
             f"for a model with {n_classes} outputs"
         )
-    return np.ascontiguousarray(y, dtype=np.int64)
+    # a copy, always: compiled code reads the labels for a whole fit (they are small)
+    return np.array(y, dtype=np.int64, order="C", copy=True)
 
 
 def check_targets(t, n_outputs, n_samples, dtype, name="y", unit_interval=False):

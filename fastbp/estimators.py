@@ -205,7 +205,8 @@ class _BaseMLP(BaseEstimator):
         """
         opt = self._optimizer
         if lr > 0 and opt.momentum > 0:
-            opt.velocity *= opt.velocity.dtype.type(opt.lr / lr)
+            v = opt.velocity
+            v *= v.dtype.type(opt.lr / lr)
         opt.lr = lr
 
     def _check_stop(self):

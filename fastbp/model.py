@@ -49,7 +49,7 @@ class MLP:
             raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
         if len(sizes) < 2:
             raise ValueError(f"sizes needs at least an input and an output width, got {list(sizes)}")
-        self.sizes = [check_positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
+        self._sizes = tuple(check_positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes))
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
         if init not in INITS:
@@ -66,7 +66,7 @@ class MLP:
         self.init = init
         self.seed = seed
         self.device = device
-        self.layout = Layout(self.sizes)
+        self.layout = Layout(list(self._sizes))
 
         host = np.empty(self.layout.size, dtype=self.dtype)
         rng = np.random.default_rng(seed)
@@ -95,17 +95,23 @@ class MLP:
     bias_grads = property(lambda self: self.backend.bias_grads)
 
     @property
+    def sizes(self):
+        """[n_features, hidden..., n_outputs]: a new list each time (the architecture is
+        fixed; compiled code trusts it)."""
+        return list(self._sizes)
+
+    @property
     def n_layers(self):
         """Number of Linear layers."""
-        return len(self.sizes) - 1
+        return len(self._sizes) - 1
 
     @property
     def n_features(self):
-        return self.sizes[0]
+        return self._sizes[0]
 
     @property
     def n_outputs(self):
-        return self.sizes[-1]
+        return self._sizes[-1]
 
     def __repr__(self):
         where = f", device={self.device!r}" if self.device != "cpu" else ""

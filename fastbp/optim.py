@@ -34,6 +34,15 @@ def _cuda_kernels():
     return KC
 
 
+def _buffer(name):
+    """A state buffer as a read-only attribute: compiled code indexes it as long as the
+    parameters, so it is owned (load_state_dict copies into it)."""
+    def get(self):
+        return self._buffers[name]
+    return property(get, doc=f"the optimizer's {name} buffer, shaped like the parameters "
+                             "(read-only attribute; its values may be changed in place)")
+
+
 class Optimizer:
     """Base class.  `lr` may be changed between steps (learning-rate schedules do)."""
 
@@ -46,6 +55,10 @@ class Optimizer:
         self.model = model
         self.lr = check_float(lr, "lr", 0.0)
         self.step_count = 0
+        self._buffers = {}
+
+    def _add_buffer(self, name):
+        self._buffers[name] = _zeros_like_params(self.model)
 
     def zero_grad(self):
         self.model.zero_grad()
@@ -56,32 +69,72 @@ class Optimizer:
             if hasattr(v, "copy_to_host"):
                 return v.copy_to_host()
             return v.copy() if isinstance(v, np.ndarray) else v
-        state = {k: copy(v) for k, v in vars(self).items()
+        state = {k: v for k, v in vars(self).items()
                  if k != "model" and not k.startswith("_") and not callable(v)}
+        state.update({k: copy(v) for k, v in self._buffers.items()})
         state["type"] = type(self).__name__
         return state
 
+    def _checked(self, name, value):
+        """A hyper-parameter or counter from a state dict, checked as the constructor
+        checks it (compiled code trusts them: step_count 0 divides by zero in Adam)."""
+        if name == "step_count":
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+                    or value < 0:
+                raise ValueError(f"step_count must be an integer >= 0, got {value!r}")
+            return int(value)
+        if name == "nesterov":
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"nesterov must be a bool, got {value!r}")
+            return bool(value)
+        try:
+            if name in ("beta1", "beta2"):
+                value = check_float(value, name, 0.0, 1.0)
+                if value >= 1.0:
+                    raise ValueError(f"{name} must be in [0, 1), got {value}")
+                return value
+            return check_float(value, name, 0.0)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+
     def load_state_dict(self, state):
+        """Restore from state_dict()'s output.  Everything is checked first (names, the
+        buffers' shapes and dtypes, the hyper-parameters' ranges); on an error nothing has
+        changed."""
         if state.get("type", type(self).__name__) != type(self).__name__:
             raise ValueError(f"state is for {state['type']}, not {type(self).__name__}")
-        for k, v in state.items():
-            if k == "type":
-                continue
-            cur = getattr(self, k, None)
+        scalars = {k for k in vars(self) if k != "model" and not k.startswith("_")}
+        unknown = sorted(set(state) - scalars - set(self._buffers) - {"type"})
+        if unknown:
+            raise ValueError(f"state holds {unknown}, which {type(self).__name__} does not have")
+        missing = sorted(set(self._buffers) - set(state))
+        if missing:
+            raise ValueError(f"state lacks the buffers {missing}")
+        checked = {k: self._checked(k, v) for k, v in state.items() if k in scalars}
+        for k in self._buffers:
+            cur, v = self._buffers[k], state[k]
+            if np.shape(v) != cur.shape:
+                raise ValueError(f"optimizer state {k!r} has shape {np.shape(v)}, "
+                                 f"expected {cur.shape}")
+            if np.asarray(v).dtype != cur.dtype:
+                raise ValueError(f"optimizer state {k!r} has dtype {np.asarray(v).dtype}, "
+                                 f"expected {cur.dtype}")
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"optimizer state {k!r} holds NaN or infinite values")
+        for k, v in checked.items():
+            setattr(self, k, v)
+        for k, cur in self._buffers.items():
             if hasattr(cur, "copy_to_device"):
-                cur.copy_to_device(np.ascontiguousarray(v, dtype=cur.dtype))
-            elif isinstance(cur, np.ndarray):
-                if np.shape(v) != cur.shape:
-                    raise ValueError(f"optimizer state {k!r} has shape {np.shape(v)}, "
-                                     f"expected {cur.shape}")
-                cur[...] = v
+                cur.copy_to_device(np.ascontiguousarray(state[k], dtype=cur.dtype))
             else:
-                setattr(self, k, v)
+                cur[...] = state[k]
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight
     decay, as torch.optim.SGD (dampening 0)."""
+
+    velocity = _buffer("velocity")
 
     def __init__(self, model, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(model, lr)
@@ -90,7 +143,7 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum <= 0:
             raise ValueError("nesterov=True needs momentum > 0")
-        self.velocity = _zeros_like_params(model)
+        self._add_buffer("velocity")
         self._plan = (None, None)    # (hyper-parameters, recorded device launch)
 
     def step(self):
@@ -114,6 +167,8 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba) with L2 weight decay added to the gradient, as torch.optim.Adam."""
 
     decoupled = False
+    exp_avg = _buffer("exp_avg")
+    exp_avg_sq = _buffer("exp_avg_sq")
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(model, lr)
@@ -125,8 +180,8 @@ class Adam(Optimizer):
             raise ValueError(f"betas must be in [0, 1), got {betas!r}")
         self.eps = check_float(eps, "eps", 0.0)
         self.weight_decay = check_float(weight_decay, "weight_decay", 0.0)
-        self.exp_avg = _zeros_like_params(model)
-        self.exp_avg_sq = _zeros_like_params(model)
+        self._add_buffer("exp_avg")
+        self._add_buffer("exp_avg_sq")
 
     @property
     def betas(self):

@@ -267,3 +267,50 @@ def test_500_epochs_without_memory_growth():
     # History keeps 7 numbers per epoch (~450 x 7 floats); anything more would be a leak
     assert grown < 200_000, grown
     assert marks[499][1] == marks[49][1]   # Numba runtime: every allocation freed
+
+
+def test_checkpoint_fuzz_every_edited_field_is_refused(tmp_path):
+    """Resuming from a checkpoint with one field edited (indices past the data, negative
+    counters, wrong shapes and dtypes, NaN, garbage state): a one-line ValueError each, no
+    crash (an index past the data segfaulted; a one-value params was broadcast)."""
+    r = subprocess.run([sys.executable, os.path.join(HERE, "helpers", "checkpoint_fuzz.py"),
+                        str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.returncode, r.stdout[-1500:], r.stderr[-1500:])
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == "done"
+    accepted = [line for line in lines[:-1] if line.endswith(" accepted")]
+    assert accepted == [], accepted
+    assert len(lines) - 1 >= 30
+
+
+def test_optimizer_state_and_model_sizes_are_owned():
+    """Buffers compiled code indexes cannot be swapped: the optimizer's state is read-only
+    (opt.velocity = np.zeros(3) then step() segfaulted), load_state_dict checks shapes,
+    dtypes and hyper-parameters, and model.sizes is a copy (m.sizes[1] = 1000 crashed)."""
+    m = fastbp.MLP([4, 5, 3], seed=0)
+    sgd, adam = fastbp.SGD(m, 0.1, momentum=0.9), fastbp.Adam(m)
+    with pytest.raises(AttributeError):
+        sgd.velocity = np.zeros(3, np.float32)
+    with pytest.raises(AttributeError):
+        adam.exp_avg = np.zeros(3, np.float32)
+    state = adam.state_dict()
+    for key, value, match in (("exp_avg", np.zeros(3, np.float32), "shape"),
+                              ("exp_avg", np.zeros(m.params.shape, np.float64), "dtype"),
+                              ("step_count", -1, "step_count"), ("beta2", 1.0, "beta"),
+                              ("lr", float("nan"), "lr"), ("bogus", 1, "bogus")):
+        with pytest.raises(ValueError, match=match):
+            adam.load_state_dict({**state, key: value})
+    assert adam.step_count == 0 and np.all(adam.exp_avg == 0)     # nothing half-loaded
+    m.sizes[1] = 1000
+    assert m.sizes == [4, 5, 3]
+    X = np.ones((2, 4), np.float32)
+    m.loss_and_grad(X, np.array([0, 1]))
+    sgd.step()
+
+
+def test_labels_given_to_fit_are_copied():
+    """Labels are validated once, then read by compiled code for the whole fit: fit works
+    on its own copy (another thread changing y mid-fit segfaulted)."""
+    m = fastbp.MLP([3, 4, 2], seed=0)
+    y = np.array([0, 1, 1, 0], np.int64)
+    assert not np.shares_memory(m.check_y(y, 4), y)

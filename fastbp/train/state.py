@@ -122,16 +122,26 @@ def load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histor
     if found is None:
         return None
     meta, arrays = found
+    where = f"checkpoint in {checkpoint_dir!r}"
+    missing = sorted(set(_META_KEYS) - set(meta))
+    if missing:
+        raise ValueError(f"the {where} is damaged: it lacks {missing}")
     if meta["model"] != model.config() or meta["n"] != run.order.shape[0] \
             or meta["batch_size"] != batch_size:
         raise ValueError(
-            f"the checkpoint in {checkpoint_dir!r} is for another run (model "
+            f"the {where} is for another run (model "
             f"{meta['model']}, {meta['n']} rows, batch {meta['batch_size']}); this run has "
             f"{model.config()}, {run.order.shape[0]} rows, batch {batch_size}")
-    model.params[...] = arrays["params"]
+    # Everything is checked before anything is restored: compiled code indexes the data
+    # with `order` and trusts the shapes, so a damaged file must not get that far.
+    _check_checkpoint(where, meta, arrays, model, run.order.shape[0], rng, schedule, history)
     opt_state = dict(meta["optimizer"])
     opt_state.update({k[4:]: v for k, v in arrays.items() if k.startswith("opt_")})
-    optimizer.load_state_dict(opt_state)
+    try:
+        optimizer.load_state_dict(opt_state)     # validates all of it before it changes any
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"the {where} is damaged: {exc}") from None
+    model.params[...] = arrays["params"]
     for k in ("epoch", "pos", "total_loss", "correct", "seen", "step", "best_metric",
               "bad_epochs"):
         setattr(run, k, meta[k])
@@ -144,3 +154,76 @@ def load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histor
     history.samples_seen = meta["samples_seen"]
     good_params[...] = arrays["good_params"]
     return arrays.get("best_params")
+
+
+_META_KEYS = ("model", "n", "batch_size", "epoch", "pos", "total_loss", "correct", "seen",
+              "step", "best_metric", "bad_epochs", "rng", "schedule", "optimizer", "history",
+              "best_epoch", "samples_seen")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_checkpoint(where, meta, arrays, model, n, rng, schedule, history):
+    """ValueError naming the first field of a checkpoint that cannot be this run's."""
+    def bad(field, why):
+        raise ValueError(f"the {where} is damaged: {field} {why}")
+
+    for k, lo, hi in (("epoch", 0, None), ("pos", 0, n), ("correct", 0, None),
+                      ("seen", 0, None), ("step", 0, None), ("bad_epochs", 0, None),
+                      ("samples_seen", 0, None)):
+        v = meta[k]
+        if not _is_int(v) or v < lo or (hi is not None and v > hi):
+            bad(k, f"is {v!r}, not an integer in [{lo}, {hi if hi is not None else 'inf'}]")
+    if meta["correct"] > meta["seen"]:
+        bad("correct", f"({meta['correct']}) exceeds seen ({meta['seen']})")
+    if not _is_number(meta["total_loss"]) or not math.isfinite(meta["total_loss"]) \
+            or meta["total_loss"] < 0:
+        bad("total_loss", f"is {meta['total_loss']!r}")
+    if not _is_number(meta["best_metric"]) or math.isnan(meta["best_metric"]):
+        bad("best_metric", f"is {meta['best_metric']!r}")
+    size = model.layout.size
+    for k in ("params", "good_params", "best_params"):
+        if k not in arrays:
+            if k == "best_params":
+                continue
+            bad(k, "is missing")
+        a = arrays[k]
+        if a.shape != (size,) or a.dtype != model.dtype:
+            bad(k, f"has shape {a.shape} and dtype {a.dtype}, expected ({size},) {model.dtype}")
+        if not np.all(np.isfinite(a)):
+            bad(k, "holds NaN or infinite values")
+    order = arrays.get("order")
+    if order is None or order.shape != (n,) or order.dtype.kind not in "iu":
+        bad("order", f"is not {n} integer row indices")
+    if not np.array_equal(np.sort(order), np.arange(n)):
+        bad("order", f"is not a permutation of the {n} rows")
+    hist = meta["history"]
+    if not isinstance(hist, dict) or set(hist) != set(history.history) or not all(
+            isinstance(v, list) and all(x is None or _is_number(x) for x in v)
+            for v in hist.values()) or len({len(v) for v in hist.values()}) != 1:
+        bad("history", "is not one list of numbers per metric, all of one length")
+    epochs_done = len(hist["loss"])
+    if epochs_done > meta["epoch"] + 1:
+        bad("history", f"has {epochs_done} epochs, more than the checkpoint's epoch")
+    best = meta["best_epoch"]
+    if best is not None and (not _is_int(best) or not 0 <= best < max(epochs_done, 1)):
+        bad("best_epoch", f"is {best!r}")
+    sched = meta["schedule"]
+    current = {k: v for k, v in vars(schedule).items()
+               if isinstance(v, (int, float, str, type(None)))}
+    if not isinstance(sched, dict) or not set(sched) <= set(current) or not all(
+            isinstance(sched[k], type(current[k])) or (_is_number(sched[k]) and
+                                                        _is_number(current[k]))
+            or sched[k] is None or current[k] is None for k in sched):
+        bad("schedule", f"does not fit the learning-rate schedule {type(schedule).__name__}")
+    try:
+        probe = type(rng.bit_generator)()
+        probe.state = meta["rng"]
+    except (TypeError, ValueError, KeyError) as exc:
+        bad("rng", f"is not a {type(rng.bit_generator).__name__} state ({exc})")
