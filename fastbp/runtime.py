@@ -8,6 +8,10 @@ its kernel calls with a lock (see `kernel_lock`).  Setting NUMBA_THREADING_LAYER
 overrides this.  Note that GNU OpenMP is not fork-safe: use the 'spawn' or 'forkserver'
 start methods (joblib/loky, used by scikit-learn's n_jobs, already does).
 
+Fork: a child forked after the pool started runs on one thread (see
+_one_thread_after_fork): every parallel kernel of fastbp stays on the calling thread when
+the thread count is 1.
+
 Vectorisation: the packing copies of the GEMM (copy_mr, copy_nr) and some epilogue loops
 are written as runs of scalar loads and stores that LLVM's SLP vectoriser packs into SIMD
 moves.  Numba leaves that pass off by default (numba.core.config.SLP_VECTORIZE = 0), so
@@ -86,6 +90,22 @@ def kernels_cached(device="cpu"):
 
 
 _threads_started = False
+
+
+def _one_thread_after_fork():
+    """In a forked child: one thread.  GNU OpenMP cannot run in a process forked after it
+    started (Numba terminates the child at its first parallel region), so, as PyTorch does,
+    the child runs everything on its one thread; fastbp's kernels then enter no parallel
+    region at all (each checks the thread count first)."""
+    if _threads_started:
+        try:
+            numba.set_num_threads(1)
+        except Exception:   # noqa: BLE001 (a child must not die of this)
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
 
 
 def ensure_threads():

@@ -314,3 +314,39 @@ def test_labels_given_to_fit_are_copied():
     m = fastbp.MLP([3, 4, 2], seed=0)
     y = np.array([0, 1, 1, 0], np.int64)
     assert not np.shares_memory(m.check_y(y, 4), y)
+
+
+FORK_CHILD = """
+import multiprocessing as mp, numpy as np, fastbp
+rng = np.random.default_rng(0)
+X = rng.random((512, 20), dtype=np.float32); y = rng.integers(0, 3, 512)
+m = fastbp.MLP([20, 64, 3], seed=0)
+fastbp.fit(m, X, y, optimizer=fastbp.SGD(m, 0.1), epochs=2, batch_size=256, verbose=0)
+want = m.predict_proba(X)
+
+def work(i):
+    # predict, and a little training, in the forked child
+    p = m.predict_proba(X)
+    other = fastbp.MLP([20, 64, 3], seed=i)
+    fastbp.fit(other, X, y, optimizer=fastbp.Adam(other), epochs=1, batch_size=256,
+               verbose=0)
+    return bool(np.array_equal(p, want)) and bool(np.isfinite(other.params).all())
+
+if __name__ == "__main__":
+    with mp.get_context("fork").Pool(2) as pool:
+        print(pool.map(work, range(4)))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_fork_after_training_works():
+    """fit, then multiprocessing with fork: GNU OpenMP cannot run in a forked child (Numba
+    terminates it and the pool hung); fastbp's kernels stay on one thread there, as
+    PyTorch's do, with the same answers."""
+    try:
+        r = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True,
+                           text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked pool hung")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[True, True, True, True]", (r.stdout, r.stderr[-2000:])

@@ -21,6 +21,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 from .. import codes
+from .linking import num_threads
 from ..codes import IDENTITY
 
 _GELU_C = codes.GELU_C
@@ -343,6 +344,9 @@ piecewise_backward_rows = _backward_chain(_PIECEWISE)
 def activation_forward(Z, A, code, slope):
     """A = f(Z) for 2-D (rows, cols) arrays; rows split across threads in fixed blocks."""
     m, n = Z.shape
+    if num_threads() < 2:           # no parallel region on one thread (runtime.py: fork)
+        activation_forward_rows(Z, A, 0, m, 0, n, code, slope)
+        return
     nblocks = (m + 63) // 64
     for blk in prange(nblocks):
         i0 = blk * 64
@@ -353,6 +357,9 @@ def activation_forward(Z, A, code, slope):
 def activation_backward(G, Z, A, code, slope):
     """G *= f'(Z) in place for 2-D (rows, cols) arrays; A = f(Z) is the stored output."""
     m, n = G.shape
+    if num_threads() < 2:
+        activation_backward_rows(G, Z, A, 0, m, 0, n, code, slope)
+        return
     nblocks = (m + 63) // 64
     for blk in prange(nblocks):
         i0 = blk * 64

@@ -583,8 +583,8 @@ def gemm(A, trans_a, B, trans_b, C, epi, rowsum, apack, bpack, parallel, chunk_a
     # compile.  chunk_addr is a table of the chunk's and its epilogue's addresses.
     chunk = _column_chunk_at(_table_entry(chunk_addr, 0), C)
     epi_addr = _table_entry(chunk_addr, 1)
-    if parallel and M * N * K >= PARALLEL_MIN_WORK and n_ch > 1:
-        n_parts = min(num_threads(), n_ch)
+    n_parts = min(num_threads(), n_ch) if parallel and M * N * K >= PARALLEL_MIN_WORK else 1
+    if n_parts > 1:     # one thread (a forked child among them): no parallel region
         if pack_a and apack.shape[0] < n_parts * a_copy:
             # Too few copies in the workspace: one, shared, packed on this thread first
             # (a chunk of no columns).
@@ -666,7 +666,17 @@ def column_sum(D, out):
     """out (N,) = sum over rows of D (M, N): the bias gradient db = sum_i Delta[i, :]."""
     m, n = D.shape
     nblk = (n + 63) // 64
+    if num_threads() < 2:           # no parallel region on one thread (runtime.py: fork)
+        _column_sum_blocks(D, out, 0, nblk)
+        return
     for blk in prange(nblk):
+        _column_sum_blocks(D, out, blk, blk + 1)
+
+
+@njit(cache=True, inline="always")
+def _column_sum_blocks(D, out, b0, b1):
+    m, n = D.shape
+    for blk in range(b0, b1):
         j0 = blk * 64
         j1 = min(j0 + 64, n)
         for j in range(j0, j1):

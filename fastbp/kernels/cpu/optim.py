@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..codes import OPT_ADAM, OPT_SGD  # noqa: F401 (the registry's codes)
+from .linking import num_threads
 
 BLOCK = 4096
 
@@ -135,7 +136,9 @@ def optimizer_update(hyper, p, g, s1, s2, step, parallel):
     T = _update_scalars(p, hyper, step)
     n = p.shape[0]
     nblk = (n + BLOCK - 1) // BLOCK
-    if nblk < 4 or not parallel:   # one thread: a parallel region costs more than this
+    # few blocks: a parallel region costs more than this; one thread (a forked child
+    # among them, runtime.py): no parallel region
+    if nblk < 4 or not parallel or num_threads() < 2:
         _update_block(hyper, p, g, s1, s2, T)
         return
     for blk in prange(nblk):
