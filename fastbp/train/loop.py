@@ -18,6 +18,7 @@ from .compiled import Compiled, epoch_compiled
 from .cuda import epoch_cuda
 from .state import (
     History,
+    Interrupts,
     Run,
     bar_update,
     diverged,
@@ -99,171 +100,183 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     an interrupted and resumed run ends with the weights of an uninterrupted one.
 
     A NaN/inf loss raises TrainingDiverged with the model set back to the last finite
-    epoch.  Ctrl-C stops training after the current step and returns the history so far
-    (history.interrupted is True).
+    epoch.  Ctrl-C stops training after the current step (or chunk of compiled steps) and
+    returns the history so far (history.interrupted is True), with the checkpoint, if any,
+    of exactly that state; a second Ctrl-C raises KeyboardInterrupt at once.
     """
-    batch_size = check_positive_int(batch_size, "batch_size")
-    epochs = check_positive_int(epochs, "epochs") if epochs != 0 else 0
-    patience = check_positive_int(patience, "patience")
-    validation_split = check_float(validation_split, "validation_split", 0.0, 1.0)
-    l2 = check_float(l2, "l2", 0.0)
-    if checkpoint_every is not None:
-        checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-        if checkpoint_dir is None:
-            raise ValueError("checkpoint_every needs checkpoint_dir")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir")
-    if getattr(optimizer, "model", None) is not model:
-        raise ValueError("optimizer was built for a different model; "
-                         "create it with the model being trained")
-    X = model.check_X(X)
-    y = model.check_y(y, X.shape[0])
-    rng = np.random.default_rng(seed)
-    X_val = y_val = None
-    if validation_data is not None:
-        if len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
-        X_val = model.check_X(validation_data[0], "X_val")
-        y_val = model.check_y(validation_data[1], X_val.shape[0])
-    elif validation_split > 0:
-        X, y, X_val, y_val = _split(X, y, validation_split, rng)
-    callbacks = list(callbacks)
-    for cb in callbacks:
-        if not (callable(cb) or hasattr(cb, "on_epoch_end")):
-            raise TypeError(f"callback {cb!r} has no on_epoch_end and is not callable")
-    schedule = make_schedule(lr_schedule)
-    optimizer.lr = schedule.start(optimizer.lr, epochs)
-
-    n = X.shape[0]
-    bs = min(batch_size, n)
-    on_gpu = model.device == "cuda"
-    if on_gpu:
-        if comm is not None or checkpoint_dir is not None:
-            raise ValueError("comm (MPI) and checkpoints are not supported with device='cuda'")
-        from numba import cuda
-        Xd, yd = cuda.to_device(X), cuda.to_device(y)   # the data set, copied once
-        if X_val is not None:
-            X_val, y_val = cuda.to_device(X_val), cuda.to_device(y_val)
-        dev_buffers = {}
-    dp = None
-    if comm is not None:
-        from ..distributed import DataParallel
-        dp = DataParallel(comm, model)
-    # Gather buffers, one per batch (or shard) size, reused every step: rows of X / y are
-    # picked by index, so the data set is never copied or reordered.
-    buffers = {}
-    run = Run(n)
-    history = History()
-    best_params = None
-    good_params = model.backend.snapshot()
-    rank0 = dp is None or dp.rank == 0
-    resuming = False
-    if resume:
-        best_params = load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule,
-                                       history, good_params, bs)
-        resuming = run.pos > 0
-        if dp is not None:  # every rank continues from rank 0's checkpoint
-            dp.comm.Bcast(model.params, root=0)
-
-    def checkpoint_now():
-        if checkpoint_dir is not None and rank0:
-            save_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,
-                             good_params, best_params, bs)
-
-    def after_step():
-        if checkpoint_every and run.step % checkpoint_every == 0:
-            checkpoint_now()
-
-    has_acc = model.has_accuracy(y)
-    compiled = None
-    if not on_gpu and Compiled.eligible(model, optimizer, dp):
-        compiled = Compiled(model, optimizer, X, y, bs, l2, has_acc, checkpoint_every)
-    bar = progress(verbose, n * (epochs - run.epoch))
-    while run.epoch < epochs:
-        epoch = run.epoch
-        t0 = time.perf_counter()
-        if not resuming:
-            if shuffle:
-                rng.shuffle(run.order)
-            run.pos, run.total_loss, run.correct, run.seen = 0, 0.0, 0, 0
-        resuming = False
-        if bar is not None:
-            bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
-        seen_before = run.seen
-        try:
-            if on_gpu:
-                run.total_loss, run.correct = epoch_cuda(model, optimizer, Xd, yd, run.order,
-                                                          bs, has_acc, bar, dev_buffers, l2)
-                run.seen = run.pos = n
-                if not math.isfinite(run.total_loss):
-                    raise diverged(model, good_params, history, run.total_loss / n,
-                                    f"in epoch {epoch + 1}")
-            elif compiled is not None:
-                epoch_compiled(model, optimizer, X, run, bs, compiled, bar, good_params,
-                                history, after_step)
-            else:
-                _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp,
-                           buffers, good_params, history, after_step)
-        except KeyboardInterrupt:
-            history.interrupted = True
-            history.samples_seen += run.seen - seen_before
-            checkpoint_now()
-            break
-        except Exception as exc:
-            if dp is not None:
-                dp.abort(exc)
-            raise
-        history.samples_seen += run.seen - seen_before
-        if not model.backend.params_finite():   # the loss can stay finite when they are not
-            raise diverged(model, good_params, history, None, f"in epoch {epoch + 1}",
-                           "the weights became NaN or infinite")
-        total_loss, correct = run.total_loss, run.correct
-        if dp is not None:
-            total_loss, correct = dp.sum([total_loss, correct])
-        elapsed = time.perf_counter() - t0
-        logs = {"epoch": epoch, "loss": total_loss / n, "accuracy": correct / n if has_acc else None,
-                "val_loss": None, "val_accuracy": None, "lr": optimizer.lr,
-                "samples_per_s": n / elapsed, "time": elapsed,
-                "samples_seen": history.samples_seen}
-        if X_val is not None:
-            evaluate = model.backend.evaluate
-            logs["val_loss"], logs["val_accuracy"] = evaluate(X_val, y_val)
-        for key in history.history:
-            history.history[key].append(logs[key])
-        model.backend.snapshot(into=good_params)
-        if verbose >= 2 or (verbose >= 1 and bar is None):
-            msg = f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}"
-            if has_acc:
-                msg += f", accuracy {logs['accuracy']:.4f}"
-            if logs["val_loss"] is not None:
-                msg += f", val_loss {logs['val_loss']:.4f}"
-            msg += f", {logs['samples_per_s']:.3g} samples/s"
-            if bar is not None:
-                bar.write(msg)
-            else:
-                print(msg, flush=True)
-        monitored = logs["val_loss"] if X_val is not None else logs["loss"]
-        if monitored < run.best_metric - min_delta:
-            run.best_metric, run.bad_epochs, history.best_epoch = monitored, 0, epoch
-            if early_stopping:
-                best_params = model.backend.snapshot(into=best_params)
-        else:
-            run.bad_epochs += 1
-        optimizer.lr = schedule.on_epoch_end(epoch, logs)
-        stop = False
+    # Ctrl-C from here on stops the run at the next step boundary (state.Interrupts)
+    interrupts = Interrupts().start()
+    try:
+        batch_size = check_positive_int(batch_size, "batch_size")
+        epochs = check_positive_int(epochs, "epochs") if epochs != 0 else 0
+        patience = check_positive_int(patience, "patience")
+        validation_split = check_float(validation_split, "validation_split", 0.0, 1.0)
+        l2 = check_float(l2, "l2", 0.0)
+        if checkpoint_every is not None:
+            checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+            if checkpoint_dir is None:
+                raise ValueError("checkpoint_every needs checkpoint_dir")
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir")
+        if getattr(optimizer, "model", None) is not model:
+            raise ValueError("optimizer was built for a different model; "
+                             "create it with the model being trained")
+        X = model.check_X(X)
+        y = model.check_y(y, X.shape[0])
+        rng = np.random.default_rng(seed)
+        X_val = y_val = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            X_val = model.check_X(validation_data[0], "X_val")
+            y_val = model.check_y(validation_data[1], X_val.shape[0])
+        elif validation_split > 0:
+            X, y, X_val, y_val = _split(X, y, validation_split, rng)
+        callbacks = list(callbacks)
         for cb in callbacks:
-            fn = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
-            stop = bool(fn(epoch, logs)) or stop
-        if early_stopping and run.bad_epochs >= patience:
-            history.stopped_early = True
-            stop = True
-        run.epoch += 1
-        run.pos = 0
-        checkpoint_now()
-        if stop:
-            break
-    if bar is not None:
-        bar.close()
-    if early_stopping and best_params is not None:
-        model.backend.restore(best_params)
-    return history
+            if not (callable(cb) or hasattr(cb, "on_epoch_end")):
+                raise TypeError(f"callback {cb!r} has no on_epoch_end and is not callable")
+        schedule = make_schedule(lr_schedule)
+        optimizer.lr = schedule.start(optimizer.lr, epochs)
+
+        n = X.shape[0]
+        bs = min(batch_size, n)
+        on_gpu = model.device == "cuda"
+        if on_gpu:
+            if comm is not None or checkpoint_dir is not None:
+                raise ValueError("comm (MPI) and checkpoints are not supported with device='cuda'")
+            from numba import cuda
+            Xd, yd = cuda.to_device(X), cuda.to_device(y)   # the data set, copied once
+            if X_val is not None:
+                X_val, y_val = cuda.to_device(X_val), cuda.to_device(y_val)
+            dev_buffers = {}
+        dp = None
+        if comm is not None:
+            from ..distributed import DataParallel
+            dp = DataParallel(comm, model)
+        # Gather buffers, one per batch (or shard) size, reused every step: rows of X / y are
+        # picked by index, so the data set is never copied or reordered.
+        buffers = {}
+        run = Run(n)
+        history = History()
+        best_params = None
+        good_params = model.backend.snapshot()
+        rank0 = dp is None or dp.rank == 0
+        resuming = False
+        if resume:
+            best_params = load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule,
+                                           history, good_params, bs)
+            resuming = run.pos > 0
+            if dp is not None:  # every rank continues from rank 0's checkpoint
+                dp.comm.Bcast(model.params, root=0)
+
+        def checkpoint_now():
+            if checkpoint_dir is not None and rank0:
+                save_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,
+                                 good_params, best_params, bs)
+
+        def after_step():
+            # the model and the counters agree here: the place to stop on Ctrl-C
+            if checkpoint_every and run.step % checkpoint_every == 0:
+                checkpoint_now()
+            if interrupts.requested:
+                raise KeyboardInterrupt
+
+        has_acc = model.has_accuracy(y)
+        compiled = None
+        if not on_gpu and Compiled.eligible(model, optimizer, dp):
+            compiled = Compiled(model, optimizer, X, y, bs, l2, has_acc, checkpoint_every)
+        bar = progress(verbose, n * (epochs - run.epoch))
+        if interrupts.requested:            # Ctrl-C while setting up: no step taken
+            history.interrupted = True
+        while run.epoch < epochs and not history.interrupted:
+            epoch = run.epoch
+            t0 = time.perf_counter()
+            if not resuming:
+                if shuffle:
+                    rng.shuffle(run.order)
+                run.pos, run.total_loss, run.correct, run.seen = 0, 0.0, 0, 0
+            resuming = False
+            if bar is not None:
+                bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
+            seen_before = run.seen
+            try:
+                if on_gpu:
+                    run.total_loss, run.correct = epoch_cuda(model, optimizer, Xd, yd, run.order,
+                                                              bs, has_acc, bar, dev_buffers, l2)
+                    run.seen = run.pos = n
+                    if not math.isfinite(run.total_loss):
+                        raise diverged(model, good_params, history, run.total_loss / n,
+                                        f"in epoch {epoch + 1}")
+                elif compiled is not None:
+                    epoch_compiled(model, optimizer, X, run, bs, compiled, bar, good_params,
+                                    history, after_step)
+                else:
+                    _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp,
+                               buffers, good_params, history, after_step)
+            except KeyboardInterrupt:
+                history.interrupted = True
+                history.samples_seen += run.seen - seen_before
+                checkpoint_now()
+                break
+            except Exception as exc:
+                if dp is not None:
+                    dp.abort(exc)
+                raise
+            history.samples_seen += run.seen - seen_before
+            if not model.backend.params_finite():   # the loss can stay finite when they are not
+                raise diverged(model, good_params, history, None, f"in epoch {epoch + 1}",
+                               "the weights became NaN or infinite")
+            total_loss, correct = run.total_loss, run.correct
+            if dp is not None:
+                total_loss, correct = dp.sum([total_loss, correct])
+            elapsed = time.perf_counter() - t0
+            logs = {"epoch": epoch, "loss": total_loss / n,
+                    "accuracy": correct / n if has_acc else None,
+                    "val_loss": None, "val_accuracy": None, "lr": optimizer.lr,
+                    "samples_per_s": n / elapsed, "time": elapsed,
+                    "samples_seen": history.samples_seen}
+            if X_val is not None:
+                evaluate = model.backend.evaluate
+                logs["val_loss"], logs["val_accuracy"] = evaluate(X_val, y_val)
+            for key in history.history:
+                history.history[key].append(logs[key])
+            model.backend.snapshot(into=good_params)
+            if verbose >= 2 or (verbose >= 1 and bar is None):
+                msg = f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}"
+                if has_acc:
+                    msg += f", accuracy {logs['accuracy']:.4f}"
+                if logs["val_loss"] is not None:
+                    msg += f", val_loss {logs['val_loss']:.4f}"
+                msg += f", {logs['samples_per_s']:.3g} samples/s"
+                if bar is not None:
+                    bar.write(msg)
+                else:
+                    print(msg, flush=True)
+            monitored = logs["val_loss"] if X_val is not None else logs["loss"]
+            if monitored < run.best_metric - min_delta:
+                run.best_metric, run.bad_epochs, history.best_epoch = monitored, 0, epoch
+                if early_stopping:
+                    best_params = model.backend.snapshot(into=best_params)
+            else:
+                run.bad_epochs += 1
+            optimizer.lr = schedule.on_epoch_end(epoch, logs)
+            stop = False
+            for cb in callbacks:
+                fn = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
+                stop = bool(fn(epoch, logs)) or stop
+            if early_stopping and run.bad_epochs >= patience:
+                history.stopped_early = True
+                stop = True
+            run.epoch += 1
+            run.pos = 0
+            checkpoint_now()
+            if stop:
+                break
+        if bar is not None:
+            bar.close()
+        if early_stopping and best_params is not None:
+            model.backend.restore(best_params)
+        return history
+    finally:
+        interrupts.stop()

@@ -2,7 +2,10 @@
 bar, and what a checkpoint carries (fastbp.checkpoint writes and reads the file): the
 epoch and position in its shuffled order, the running sums, the optimizer's state, the
 random generator, the schedule and the history."""
+import _signal
 import math
+import signal
+import threading
 
 import numpy as np
 
@@ -75,6 +78,43 @@ def bar_update(bar, run, rows, has_acc):
     if has_acc:
         post["acc"] = f"{run.correct / max(run.seen, 1):.4f}"
     bar.set_postfix(post, refresh=False)
+
+
+class Interrupts:
+    """Ctrl-C during fit.  The first one is recorded, and the run stops at the next point
+    where the model, the run's counters and a checkpoint agree (after a step, or a chunk
+    of compiled steps; fit then returns its history, interrupted).  A second one raises
+    KeyboardInterrupt at once.  Only the main thread receives signals: elsewhere, and
+    when SIGINT has no Python handler, Ctrl-C is Python's as usual.
+
+    Why: a KeyboardInterrupt raised wherever Python happened to be (an import, Numba
+    resolving a kernel, between a compiled chunk and the counters that record it) escaped
+    fit or left a checkpoint whose step did not match its weights."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def start(self):
+        # _signal's C functions: one call each (signal.signal and getsignal run Python
+        # code, where a Ctrl-C could land half-way)
+        if threading.current_thread() is threading.main_thread():
+            previous = _signal.signal(_signal.SIGINT, self._handle)
+            if previous is signal.default_int_handler:
+                self._previous = previous
+            else:       # the user's own handler (or none): theirs to keep
+                _signal.signal(_signal.SIGINT, previous)
+        return self
+
+    def stop(self):
+        if self._previous is not None:
+            _signal.signal(_signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
 
 
 class Run:
