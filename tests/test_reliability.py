@@ -432,3 +432,25 @@ def test_ctrl_c_with_checkpoints_then_resume_is_exact(tmp_path):
                        capture_output=True, timeout=300)
         assert np.array_equal(np.load(b + ".npy"), ref), attempts
     assert trials == 4
+
+
+def test_validation_split_does_not_copy_the_data(tmp_path):
+    """A validation split trains and validates by index: a memory-mapped data set is not
+    copied (it was, whole: X[train] and X[val]).  Peak traced memory stays well under
+    the data set's size."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40000, 200)).astype(np.float32)
+    y = rng.integers(0, 3, 40000)
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    m = fastbp.MLP([200, 16, 3], seed=0)
+    fastbp.fit(m, Xm[:256], y[:256], optimizer=fastbp.SGD(m, 0.01), epochs=1,
+               batch_size=64, verbose=0, validation_split=0.25, seed=0)   # compile
+    m = fastbp.MLP([200, 16, 3], seed=0)
+    tracemalloc.start()
+    h = fastbp.fit(m, Xm, y, optimizer=fastbp.SGD(m, 0.01), epochs=1, batch_size=64,
+                   verbose=0, validation_split=0.25, seed=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < X.nbytes // 5, (peak, X.nbytes)
+    assert h["val_loss"][0] is not None and h["val_accuracy"][0] is not None

@@ -142,7 +142,7 @@ class Compiled:
 def epoch_compiled(model, optimizer, X, run, bs, comp, bar, good_params, history,
                     after_step):
     """_epoch_cpu's work in chunks of steps inside one compiled call each."""
-    n = X.shape[0]
+    n = run.order.shape[0]
     while run.pos < n:
         steps_left = (n - run.pos + bs - 1) // bs
         n_steps = min(steps_left, comp.chunk)

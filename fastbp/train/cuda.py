@@ -14,7 +14,7 @@ def epoch_cuda(model, optimizer, Xd, yd, order, bs, has_acc, bar, dev, l2):
 
     from ..kernels import cuda as K
     backend = model.backend
-    n = Xd.shape[0]
+    n = order.shape[0]          # the rows trained on (a subset with validation_split)
     if "idx" not in dev:
         dev["idx"] = cuda.device_array(n, np.int64)
     idx_d = dev["idx"]

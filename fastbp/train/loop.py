@@ -28,21 +28,32 @@ from .state import (
 )
 
 
-def _split(X, y, fraction, rng):
-    n = X.shape[0]
+def _split(n, fraction, rng):
+    """(training rows, validation rows): sorted index arrays of a random split of n rows
+    (indices, so that the data set itself is never copied)."""
     n_val = int(round(n * fraction))
     if n_val < 1 or n_val >= n:
         raise ValueError(f"validation_split={fraction} leaves {n - n_val} training and "
                          f"{n_val} validation samples out of {n}; both need at least one")
     perm = rng.permutation(n)
-    tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
-    return X[tr], y[tr], X[va], y[va]
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _evaluate_rows(model, X, y, rows, chunk=4096):
+    """model.evaluate on the rows `rows` of (X, y), gathered a chunk at a time."""
+    total, correct, acc = 0.0, 0.0, None
+    for i in range(0, len(rows), chunk):
+        idx = rows[i:i + chunk]
+        loss, acc = model.backend.evaluate(np.take(X, idx, axis=0), np.take(y, idx, axis=0))
+        total += loss * len(idx)
+        correct += (acc or 0.0) * len(idx)
+    return total / len(rows), (correct / len(rows) if acc is not None else None)
 
 
 def _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp, buffers,
                good_params, history, after_step):
     """Train from row run.pos of the epoch's order to its end, updating run's sums."""
-    n = X.shape[0]
+    n = run.order.shape[0]
     for start in range(run.pos, n, bs):
         stop = min(start + bs, n)
         lo, hi = dp.shard(start, stop) if dp is not None else (start, stop)
@@ -51,7 +62,7 @@ def _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp, b
             model.grads[...] = 0
             loss = 0.0
         else:
-            if shuffle:
+            if shuffle or run.subset:
                 xb, ybb = buffers.get(m) or buffers.setdefault(
                     m, (np.empty((m,) + X.shape[1:], X.dtype),
                         np.empty((m,) + y.shape[1:], y.dtype)))
@@ -125,13 +136,14 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         y = model.check_y(y, X.shape[0])
         rng = np.random.default_rng(seed)
         X_val = y_val = None
+        rows = val_rows = None          # a validation split: index arrays into X
         if validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
             X_val = model.check_X(validation_data[0], "X_val")
             y_val = model.check_y(validation_data[1], X_val.shape[0])
         elif validation_split > 0:
-            X, y, X_val, y_val = _split(X, y, validation_split, rng)
+            rows, val_rows = _split(X.shape[0], validation_split, rng)
         callbacks = list(callbacks)
         for cb in callbacks:
             if not (callable(cb) or hasattr(cb, "on_epoch_end")):
@@ -139,7 +151,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         schedule = make_schedule(lr_schedule)
         optimizer.lr = schedule.start(optimizer.lr, epochs)
 
-        n = X.shape[0]
+        n = X.shape[0] if rows is None else rows.shape[0]
         bs = min(batch_size, n)
         on_gpu = model.device == "cuda"
         if on_gpu:
@@ -147,6 +159,9 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                 raise ValueError("comm (MPI) and checkpoints are not supported with device='cuda'")
             from numba import cuda
             Xd, yd = cuda.to_device(X), cuda.to_device(y)   # the data set, copied once
+            if val_rows is not None:
+                X_val, y_val = np.take(X, val_rows, axis=0), np.take(y, val_rows, axis=0)
+                val_rows = None
             if X_val is not None:
                 X_val, y_val = cuda.to_device(X_val), cuda.to_device(y_val)
             dev_buffers = {}
@@ -157,7 +172,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         # Gather buffers, one per batch (or shard) size, reused every step: rows of X / y are
         # picked by index, so the data set is never copied or reordered.
         buffers = {}
-        run = Run(n)
+        run = Run(n if rows is None else rows)
         history = History()
         best_params = None
         good_params = model.backend.snapshot()
@@ -237,8 +252,9 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                     "samples_per_s": n / elapsed, "time": elapsed,
                     "samples_seen": history.samples_seen}
             if X_val is not None:
-                evaluate = model.backend.evaluate
-                logs["val_loss"], logs["val_accuracy"] = evaluate(X_val, y_val)
+                logs["val_loss"], logs["val_accuracy"] = model.backend.evaluate(X_val, y_val)
+            elif val_rows is not None:
+                logs["val_loss"], logs["val_accuracy"] = _evaluate_rows(model, X, y, val_rows)
             for key in history.history:
                 history.history[key].append(logs[key])
             model.backend.snapshot(into=good_params)
@@ -253,7 +269,8 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                     bar.write(msg)
                 else:
                     print(msg, flush=True)
-            monitored = logs["val_loss"] if X_val is not None else logs["loss"]
+            validated = X_val is not None or val_rows is not None
+            monitored = logs["val_loss"] if validated else logs["loss"]
             if monitored < run.best_metric - min_delta:
                 run.best_metric, run.bad_epochs, history.best_epoch = monitored, 0, epoch
                 if early_stopping:

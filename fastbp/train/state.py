@@ -120,7 +120,9 @@ class Interrupts:
 class Run:
     """The state of a training run that a checkpoint must carry (see fastbp.checkpoint)."""
 
-    def __init__(self, n):
+    def __init__(self, rows):
+        """rows: the number of rows of the data set to train on, or the array of their
+        indices (a validation split trains on a subset, by index)."""
         self.epoch = 0            # current epoch
         self.pos = 0              # next row of the epoch's order to train on
         self.total_loss = 0.0     # the epoch's sums so far
@@ -129,7 +131,9 @@ class Run:
         self.step = 0             # optimizer steps taken in this run
         self.best_metric = math.inf
         self.bad_epochs = 0
-        self.order = np.arange(n)
+        subset = isinstance(rows, np.ndarray)
+        self.order = rows.astype(np.int64) if subset else np.arange(rows)
+        self.subset = subset      # order is not a permutation of all of X's rows
 
 
 def save_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,
@@ -174,7 +178,7 @@ def load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histor
             f"{model.config()}, {run.order.shape[0]} rows, batch {batch_size}")
     # Everything is checked before anything is restored: compiled code indexes the data
     # with `order` and trusts the shapes, so a damaged file must not get that far.
-    _check_checkpoint(where, meta, arrays, model, run.order.shape[0], rng, schedule, history)
+    _check_checkpoint(where, meta, arrays, model, run.order, rng, schedule, history)
     opt_state = dict(meta["optimizer"])
     opt_state.update({k[4:]: v for k, v in arrays.items() if k.startswith("opt_")})
     try:
@@ -209,10 +213,12 @@ def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _check_checkpoint(where, meta, arrays, model, n, rng, schedule, history):
+def _check_checkpoint(where, meta, arrays, model, rows, rng, schedule, history):
     """ValueError naming the first field of a checkpoint that cannot be this run's."""
     def bad(field, why):
         raise ValueError(f"the {where} is damaged: {field} {why}")
+
+    n = rows.shape[0]
 
     for k, lo, hi in (("epoch", 0, None), ("pos", 0, n), ("correct", 0, None),
                       ("seen", 0, None), ("step", 0, None), ("bad_epochs", 0, None),
@@ -241,8 +247,8 @@ def _check_checkpoint(where, meta, arrays, model, n, rng, schedule, history):
     order = arrays.get("order")
     if order is None or order.shape != (n,) or order.dtype.kind not in "iu":
         bad("order", f"is not {n} integer row indices")
-    if not np.array_equal(np.sort(order), np.arange(n)):
-        bad("order", f"is not a permutation of the {n} rows")
+    if not np.array_equal(np.sort(order), np.sort(rows)):
+        bad("order", f"is not a permutation of the run's {n} rows")
     hist = meta["history"]
     if not isinstance(hist, dict) or set(hist) != set(history.history) or not all(
             isinstance(v, list) and all(x is None or _is_number(x) for x in v)

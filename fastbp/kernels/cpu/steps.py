@@ -347,7 +347,7 @@ def _split_steps(me, data, pos, n_steps, bs, cfg, bufs, hyper, step0, split, ker
     sizes, loss_code, l2 = cfg.sizes, cfg.loss_code, cfg.l2
     n_split, layer_loss, sync = split.n_split, split.layer_loss, split.sync
     L = sizes.shape[0] - 1
-    n = data.X.shape[0]
+    n = data.order.shape[0]   # the epoch's rows (a subset of X with a validation split)
     n_out = sizes[L]
     no = np.bool_(False)
     for q in range(2 * n_steps):
@@ -408,7 +408,7 @@ def run_steps(data_t, pos, n_steps, bs, cfg_t, bufs_t, hyper, step0, parallel, s
     n_split, layer_loss = split.n_split, split.layer_loss
     params, grads = bufs.params, bufs.grads
     L = sizes.shape[0] - 1
-    n = data.X.shape[0]
+    n = data.order.shape[0]   # the epoch's rows (a subset of X with a validation split)
     n_out = sizes[L]
     # runtime values: a literal argument would compile another copy of each callee
     zero, one = np.int64(0), np.int64(1)
