@@ -12,6 +12,7 @@ A model file is an .npz holding:
 import contextlib
 import json
 import os
+import socket
 import tempfile
 import zipfile
 
@@ -20,14 +21,49 @@ import numpy as np
 FORMAT_VERSION = 1
 
 
+def _temp_prefix():
+    return f".tmp-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True             # someone else's process: leave its file alone
+    return True
+
+
+def remove_stale_temps(folder, name):
+    """Delete the temporary files a killed writer of `name` left in folder: those of this
+    host whose process is gone (a live writer's file, or another host's, is kept)."""
+    host = f".tmp-{socket.gethostname()}-"
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.startswith(host) and entry.endswith("-" + name)):
+            continue
+        pid = entry[len(host):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, entry))
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
-    """Open a temporary file beside `path`; on success, fsync and rename it over `path`."""
+    """Open a temporary file beside `path`; on success, fsync and rename it over `path`.
+    The temporary file's name holds this host and process, so that the next write of
+    `path` removes what a killed writer left (remove_stale_temps)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
+    remove_stale_temps(folder, os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(), suffix="-" + os.path.basename(path),
+                               dir=folder)
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -121,3 +121,37 @@ def test_evaluate_rejects_a_batch_size_below_one():
         with pytest.raises(ValueError, match="batch_size must be a positive integer"):
             m.evaluate(X, y, batch_size=bs)
     assert m.evaluate(X, y, batch_size=3)[0] > 0
+
+
+def test_temporary_files_of_a_killed_writer_are_removed(tmp_path):
+    """kill -9 during saves leaves .tmp-* files (they were never cleaned up); the next
+    save of the same file removes those of dead processes on this host, and only those."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+    path = tmp_path / "model.npz"
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import fastbp
+m = fastbp.MLP([2000, 2000, 10], seed=0)
+print("ready", flush=True)
+while True:
+    m.save({str(path)!r})
+"""], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    for _ in range(200):       # until a temporary file exists, then kill -9 mid-write
+        if any(p.name.startswith(".tmp-") for p in tmp_path.iterdir()):
+            break
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    host = socket.gethostname()
+    live = tmp_path / f".tmp-{host}-{os.getpid()}-abc-model.npz"      # a writer still running
+    other = tmp_path / f".tmp-elsewhere-{child.pid}-abc-model.npz"     # another host's
+    live.write_bytes(b"x")
+    other.write_bytes(b"x")
+    assert any(p.name.startswith(f".tmp-{host}-{child.pid}-") for p in tmp_path.iterdir())
+    fastbp.MLP([3, 2], seed=0).save(path)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-"))
+    assert left == sorted([live.name, other.name])
