@@ -6,7 +6,14 @@ shard of the batch; the flat gradient buffer, scaled by shard/batch size, is sum
 one in-place Allreduce, so every rank ends the step with the batch-mean gradient and takes
 the same optimizer step.  Parameters are broadcast from rank 0 at the start.  A rank that
 raises aborts the communicator so that the other ranks do not wait forever.
+
+Before the first collective of a run, the ranks agree (``agree``): one allgather of each
+rank's validation outcome and a fingerprint of its run (model, optimizer, data shapes and
+a sample hash, options, seed).  A rank whose input failed validation, or a disagreement,
+makes every rank raise the same error instead of leaving the others waiting; a seed of
+None becomes rank 0's draw, so every rank shuffles alike.
 """
+import hashlib
 import sys
 import time
 
@@ -21,6 +28,44 @@ def world():
         raise ImportError("distributed training needs mpi4py and an MPI library: "
                           f"pip install 'fastbp[mpi]' mpich ({exc})") from None
     return MPI.COMM_WORLD
+
+
+def data_digest(X, y, rows=1024):
+    """A short hash of up to `rows` evenly spaced rows of X and of all of y: different data
+    on two ranks shows as different digests (without reading all of a large X)."""
+    h = hashlib.blake2b(digest_size=12)
+    step = max(1, X.shape[0] // rows)
+    h.update(np.ascontiguousarray(X[::step]).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()
+
+
+def agree(comm, failure, fields):
+    """Every rank's first collective of a run.  failure: the exception this rank's
+    validation raised, or None; fields: a dict of what must be equal on every rank, whose
+    "seed" entry, if None, is replaced by rank 0's fresh draw.  Raises on every rank when
+    any rank failed (that rank re-raises its own error) or when the fields differ; returns
+    the fields (with the shared seed)."""
+    mine = dict(fields or {})
+    proposal = int(np.random.SeedSequence().entropy % (2**31))
+    everyone = comm.allgather(
+        (None if failure is None else f"{type(failure).__name__}: {failure}", mine, proposal))
+    if failure is not None:
+        raise failure
+    for r, (err, _, _) in enumerate(everyone):
+        if err is not None:
+            raise ValueError(f"MPI rank {r} failed before training: {err}")
+    ref = everyone[0][1]
+    for r, (_, theirs, _) in enumerate(everyone[1:], 1):
+        diff = sorted(k for k in set(ref) | set(theirs) if ref.get(k) != theirs.get(k))
+        if diff:
+            raise ValueError(
+                f"MPI ranks disagree on {', '.join(diff)} (rank 0: "
+                f"{[ref.get(k) for k in diff]}, rank {r}: {[theirs.get(k) for k in diff]}); "
+                "every rank must call fit with the same model, data and options")
+    if mine.get("seed", 0) is None:
+        mine["seed"] = everyone[0][2]
+    return mine
 
 
 class DataParallel:

@@ -136,14 +136,22 @@ class _BaseMLP(BaseEstimator):
         self.t_ = 0
         self.n_iter_ = 0
 
-    def _train(self, X, Y, incremental, comm=None):
+    def _agreement(self, comm):
+        """A context for fit's input validation: without MPI, the seed of random_state;
+        with it, every rank's validation outcome and inputs are agreed on when the block
+        ends (distributed.agree), so that one rank's bad input raises on every rank
+        instead of leaving them waiting, and random_state=None becomes one seed for all."""
+        return _Agreement(self, comm)
+
+    def _train(self, X, Y, incremental, comm=None, seed=None):
         hidden = self._validate_hyperparameters()
         first = not (incremental or self.warm_start) or not hasattr(self, "_model")
         n, n_features = X.shape
         if not first and self._model.n_features != n_features:
             raise ValueError(f"X has {n_features} features, but this model was fitted with "
                              f"{self._model.n_features}")
-        seed = self._seed()
+        if seed is None:
+            seed = self._seed()
         if first:
             self._build(n_features, Y.shape[1] if Y.ndim == 2 else self._n_outputs_1d(), hidden, seed)
         model, opt = self._model, self._optimizer
@@ -258,6 +266,33 @@ class _BaseMLP(BaseEstimator):
         return self._model.forward(X)
 
 
+class _Agreement:
+    """See _BaseMLP._agreement."""
+
+    def __init__(self, est, comm):
+        self.est, self.comm, self.fields, self.seed = est, comm, None, None
+
+    def inputs(self, X, Y):
+        if self.comm is not None:
+            from .distributed import data_digest
+            params = {k: v for k, v in self.est.get_params().items()
+                      if k != "random_state" and isinstance(v, (bool, int, float, str, tuple))}
+            self.fields = {"X": [list(X.shape), str(X.dtype)], "data": data_digest(X, Y),
+                           "params": params, "seed": self.est._seed()}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if self.comm is None:
+            return False
+        if exc is not None and not isinstance(exc, Exception):
+            return False                          # KeyboardInterrupt and the like
+        from .distributed import agree
+        self.seed = agree(self.comm, exc, self.fields)["seed"]
+        return False
+
+
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier (scikit-learn API) trained by fastbp.
 
@@ -317,10 +352,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         comm: an MPI communicator for data-parallel training (every rank calls fit with the
         same data and random_state; see fastbp.distributed)."""
         warm = self.warm_start and hasattr(self, "_model")
-        X, Y = self._prepare(X, y, reset=not warm)
-        if Y.ndim == 1 and self._loss_name == "binary_cross_entropy":
-            Y = Y.reshape(-1, 1)
-        return self._train(X, Y, incremental=False, comm=comm)
+        with self._agreement(comm) as agreed:
+            X, Y = self._prepare(X, y, reset=not warm)
+            if Y.ndim == 1 and self._loss_name == "binary_cross_entropy":
+                Y = Y.reshape(-1, 1)
+            agreed.inputs(X, Y)
+        return self._train(X, Y, incremental=False, comm=comm, seed=agreed.seed)
 
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y).  `classes` (all labels) is required on the first call."""
@@ -398,8 +435,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         comm: an MPI communicator for data-parallel training (see MLPClassifier.fit)."""
         warm = self.warm_start and hasattr(self, "_model")
-        X, Y = self._prepare(X, y, reset=not warm)
-        return self._train(X, Y, incremental=False, comm=comm)
+        with self._agreement(comm) as agreed:
+            X, Y = self._prepare(X, y, reset=not warm)
+            agreed.inputs(X, Y)
+        return self._train(X, Y, incremental=False, comm=comm, seed=agreed.seed)
 
     def partial_fit(self, X, y):
         """One epoch over (X, y)."""

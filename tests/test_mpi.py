@@ -86,3 +86,45 @@ def test_cli_distributed_train(tmp_path):
     assert r.stdout.count("test accuracy") == 1 and "2 MPI ranks" in r.stdout
     assert (out / "model.npz").exists() and (out / "curves.png").exists()
     assert json.loads((out / "summary.json").read_text())["test_accuracy"] > 0.9
+
+
+FAIL_CHILD = os.path.join(HERE, "helpers", "mpi_fail_child.py")
+
+
+def run_agreement(mode):
+    try:
+        r = mpirun(2, FAIL_CHILD, mode, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{mode}: the job hung")
+    # the launcher may join the ranks' lines: find each rank's outcome in the text
+    import re
+    return r, sorted(re.findall(r"rank (\d): (ValueError|same|different)", r.stdout))
+
+
+@pytest.mark.parametrize("mode,words", [
+    ("bad_label", "label 99"), ("nan", "NaN"), ("hidden", "model"), ("epochs", "epochs"),
+    ("rows", "X"), ("estimator_nan", "NaN")])
+def test_one_rank_with_other_input_raises_on_every_rank(mode, words):
+    """A label out of range, NaN, another hidden size, epochs or data on one rank: every
+    rank raises the same error within seconds (the job hung: the others waited in the
+    first collective)."""
+    r, lines = run_agreement(mode)
+    assert lines == [("0", "ValueError"), ("1", "ValueError")], (r.stdout, r.stderr[-1500:])
+    assert words in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("mode", ["callback", "interrupt"])
+def test_a_rank_failing_mid_run_aborts_the_job(mode):
+    """A callback raising, or Ctrl-C, on one rank in the middle of training: the job is
+    aborted (it hung)."""
+    r, lines = run_agreement(mode)
+    assert r.returncode != 0 and "aborting all ranks" in r.stderr, r.stderr[-1500:]
+
+
+@pytest.mark.parametrize("mode", ["seed_none", "estimator_none"])
+def test_seed_none_is_one_seed_for_all_ranks(mode):
+    """seed=None (fit) or random_state=None (an estimator with early stopping): every rank
+    shuffles and splits alike and ends with the same weights (ranks diverged, and the
+    estimators' early stopping hung)."""
+    r, lines = run_agreement(mode)
+    assert lines == [("0", "same"), ("1", "same")], (r.stdout, r.stderr[-1500:])

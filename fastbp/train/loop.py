@@ -116,40 +116,67 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     of exactly that state; a second Ctrl-C raises KeyboardInterrupt at once.
     """
     # Ctrl-C from here on stops the run at the next step boundary (state.Interrupts)
-    interrupts = Interrupts().start()
+    # (with MPI, Ctrl-C aborts the job instead: ranks would stop at different steps)
+    interrupts = Interrupts().start() if comm is None else Interrupts()
     try:
-        batch_size = check_positive_int(batch_size, "batch_size")
-        epochs = check_positive_int(epochs, "epochs") if epochs != 0 else 0
-        patience = check_positive_int(patience, "patience")
-        validation_split = check_float(validation_split, "validation_split", 0.0, 1.0)
-        l2 = check_float(l2, "l2", 0.0)
-        if checkpoint_every is not None:
-            checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-            if checkpoint_dir is None:
-                raise ValueError("checkpoint_every needs checkpoint_dir")
-        if resume and checkpoint_dir is None:
-            raise ValueError("resume=True needs checkpoint_dir")
-        if getattr(optimizer, "model", None) is not model:
-            raise ValueError("optimizer was built for a different model; "
-                             "create it with the model being trained")
-        X = model.check_X(X)
-        y = model.check_y(y, X.shape[0])
+        # With MPI, every rank validates its inputs, then all agree (distributed.agree)
+        # before the first collective: a rank that raised alone left the others waiting.
+        failure = None
+        try:
+            batch_size = check_positive_int(batch_size, "batch_size")
+            epochs = check_positive_int(epochs, "epochs") if epochs != 0 else 0
+            patience = check_positive_int(patience, "patience")
+            validation_split = check_float(validation_split, "validation_split", 0.0, 1.0)
+            l2 = check_float(l2, "l2", 0.0)
+            if checkpoint_every is not None:
+                checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+                if checkpoint_dir is None:
+                    raise ValueError("checkpoint_every needs checkpoint_dir")
+            if resume and checkpoint_dir is None:
+                raise ValueError("resume=True needs checkpoint_dir")
+            if getattr(optimizer, "model", None) is not model:
+                raise ValueError("optimizer was built for a different model; "
+                                 "create it with the model being trained")
+            X = model.check_X(X)
+            y = model.check_y(y, X.shape[0])
+            X_val = y_val = None
+            rows = val_rows = None          # a validation split: index arrays into X
+            if validation_data is not None:
+                if len(validation_data) != 2:
+                    raise ValueError("validation_data must be a pair (X_val, y_val)")
+                X_val = model.check_X(validation_data[0], "X_val")
+                y_val = model.check_y(validation_data[1], X_val.shape[0])
+            callbacks = list(callbacks)
+            for cb in callbacks:
+                if not (callable(cb) or hasattr(cb, "on_epoch_end")):
+                    raise TypeError(f"callback {cb!r} has no on_epoch_end and is not callable")
+            schedule = make_schedule(lr_schedule)
+            optimizer.lr = schedule.start(optimizer.lr, epochs)
+            if comm is not None:
+                from ..distributed import data_digest
+                fields = {
+                    "model": model.config(), "optimizer": type(optimizer).__name__,
+                    "hyper-parameters": {k: v for k, v in vars(optimizer).items()
+                                         if isinstance(v, (bool, int, float, str))},
+                    "X": [list(X.shape), str(X.dtype)], "y": [list(y.shape), str(y.dtype)],
+                    "data": data_digest(X, y), "batch_size": batch_size, "epochs": epochs,
+                    "shuffle": bool(shuffle), "validation_split": validation_split,
+                    "validation_data": None if X_val is None else [list(X_val.shape),
+                                                                   data_digest(X_val, y_val)],
+                    "l2": l2, "early_stopping": bool(early_stopping), "patience": patience,
+                    "min_delta": min_delta, "lr_schedule": type(schedule).__name__,
+                    "resume": bool(resume),
+                    "checkpoint_every": checkpoint_every, "seed": seed}
+        except Exception as exc:
+            if comm is None:
+                raise
+            failure, fields = exc, None
+        if comm is not None:
+            from ..distributed import agree
+            seed = agree(comm, failure, fields)["seed"]
         rng = np.random.default_rng(seed)
-        X_val = y_val = None
-        rows = val_rows = None          # a validation split: index arrays into X
-        if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
-            X_val = model.check_X(validation_data[0], "X_val")
-            y_val = model.check_y(validation_data[1], X_val.shape[0])
-        elif validation_split > 0:
+        if validation_data is None and validation_split > 0:
             rows, val_rows = _split(X.shape[0], validation_split, rng)
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not (callable(cb) or hasattr(cb, "on_epoch_end")):
-                raise TypeError(f"callback {cb!r} has no on_epoch_end and is not callable")
-        schedule = make_schedule(lr_schedule)
-        optimizer.lr = schedule.start(optimizer.lr, epochs)
 
         n = X.shape[0] if rows is None else rows.shape[0]
         bs = min(batch_size, n)
@@ -204,92 +231,101 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         bar = progress(verbose, n * (epochs - run.epoch))
         if interrupts.requested:            # Ctrl-C while setting up: no step taken
             history.interrupted = True
-        while run.epoch < epochs and not history.interrupted:
-            epoch = run.epoch
-            t0 = time.perf_counter()
-            if not resuming:
-                if shuffle:
-                    rng.shuffle(run.order)
-                run.pos, run.total_loss, run.correct, run.seen = 0, 0.0, 0, 0
-            resuming = False
-            if bar is not None:
-                bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
-            seen_before = run.seen
-            try:
-                if on_gpu:
-                    run.total_loss, run.correct = epoch_cuda(model, optimizer, Xd, yd, run.order,
-                                                              bs, has_acc, bar, dev_buffers, l2)
-                    run.seen = run.pos = n
-                    if not math.isfinite(run.total_loss):
-                        raise diverged(model, good_params, history, run.total_loss / n,
-                                        f"in epoch {epoch + 1}")
-                elif compiled is not None:
-                    epoch_compiled(model, optimizer, X, run, bs, compiled, bar, good_params,
-                                    history, after_step)
-                else:
-                    _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp,
-                               buffers, good_params, history, after_step)
-            except KeyboardInterrupt:
-                history.interrupted = True
-                history.samples_seen += run.seen - seen_before
-                checkpoint_now()
-                break
-            except Exception as exc:
-                if dp is not None:
-                    dp.abort(exc)
-                raise
-            history.samples_seen += run.seen - seen_before
-            if not model.backend.params_finite():   # the loss can stay finite when they are not
-                raise diverged(model, good_params, history, None, f"in epoch {epoch + 1}",
-                               "the weights became NaN or infinite")
-            total_loss, correct = run.total_loss, run.correct
-            if dp is not None:
-                total_loss, correct = dp.sum([total_loss, correct])
-            elapsed = time.perf_counter() - t0
-            logs = {"epoch": epoch, "loss": total_loss / n,
-                    "accuracy": correct / n if has_acc else None,
-                    "val_loss": None, "val_accuracy": None, "lr": optimizer.lr,
-                    "samples_per_s": n / elapsed, "time": elapsed,
-                    "samples_seen": history.samples_seen}
-            if X_val is not None:
-                logs["val_loss"], logs["val_accuracy"] = model.backend.evaluate(X_val, y_val)
-            elif val_rows is not None:
-                logs["val_loss"], logs["val_accuracy"] = _evaluate_rows(model, X, y, val_rows)
-            for key in history.history:
-                history.history[key].append(logs[key])
-            model.backend.snapshot(into=good_params)
-            if verbose >= 2 or (verbose >= 1 and bar is None):
-                msg = f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}"
-                if has_acc:
-                    msg += f", accuracy {logs['accuracy']:.4f}"
-                if logs["val_loss"] is not None:
-                    msg += f", val_loss {logs['val_loss']:.4f}"
-                msg += f", {logs['samples_per_s']:.3g} samples/s"
+        try:
+            while run.epoch < epochs and not history.interrupted:
+                epoch = run.epoch
+                t0 = time.perf_counter()
+                if not resuming:
+                    if shuffle:
+                        rng.shuffle(run.order)
+                    run.pos, run.total_loss, run.correct, run.seen = 0, 0.0, 0, 0
+                resuming = False
                 if bar is not None:
-                    bar.write(msg)
+                    bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
+                seen_before = run.seen
+                try:
+                    if on_gpu:
+                        run.total_loss, run.correct = epoch_cuda(
+                            model, optimizer, Xd, yd, run.order, bs, has_acc, bar, dev_buffers,
+                            l2)
+                        run.seen = run.pos = n
+                        if not math.isfinite(run.total_loss):
+                            raise diverged(model, good_params, history, run.total_loss / n,
+                                            f"in epoch {epoch + 1}")
+                    elif compiled is not None:
+                        epoch_compiled(model, optimizer, X, run, bs, compiled, bar, good_params,
+                                        history, after_step)
+                    else:
+                        _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp,
+                                   buffers, good_params, history, after_step)
+                except KeyboardInterrupt as exc:
+                    if dp is not None:
+                        dp.abort(exc)
+                    history.interrupted = True
+                    history.samples_seen += run.seen - seen_before
+                    checkpoint_now()
+                    break
+                except Exception as exc:
+                    if dp is not None:
+                        dp.abort(exc)
+                    raise
+                history.samples_seen += run.seen - seen_before
+                # the loss can stay finite when the weights are not
+                if not model.backend.params_finite():
+                    raise diverged(model, good_params, history, None, f"in epoch {epoch + 1}",
+                                   "the weights became NaN or infinite")
+                total_loss, correct = run.total_loss, run.correct
+                if dp is not None:
+                    total_loss, correct = dp.sum([total_loss, correct])
+                elapsed = time.perf_counter() - t0
+                logs = {"epoch": epoch, "loss": total_loss / n,
+                        "accuracy": correct / n if has_acc else None,
+                        "val_loss": None, "val_accuracy": None, "lr": optimizer.lr,
+                        "samples_per_s": n / elapsed, "time": elapsed,
+                        "samples_seen": history.samples_seen}
+                if X_val is not None:
+                    logs["val_loss"], logs["val_accuracy"] = model.backend.evaluate(X_val, y_val)
+                elif val_rows is not None:
+                    logs["val_loss"], logs["val_accuracy"] = _evaluate_rows(model, X, y, val_rows)
+                for key in history.history:
+                    history.history[key].append(logs[key])
+                model.backend.snapshot(into=good_params)
+                if verbose >= 2 or (verbose >= 1 and bar is None):
+                    msg = f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}"
+                    if has_acc:
+                        msg += f", accuracy {logs['accuracy']:.4f}"
+                    if logs["val_loss"] is not None:
+                        msg += f", val_loss {logs['val_loss']:.4f}"
+                    msg += f", {logs['samples_per_s']:.3g} samples/s"
+                    if bar is not None:
+                        bar.write(msg)
+                    else:
+                        print(msg, flush=True)
+                validated = X_val is not None or val_rows is not None
+                monitored = logs["val_loss"] if validated else logs["loss"]
+                if monitored < run.best_metric - min_delta:
+                    run.best_metric, run.bad_epochs, history.best_epoch = monitored, 0, epoch
+                    if early_stopping:
+                        best_params = model.backend.snapshot(into=best_params)
                 else:
-                    print(msg, flush=True)
-            validated = X_val is not None or val_rows is not None
-            monitored = logs["val_loss"] if validated else logs["loss"]
-            if monitored < run.best_metric - min_delta:
-                run.best_metric, run.bad_epochs, history.best_epoch = monitored, 0, epoch
-                if early_stopping:
-                    best_params = model.backend.snapshot(into=best_params)
-            else:
-                run.bad_epochs += 1
-            optimizer.lr = schedule.on_epoch_end(epoch, logs)
-            stop = False
-            for cb in callbacks:
-                fn = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
-                stop = bool(fn(epoch, logs)) or stop
-            if early_stopping and run.bad_epochs >= patience:
-                history.stopped_early = True
-                stop = True
-            run.epoch += 1
-            run.pos = 0
-            checkpoint_now()
-            if stop:
-                break
+                    run.bad_epochs += 1
+                optimizer.lr = schedule.on_epoch_end(epoch, logs)
+                stop = False
+                for cb in callbacks:
+                    fn = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
+                    stop = bool(fn(epoch, logs)) or stop
+                if early_stopping and run.bad_epochs >= patience:
+                    history.stopped_early = True
+                    stop = True
+                run.epoch += 1
+                run.pos = 0
+                checkpoint_now()
+                if stop:
+                    break
+        except BaseException as exc:
+            if dp is not None and not isinstance(exc, SystemExit):
+                dp.abort(exc)   # a callback, a validation pass, Ctrl-C: end the job
+            raise
         if bar is not None:
             bar.close()
         if early_stopping and best_params is not None:
