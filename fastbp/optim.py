@@ -46,6 +46,8 @@ def _buffer(name):
 class Optimizer:
     """Base class.  `lr` may be changed between steps (learning-rate schedules do)."""
 
+    _NON_NEGATIVE = ()    # state buffers that hold squares (Adam's second moment)
+
     def __init__(self, model, lr):
         if not hasattr(model, "params") or not hasattr(model, "grads"):
             raise TypeError(
@@ -121,6 +123,8 @@ class Optimizer:
                                  f"expected {cur.dtype}")
             if not np.all(np.isfinite(v)):
                 raise ValueError(f"optimizer state {k!r} holds NaN or infinite values")
+            if k in self._NON_NEGATIVE and np.any(np.asarray(v) < 0):
+                raise ValueError(f"optimizer state {k!r} holds negative values")
         for k, v in checked.items():
             setattr(self, k, v)
         for k, cur in self._buffers.items():
@@ -167,6 +171,7 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba) with L2 weight decay added to the gradient, as torch.optim.Adam."""
 
     decoupled = False
+    _NON_NEGATIVE = ("exp_avg_sq",)
     exp_avg = _buffer("exp_avg")
     exp_avg_sq = _buffer("exp_avg_sq")
 

@@ -219,6 +219,8 @@ def _check_checkpoint(where, meta, arrays, model, rows, rng, schedule, history):
         raise ValueError(f"the {where} is damaged: {field} {why}")
 
     n = rows.shape[0]
+    if not isinstance(meta["optimizer"], dict):
+        bad("optimizer", f"is {meta['optimizer']!r}, not the optimizer's settings")
 
     for k, lo, hi in (("epoch", 0, None), ("pos", 0, n), ("correct", 0, None),
                       ("seen", 0, None), ("step", 0, None), ("bad_epochs", 0, None),

@@ -77,4 +77,38 @@ for name, edit in EDITS.items():
         print(f"{name} accepted", flush=True)
     except ValueError as exc:
         print(f"{name} refused {str(exc).splitlines()[0]}", flush=True)
+# Random edits: a random field gets a random value of a random kind.  Refused or
+# trained, never a crash (the child's exit code shows one).
+GARBAGE = [lambda r: int(r.integers(-10**12, 10**12)), lambda r: float(r.standard_normal()),
+           lambda r: None, lambda r: "x", lambda r: [1, 2], lambda r: {"a": 1},
+           lambda r: float("nan"), lambda r: True, lambda r: 0, lambda r: -1]
+n_random = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+for t in range(n_random):
+    arrays = {k: np.array(v) for k, v in base.items() if k != "meta"}
+    meta = json.loads(json.dumps(meta0))
+    if rng.random() < 0.5:
+        key = str(rng.choice(sorted(k for k in meta if k != "version")))
+        meta[key] = GARBAGE[int(rng.integers(len(GARBAGE)))](rng)
+    else:
+        key = str(rng.choice(sorted(arrays)))
+        a = arrays[key]
+        choice = int(rng.integers(4))
+        if choice == 0 and a.size:                      # one element changed
+            a.flat[int(rng.integers(a.size))] = rng.integers(-10**9, 10**9)
+        elif choice == 1:                               # truncated
+            arrays[key] = a[:int(rng.integers(0, max(a.size, 1)))]
+        elif choice == 2:                               # another dtype
+            arrays[key] = a.astype(rng.choice([np.float64, np.int32, np.float32]))
+        else:                                           # gone
+            arrays.pop(key)
+    d = root / f"random{t}"
+    d.mkdir()
+    np.savez(d / "checkpoint.npz", meta=np.array(json.dumps(meta)), **arrays)
+    try:
+        run(d)
+        print(f"random {key} trained", flush=True)
+    except fastbp.TrainingDiverged:     # a valid but absurd value (a weight of 1e9)
+        print(f"random {key} trained and diverged", flush=True)
+    except ValueError as exc:
+        print(f"random {key} refused {str(exc).splitlines()[0]}", flush=True)
 print("done", flush=True)
