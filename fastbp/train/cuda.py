@@ -29,7 +29,7 @@ def epoch_cuda(model, optimizer, Xd, yd, order, bs, has_acc, bar, dev, l2):
             gathers = []
             K.gather_rows(Xd, idx_d, xb, plan=gathers)
             if yd.ndim == 1:
-                K.gather_rows(yd.reshape(n, 1), idx_d, ybb.reshape(m, 1), plan=gathers)
+                K.gather_rows(yd.reshape(yd.shape[0], 1), idx_d, ybb.reshape(m, 1), plan=gathers)
             else:
                 K.gather_rows(yd, idx_d, ybb, plan=gathers)
             dev[m] = [xb, ybb, gathers, None]
