@@ -23,6 +23,15 @@ from .layout import Layout
 LOSSES = codes.LOSSES
 
 
+def _check_blas_available():
+    """matmul="blas" compiles np.dot inside Numba, which takes its BLAS from SciPy: without
+    SciPy it failed deep in the first compile with Numba's "scipy 0.16+ is required"."""
+    import importlib.util
+    if importlib.util.find_spec("scipy") is None:
+        raise ImportError('matmul="blas" needs SciPy (Numba takes np.dot\'s BLAS from it): '
+                          "pip install scipy, or leave matmul at its default, \"own\"")
+
+
 class MLP:
     """Multi-layer perceptron trained by backpropagation on fastbp's kernels.
 
@@ -56,6 +65,8 @@ class MLP:
             raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
         if matmul not in ("own", "blas"):
             raise ValueError(f"matmul must be 'own' or 'blas', got {matmul!r}")
+        if matmul == "blas":
+            _check_blas_available()
         self.matmul = matmul
         self.activation = activation
         entry = codes.activation(activation)

@@ -110,3 +110,15 @@ def test_adam_kernel_rejects_a_step_or_betas_that_make_every_parameter_nan():
     assert np.all(p == 1.0) and np.all(m == 0.0)
     K.adam_update(p, g, m, v, 1)
     assert np.all(np.isfinite(p)) and np.all(p < 1.0)
+
+
+def test_matmul_blas_without_scipy_is_a_clear_error(monkeypatch):
+    """matmul="blas" needs SciPy inside Numba's np.dot; without it the first compile failed
+    with Numba's "scipy 0.16+ is required for linear algebra" (issue 33)."""
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "scipy" else real(name, *a))
+    with pytest.raises(ImportError, match="pip install scipy"):
+        fastbp.MLP([3, 4, 2], matmul="blas")
+    fastbp.MLP([3, 4, 2])          # the default needs nothing more
