@@ -14,6 +14,7 @@ name.  The learnt state is plain JSON (`to_json` / `from_json`): model files sta
 """
 import csv
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,6 +69,18 @@ def _is_number(text):
         return False
 
 
+_DECIMAL_COMMA = re.compile(r"^([+-]?\d+),(\d+)$")
+
+
+def _delimiter(sample):
+    """The field separator of a CSV sample: comma, semicolon, tab or bar (csv.Sniffer's
+    guess among those; a comma when it cannot tell)."""
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
 def _looks_like_header(first, rest):
     """csv.Sniffer's idea: the first row is a header when, in some column, it is text above
     numbers; or when every field is text that never appears again in its column."""
@@ -93,14 +106,19 @@ def read_table(path, header=None, known_names=()):
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npz":
         return _read_npz(path)
-    if ext not in (".csv", ".txt"):
+    if ext not in (".csv", ".tsv", ".txt"):
         raise ValueError(f"unsupported file type {ext!r} for {path!r}; use .npz or .csv")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(f), 1)
+            delimiter = _delimiter(f.read(1 << 16))
+            f.seek(0)
+            rows = [(n, [c.strip() for c in r])
+                    for n, r in enumerate(csv.reader(f, delimiter=delimiter), 1)
                     if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"cannot read {path!r}: {exc}") from exc
+    if delimiter == ";":      # the European layout: decimal commas in the numbers
+        rows = [(n, [_DECIMAL_COMMA.sub(r"\1.\2", c) for c in r]) for n, r in rows]
     if not rows:
         raise ValueError(f"{path!r} is empty")
     width = len(rows[0][1])

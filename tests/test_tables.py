@@ -282,3 +282,22 @@ def test_corrupt_preprocessing_record_is_one_line(numeric_model, tmp_path, capsy
         x = write_csv(tmp_path / "x.csv", ["age", "income", "score"], [[30, 40.0, 0.1]])
         rc, _, err = run(["predict", str(tmp_path / "bad.npz"), x], capsys)
         assert rc == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("sep,decimal,ext", [(";", ",", "csv"), ("\t", ".", "tsv"),
+                                             ("|", ".", "csv")])
+def test_other_separators_are_detected(tmp_path, capsys, sep, decimal, ext):
+    """Semicolon (with decimal commas), tab and bar separated files read as the comma ones
+    (a semicolon file failed: 'line 2: 2 fields, expected 1')."""
+    age, income, score, city, label = people(200, seed=13)
+    rows = [[a, f"{i:.2f}".replace(".", decimal), f"{s:.3f}".replace(".", decimal), c, t]
+            for a, i, s, c, t in zip(age, income, score, city, label)]
+    other = tmp_path / f"t.{ext}"
+    other.write_text("\n".join([sep.join(["age", "income", "score", "city", "label"])]
+                               + [sep.join(map(str, r)) for r in rows]) + "\n")
+    plain = write_csv(tmp_path / "p.csv", ["age", "income", "score", "city", "label"],
+                      [[a, f"{i:.2f}", f"{s:.3f}", c, t]
+                       for a, i, s, c, t in zip(age, income, score, city, label)])
+    from fastbp.data import read_table
+    a, b = read_table(other), read_table(plain)
+    assert a.names == b.names and a.columns == b.columns
