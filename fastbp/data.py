@@ -194,6 +194,19 @@ def _numbers(values):
     return out, None
 
 
+def _numeric_column(table, name, col):
+    """The column's numbers (float64, NaN where missing), or a ValueError naming the first
+    cell that is not a number, or infinite, by column and line."""
+    x, bad = _numbers(col)
+    if bad is not None:
+        raise ValueError(f"{table.path!r} {table.where(bad)}, column {name!r}: "
+                         f"{_text(col)[bad]!r} is not a number")
+    if np.any(np.isinf(x)):
+        i = int(np.flatnonzero(np.isinf(x))[0])
+        raise ValueError(f"{table.path!r} {table.where(i)}, column {name!r}: infinite value")
+    return x
+
+
 def _text(values):
     if isinstance(values, np.ndarray):
         return [str(v) for v in values]
@@ -272,14 +285,14 @@ class Preprocessing:
         for name, col in zip(table.names, table.columns):
             if name == target:
                 continue
-            x, bad = _numbers(col)
-            if bad is not None:
+            try:
+                x = _numeric_column(table, name, col)
+            except ValueError:
                 text = _text(col)
                 n_num = sum(_is_number(v) for v in text if v not in MISSING)
                 n_val = sum(v not in MISSING for v in text)
                 if 2 * n_num >= n_val:       # mostly numbers: the text is a typo
-                    raise ValueError(f"{table.path!r} {table.where(bad)}, column {name!r}: "
-                                     f"{text[bad]!r} is not a number")
+                    raise
                 seen = [text[i] for i in rows if text[i] not in MISSING]
                 cats, counts = np.unique(seen, return_counts=True) if seen else ([], [])
                 cats = [str(c) for c in cats]
@@ -291,10 +304,6 @@ class Preprocessing:
                              + (f"; {n_missing} missing values take the most frequent, "
                                 f"{fill!r}" if n_missing else ""))
                 continue
-            if np.any(np.isinf(x)):
-                i = int(np.flatnonzero(np.isinf(x))[0])
-                raise ValueError(f"{table.path!r} {table.where(i)}, column {name!r}: "
-                                 "infinite value")
             tr = x[rows]
             n_missing = int(np.isnan(tr).sum())
             fill = float(np.nanmedian(tr)) if n_missing < len(tr) else 0.0
@@ -363,14 +372,7 @@ class Preprocessing:
         for f, col in zip(self.features, columns):
             name = f["name"]
             if f["kind"] == "numeric":
-                x, bad = _numbers(col)
-                if bad is not None:
-                    raise ValueError(f"{table.path!r} {table.where(bad)}, column {name!r}: "
-                                     f"{_text(col)[bad]!r} is not a number")
-                if np.any(np.isinf(x)):
-                    i = int(np.flatnonzero(np.isinf(x))[0])
-                    raise ValueError(f"{table.path!r} {table.where(i)}, column {name!r}: "
-                                     "infinite value")
+                x = _numeric_column(table, name, col)
                 n_missing = int(np.isnan(x).sum())
                 if n_missing:
                     notes.append(f"column {name!r}: {n_missing} missing values take the "

@@ -51,7 +51,7 @@ from .activations import (
 from .linking import (
     as_writable,
     assume_c,
-    function_at,
+    function_at_typed,
     jit_address,
     num_threads,
     reshape_c,
@@ -414,6 +414,15 @@ def column_chunk_signature(f):
     return types.none(i, i, b, a_op, b_op, mat, epilogue_type(f), i)
 
 
+def gemm_signature(f):
+    """The one signature gemm (and gemm_blas, which shares its contract) is compiled for
+    and called through by address, given the numba float type f."""
+    mat, vec = types.Array(f, 2, "C"), types.Array(f, 1, "C")
+    b, i = types.boolean, types.int64
+    #                 A    ta B    tb C    epi               rowsum apack bpack parallel chunk
+    return types.none(mat, b, mat, b, mat, epilogue_type(f), vec, vec, vec, b, i)
+
+
 def epilogue_signature(f):
     """The signature of _epilogue and _epilogue_piecewise_linear, given the float type f."""
     i = types.int64
@@ -421,26 +430,16 @@ def epilogue_signature(f):
     return types.none(types.Array(f, 2, "C"), i, i, i, i, epilogue_type(f))
 
 
-def _function_at_typed(signature, addr, C):
-    """An intrinsic's (typing, codegen): the first-class function of `signature` whose
-    entry is at addr (C only carries the dtype)."""
-    fnty = types.FunctionType(signature)
-
-    def codegen(context, builder, sig, args):
-        return function_at(context, builder, fnty, args[0])
-    return fnty(addr, C), codegen
-
-
 @intrinsic
 def _column_chunk_at(typingctx, addr, C):
     """The compiled _column_chunk for C's dtype at addr (from column_chunk_address)."""
-    return _function_at_typed(column_chunk_signature(C.dtype), addr, C)
+    return function_at_typed(column_chunk_signature(C.dtype), addr, C)
 
 
 @intrinsic
 def _epilogue_at(typingctx, addr, C):
     """The compiled epilogue for C's dtype at addr (from column_chunk_address)."""
-    return _function_at_typed(epilogue_signature(C.dtype), addr, C)
+    return function_at_typed(epilogue_signature(C.dtype), addr, C)
 
 
 @intrinsic

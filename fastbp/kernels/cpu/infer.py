@@ -23,7 +23,7 @@ from numba.extending import intrinsic
 
 from . import gemm as gemm_mod
 from .gemm import EPI_BIAS_ACT
-from .linking import as_writable, function_at, jit_address, reshape_c
+from .linking import as_writable, function_at, function_at_typed, jit_address, reshape_c
 from .activations import sigmoid_scalar
 from .losses import softmax_rows
 
@@ -44,21 +44,10 @@ def tile_rows(n_rows, widest_input):
     return min(n_rows, tile)
 
 
-def gemm_signature(f):
-    """The signature gemm (or gemm_blas) is called through here: the training step's."""
-    mat, vec = types.Array(f, 2, "C"), types.Array(f, 1, "C")
-    b, i = types.boolean, types.int64
-    return types.none(mat, b, mat, b, mat, gemm_mod.epilogue_type(f), vec, vec, vec, b, i)
-
-
 @intrinsic
 def _gemm_at(typingctx, addr, like):
     """The compiled gemm for like's dtype at addr (gemm_address)."""
-    fnty = types.FunctionType(gemm_signature(like.dtype))
-
-    def codegen(context, builder, sig, args):
-        return function_at(context, builder, fnty, args[0])
-    return fnty(addr, like), codegen
+    return function_at_typed(gemm_mod.gemm_signature(like.dtype), addr, like)
 
 
 _ADDRESSES = {}
@@ -70,7 +59,7 @@ def gemm_address(dtype, blas=False):
     if key not in _ADDRESSES:
         f = types.float32 if key[0] == np.float32 else types.float64
         _ADDRESSES[key] = jit_address(gemm_mod.gemm_blas if blas else gemm_mod.gemm,
-                                      gemm_signature(f))
+                                      gemm_mod.gemm_signature(f))
     return _ADDRESSES[key]
 
 

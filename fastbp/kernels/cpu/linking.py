@@ -43,6 +43,16 @@ def function_at(context, builder, fnty, addr):
     return f._getvalue()
 
 
+def function_at_typed(signature, addr, C):
+    """An intrinsic's (typing, codegen): the first-class function of `signature` whose
+    entry is at addr (C only carries the dtype)."""
+    fnty = types.FunctionType(signature)
+
+    def codegen(context, builder, sig, args):
+        return function_at(context, builder, fnty, args[0])
+    return fnty(addr, C), codegen
+
+
 @intrinsic
 def as_writable(typingctx, arr):
     """arr itself, typed as a writable array.  Read-only is a compile-time flag of Numba's

@@ -455,9 +455,7 @@ def step_signatures(f, X_type, ylab_type, ytgt_type):
     b, i, d = types.boolean, types.int64, types.float64
     vi, vd, mi = types.Array(i, 1, "C"), types.Array(d, 1, "C"), types.Array(i, 2, "C")
     t = {}
-    #                        A    ta B    tb C    epi                        rowsum apack bpack
-    t["gemm"] = types.none(mat, b, mat, b, mat, gemm_mod.epilogue_type(f), vec, vec, vec,
-                           b, i)   # parallel, chunk_addr
+    t["gemm"] = gemm_mod.gemm_signature(f)
     t["hyper"] = types.Tuple((i, d, d, d, b, d, d, d, b))    # optim.optimizer_update's
     t["update"] = types.none(t["hyper"], vec, vec, vec, vec, i, b)
     #                      loss ZL   ylab Y    GL   rl  scale
