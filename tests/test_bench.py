@@ -1,5 +1,7 @@
 """The comparison harness runs end to end on a tiny shape (a smoke test: no timings are
 checked here; speed is shown by `fastbp bench` and the asv suite)."""
+from pathlib import Path
+
 import numpy as np
 
 from fastbp import bench
@@ -55,3 +57,30 @@ def test_inference_bench_worker_and_table_smoke():
     assert results[("8-16-4", "fastbp")][0]["rows_per_s"] > 0
     table = infer.format_table(results, "test machine")
     assert "| 8-16-4 |" in table and "latency" in table
+
+
+def test_asv_summary_draws_a_png_per_group(tmp_path):
+    """tools/asv_summary.py on asv results (format 2) of two commits: one PNG per class."""
+    import json
+    import runpy
+    res = tmp_path / "results" / "machine"
+    res.mkdir(parents=True)
+    (res / "machine.json").write_text("{}")
+    cols = ["result", "params", "version", "started_at", "duration"]
+    for i, scale in enumerate((1.0, 1.2)):
+        run = {"version": 2, "commit_hash": f"{i}" * 40, "date": 1000 + i,
+               "result_columns": cols,
+               "results": {"bench_x.Predict.time_batch": [[0.01 * scale, 0.02 * scale],
+                                                          [["'a'", "'b'"]], "v", 0, 1.0],
+                           "bench_x.Memory.track_bytes": [[123.0 * scale], [], "v", 0, 1.0]}}
+        (res / f"{i}-env.json").write_text(json.dumps(run))
+    (tmp_path / "results" / "benchmarks.json").write_text(json.dumps(
+        {"bench_x.Predict.time_batch": {"unit": "seconds"},
+         "bench_x.Memory.track_bytes": {"unit": "bytes"}, "version": 2}))
+    tool = Path(__file__).resolve().parents[1] / "tools" / "asv_summary.py"
+    ns = runpy.run_path(str(tool))
+    assert ns["main"](["--results", str(tmp_path / "results"),
+                       "--out", str(tmp_path / "png")]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert pngs == ["bench_x.Memory.png", "bench_x.Predict.png"]
+    assert (tmp_path / "png" / "bench_x.Predict.png").read_bytes()[:4] == b"\x89PNG"
