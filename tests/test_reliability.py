@@ -375,12 +375,13 @@ try:
 except KeyboardInterrupt as exc:
     import traceback
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "fastbp" in f.filename]
-    # In this loop between two fits, or as fit installs or removes its handler (a few
-    # bytecodes at its edges): not fit's to handle.  Anywhere else in fastbp: a failure.
-    edge = frames and ("Interrupts()" in (frames[0].line or "")
-                       or "interrupts.stop()" in (frames[0].line or "")
+    in_fit = any(f.name == "fit" and f.filename.endswith("loop.py") for f in frames)
+    # In this loop between two fits (building the next model's optimizer, say), or as fit
+    # installs, removes or reads its handler (a few bytecodes at its edges, on lines
+    # naming it): not fit's to handle.  Out of fit anywhere else: a failure.
+    edge = frames and ("nterrupts" in (frames[-1].line or "")
                        or frames[-1].name in ("start", "stop"))
-    print("outside" if not frames or edge else "raised")
+    print("raised" if in_fit and not edge else "outside")
 """
 
 

@@ -117,6 +117,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     """
     # Ctrl-C from here on stops the run at the next step boundary (state.Interrupts)
     # (with MPI, Ctrl-C aborts the job instead: ranks would stop at different steps)
+    history = None
     interrupts = Interrupts().start() if comm is None else Interrupts()
     try:
         # With MPI, every rank validates its inputs, then all agree (distributed.agree)
@@ -333,3 +334,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         return history
     finally:
         interrupts.stop()
+        # a Ctrl-C after the last step boundary (the last epoch's bookkeeping) is not lost:
+        # the run is complete, and the history says the user asked to stop
+        if interrupts.requested and history is not None:
+            history.interrupted = True
