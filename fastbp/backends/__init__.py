@@ -11,7 +11,8 @@ training epoch that differ by device, these methods of the backend (the protocol
                                   (CPU: a new array; CUDA: valid until the next call)
     predict_proba(X)              probabilities (softmax / sigmoid of Z_L), a new host array
     count_correct(y)              correct predictions of the last loss_and_grad/evaluate batch
-    evaluate(X, y, batch_size)    (mean loss, accuracy or None)
+    evaluate(X, y, batch_size)    (mean loss, accuracy or None); the CPU's also takes rows=
+                                  (an index array: a validation split, gathered by chunk)
     to_host(buf) / copy_into(dst, src)
                                   moving flat buffers between host and device
     snapshot(into=None) / restore(snap)

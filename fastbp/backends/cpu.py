@@ -236,14 +236,21 @@ class CPUBackend:
             return _losses.count_correct_multilabel(self._last_output, y)
         return 0
 
-    def evaluate(self, X, y, batch_size=4096):
-        n = X.shape[0]
+    def evaluate(self, X, y, batch_size=4096, rows=None):
+        """(mean loss, accuracy or None) over X, or over its rows `rows` (index array; a
+        validation split), batch_size rows at a time (those gathered: X is never copied)."""
+        n = X.shape[0] if rows is None else rows.shape[0]
         total, correct = 0.0, 0
         for i in range(0, n, batch_size):
-            Xb, yb = X[i:i + batch_size], y[i:i + batch_size]
+            if rows is None:
+                Xb, yb = X[i:i + batch_size], y[i:i + batch_size]
+            else:
+                idx = rows[i:i + batch_size]
+                Xb, yb = np.take(X, idx, axis=0), np.take(y, idx, axis=0)
             Z = self.infer(Xb, probabilities=False)   # no workspace: nothing kept per size
+            del Xb      # a gathered chunk goes now, not when the next one is gathered
             # the loss kernels also write a gradient: scratch for it
-            total += self._loss(Z, yb, np.empty_like(Z), np.empty(Z.shape[0])) * Xb.shape[0]
+            total += self._loss(Z, yb, np.empty_like(Z), np.empty(Z.shape[0])) * Z.shape[0]
             self._last_output = Z
             correct += self.count_correct(yb)
         return total / n, (correct / n if self.model.has_accuracy(y) else None)

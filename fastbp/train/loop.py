@@ -39,17 +39,6 @@ def _split(n, fraction, rng):
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _evaluate_rows(model, X, y, rows, chunk=4096):
-    """model.evaluate on the rows `rows` of (X, y), gathered a chunk at a time."""
-    total, correct, acc = 0.0, 0.0, None
-    for i in range(0, len(rows), chunk):
-        idx = rows[i:i + chunk]
-        loss, acc = model.backend.evaluate(np.take(X, idx, axis=0), np.take(y, idx, axis=0))
-        total += loss * len(idx)
-        correct += (acc or 0.0) * len(idx)
-    return total / len(rows), (correct / len(rows) if acc is not None else None)
-
-
 def _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp, buffers,
                good_params, history, after_step):
     """Train from row run.pos of the epoch's order to its end, updating run's sums."""
@@ -287,7 +276,8 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                 if X_val is not None:
                     logs["val_loss"], logs["val_accuracy"] = model.backend.evaluate(X_val, y_val)
                 elif val_rows is not None:
-                    logs["val_loss"], logs["val_accuracy"] = _evaluate_rows(model, X, y, val_rows)
+                    logs["val_loss"], logs["val_accuracy"] = model.backend.evaluate(
+                        X, y, rows=val_rows)
                 for key in history.history:
                     history.history[key].append(logs[key])
                 model.backend.snapshot(into=good_params)
