@@ -124,7 +124,38 @@ def check_class_labels(y, n_classes, n_samples, name="y"):
     return np.array(y, dtype=np.int64, order="C", copy=True)
 
 
-def check_targets(t, n_outputs, n_samples, dtype, name="y", unit_interval=False):
+def check_sample_weight(w, n_samples, name="sample_weight"):
+    """Sample weights for n_samples rows as a new C-contiguous float64 array (n_samples,):
+    a scalar (every row that weight) or a 1-D array of finite, non-negative numbers, not
+    all zero.  None stays None (every row weighs 1)."""
+    if w is None:
+        return None
+    if isinstance(w, numbers.Real) and not isinstance(w, (bool, np.bool_)):
+        w = np.full(n_samples, float(w))
+    if not isinstance(w, np.ndarray):
+        try:
+            w = np.asarray(w)
+        except Exception as exc:
+            raise TypeError(f"{name} could not be converted to a numeric array: {exc}") from exc
+    _check_numeric(w, name)
+    if w.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of {n_samples} weights (or a scalar), "
+                         f"got shape {w.shape}")
+    if w.shape[0] != n_samples:
+        raise ValueError(f"{name} has {w.shape[0]} weights but X has {n_samples} samples")
+    # a copy, always: compiled code reads the weights for a whole fit
+    w = np.array(w, dtype=np.float64, order="C", copy=True)
+    check_finite(w, name)
+    if w.size and w.min() < 0:
+        i = int(np.argmin(w))
+        raise ValueError(f"{name} must be non-negative; row {i} has {w[i]}")
+    if not w.any():
+        raise ValueError(f"{name} is zero for every sample: nothing to train on")
+    return w
+
+
+def check_targets(t, n_outputs, n_samples, dtype, name="y", unit_interval=False,
+                  non_negative=False):
     """Real-valued targets as a C-contiguous (n_samples, n_outputs) array of `dtype`."""
     if not isinstance(t, np.ndarray):
         t = np.asarray(t)
@@ -145,4 +176,7 @@ def check_targets(t, n_outputs, n_samples, dtype, name="y", unit_interval=False)
     check_finite(t, name)
     if unit_interval and t.size and (t.min() < 0 or t.max() > 1):
         raise ValueError(f"{name} must lie in [0, 1] for binary_cross_entropy")
+    if non_negative and t.size and t.min() < 0:
+        raise ValueError(f"{name} must be non-negative for the poisson loss (counts or "
+                         f"rates), got a minimum of {t.min()}")
     return t

@@ -7,9 +7,14 @@ fitted attributes, trained by fastbp's kernels.  Differences worth knowing:
   - binary problems use one logistic output, multi-class a softmax, multi-label one logistic
     output per label, regression identity outputs, as scikit-learn does;
   - the L2 penalty is scikit-learn's: alpha / (2 * batch) * sum of squared weights;
-  - the data losses are PyTorch's: squared error is the plain mean (scikit-learn halves it)
-    and multi-label cross-entropy is averaged over labels (scikit-learn sums), so loss_
-    differs by those factors for regression and multi-label problems;
+  - the data losses are PyTorch's: squared error is the plain mean (scikit-learn halves it),
+    multi-label cross-entropy is averaged over labels (scikit-learn sums) and the Poisson
+    loss is exp(z) - y z (scikit-learn's half deviance differs by terms in y alone, and a
+    factor 2), so loss_ differs for regression and multi-label problems; the gradients
+    (of the data loss) and the predictions are those of the same model;
+  - sample_weight as scikit-learn's: each batch's loss is sum w_i l_i / sum w_i and the L2
+    term alpha / (2 sum w_i) ||W||^2; MLPClassifier also takes class_weight (None,
+    "balanced" or a dict, multiplied into sample_weight as scikit-learn's linear models do);
   - weights are initialised with Glorot/Xavier uniform bounds, from fastbp's own RNG;
   - device="cuda" trains on an NVIDIA GPU (float32; see fastbp.backends.cuda).
 
@@ -22,8 +27,14 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from ._validation import check_dtype
 from .kernels import codes
@@ -143,7 +154,15 @@ class _BaseMLP(BaseEstimator):
         instead of leaving them waiting, and random_state=None becomes one seed for all."""
         return _Agreement(self, comm)
 
-    def _train(self, X, Y, incremental, comm=None, seed=None):
+    def _sample_weight(self, sample_weight, X):
+        """scikit-learn's checks and errors for sample_weight (None stays None); negative
+        weights are refused as well (a weighted loss with them is unbounded)."""
+        if sample_weight is None:
+            return None
+        return _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                    ensure_non_negative=True)
+
+    def _train(self, X, Y, incremental, comm=None, seed=None, sw=None):
         hidden = self._validate_hyperparameters()
         first = not (incremental or self.warm_start) or not hasattr(self, "_model")
         n, n_features = X.shape
@@ -158,10 +177,13 @@ class _BaseMLP(BaseEstimator):
         X = model.check_X(X)
         Y = model.check_y(Y, n)
         rng = np.random.default_rng(seed)
-        X_val = Y_val = None
+        X_val = Y_val = sw_val = None
         if self.early_stopping and not incremental:
-            X, Y, X_val, Y_val = self._split(X, Y, rng)
+            X, Y, sw, X_val, Y_val, sw_val = self._split(X, Y, sw, rng)
             n = X.shape[0]
+            if sw is not None and not sw.any():
+                raise ValueError("sample_weight is zero for every sample left for training "
+                                 "after the early_stopping validation split")
         batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         if self.batch_size != "auto" and self.batch_size > X.shape[0]:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
@@ -171,7 +193,7 @@ class _BaseMLP(BaseEstimator):
             try:
                 h = _fit(model, X, Y, optimizer=opt, batch_size=batch, epochs=1,
                          shuffle=self.shuffle, seed=int(rng.integers(2**31)), verbose=0,
-                         l2=self.alpha / batch, comm=comm)
+                         l2=self.alpha, _l2_per_weight=True, sample_weight=sw, comm=comm)
             except TrainingDiverged as exc:      # scikit-learn's error, and its words
                 raise ValueError(
                     "Solver produced non-finite parameter weights. The input data may "
@@ -185,7 +207,7 @@ class _BaseMLP(BaseEstimator):
             if self.learning_rate == "invscaling" and self.solver == "sgd":
                 self._set_sgd_lr(self.learning_rate_init / (self.t_ + 1) ** self.power_t)
             if X_val is not None:
-                score = self._score_val(X_val, Y_val)
+                score = self._score_val(X_val, Y_val, sw_val)
                 self.validation_scores_.append(score)
                 if self.verbose:
                     print(f"Validation score: {score:f}")
@@ -272,12 +294,13 @@ class _Agreement:
     def __init__(self, est, comm):
         self.est, self.comm, self.fields, self.seed = est, comm, None, None
 
-    def inputs(self, X, Y):
+    def inputs(self, X, Y, sw=None):
         if self.comm is not None:
             from .distributed import data_digest
             params = {k: v for k, v in self.est.get_params().items()
                       if k != "random_state" and isinstance(v, (bool, int, float, str, tuple))}
             self.fields = {"X": [list(X.shape), str(X.dtype)], "data": data_digest(X, Y),
+                           "sample_weight": None if sw is None else data_digest(sw[:, None], sw),
                            "params": params, "seed": self.est._seed()}
 
     def __enter__(self):
@@ -293,12 +316,45 @@ class _Agreement:
         return False
 
 
+def _split_with(X, Y, sw, **options):
+    """train_test_split of X, Y and sample weights sw (or None):
+    (X_tr, Y_tr, sw_tr, X_val, Y_val, sw_val)."""
+    from sklearn.model_selection import train_test_split
+    if sw is None:
+        X_tr, X_val, Y_tr, Y_val = train_test_split(X, Y, **options)
+        return X_tr, Y_tr, None, X_val, Y_val, None
+    X_tr, X_val, Y_tr, Y_val, sw_tr, sw_val = train_test_split(X, Y, sw, **options)
+    return X_tr, Y_tr, sw_tr, X_val, Y_val, sw_val
+
+
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier (scikit-learn API) trained by fastbp.
 
     Parameters and fitted attributes as sklearn.neural_network.MLPClassifier; see the
     module docstring for the differences.  Supports multi-class and multi-label targets.
+
+    class_weight: None, "balanced" (n_samples / (n_classes * count of the class), from the
+    y given to fit) or a dict {class: weight}; multiplied into sample_weight.  For
+    multi-label targets, a list of such dicts (one per label) or "balanced", as
+    sklearn.utils.class_weight.compute_sample_weight takes them.
     """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 class_weight=None, dtype="float32", device="cpu"):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, dtype=dtype, device=device)
+        self.class_weight = class_weight
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -344,42 +400,78 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._loss_name = "cross_entropy"
             Y = np.searchsorted(self.classes_, y).astype(np.int64)
         self.out_activation_ = "logistic" if self._loss_name == "binary_cross_entropy" else "softmax"
-        return X, Y
+        return X, Y, y
 
-    def fit(self, X, y, comm=None):
+    def _weights(self, sample_weight, X, y, incremental):
+        """sample_weight checked (scikit-learn's errors) times the class weights of y's
+        labels; None when neither is given."""
+        sw = self._sample_weight(sample_weight, X)
+        cw = self.class_weight
+        if cw is None:
+            return sw
+        if self._multilabel:
+            per_row = compute_sample_weight(cw, y)
+        else:
+            if isinstance(cw, str) and incremental:
+                raise ValueError(
+                    f"class_weight={cw!r} is not supported for partial_fit: the class "
+                    "frequencies of one batch are not those of the data set. Compute them "
+                    "from the whole training set with sklearn.utils.class_weight."
+                    "compute_class_weight('balanced', classes=classes, y=y) and pass the "
+                    "result as a dict")
+            if isinstance(cw, dict):
+                unknown = [k for k in cw if k not in set(self.classes_.tolist())]
+                if unknown:
+                    raise ValueError(f"class_weight names classes {unknown} that are not "
+                                     f"in classes_ {self.classes_.tolist()}")
+            per_class = compute_class_weight(cw, classes=self.classes_, y=y) \
+                if not isinstance(cw, dict) else np.array(
+                    [float(cw.get(c, 1.0)) for c in self.classes_.tolist()])
+            per_row = per_class[np.searchsorted(self.classes_, y)]
+        per_row = np.asarray(per_row, dtype=np.float64)
+        if not np.all(np.isfinite(per_row)) or np.any(per_row < 0):
+            raise ValueError("class_weight must give finite, non-negative weights")
+        sw = per_row if sw is None else sw * per_row
+        if not sw.any():
+            raise ValueError("sample_weight times class_weight is zero for every sample")
+        return sw
+
+    def fit(self, X, y, sample_weight=None, comm=None):
         """Fit the model to data X (n_samples, n_features) and labels y.
 
-        comm: an MPI communicator for data-parallel training (every rank calls fit with the
-        same data and random_state; see fastbp.distributed)."""
+        sample_weight: (n_samples,) non-negative weights (see the module docstring), times
+        class_weight's.  comm: an MPI communicator for data-parallel training (every rank
+        calls fit with the same data and random_state; see fastbp.distributed)."""
         warm = self.warm_start and hasattr(self, "_model")
         with self._agreement(comm) as agreed:
-            X, Y = self._prepare(X, y, reset=not warm)
+            X, Y, y = self._prepare(X, y, reset=not warm)
             if Y.ndim == 1 and self._loss_name == "binary_cross_entropy":
                 Y = Y.reshape(-1, 1)
-            agreed.inputs(X, Y)
-        return self._train(X, Y, incremental=False, comm=comm, seed=agreed.seed)
+            sw = self._weights(sample_weight, X, y, incremental=False)
+            agreed.inputs(X, Y, sw)
+        return self._train(X, Y, incremental=False, comm=comm, seed=agreed.seed, sw=sw)
 
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y).  `classes` (all labels) is required on the first call."""
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y).  `classes` (all labels) is required on the first call.
+        sample_weight as in fit (class_weight must be None or a dict here)."""
         first = not hasattr(self, "_model")
         if first and classes is None and type_of_target(y) != "multilabel-indicator":
             raise ValueError("classes must be passed on the first call to partial_fit")
-        X, Y = self._prepare(X, y, reset=first, incremental=not first, classes=classes)
-        return self._train(X, Y, incremental=True)
+        X, Y, y = self._prepare(X, y, reset=first, incremental=not first, classes=classes)
+        sw = self._weights(sample_weight, X, y, incremental=True)
+        return self._train(X, Y, incremental=True, sw=sw)
 
-    def _split(self, X, Y, rng):
-        from sklearn.model_selection import train_test_split
+    def _split(self, X, Y, sw, rng):
         stratify = Y if Y.ndim == 1 and not self._multilabel else None
-        seed = int(rng.integers(2**31))
-        X_tr, X_val, Y_tr, Y_val = train_test_split(
-            X, Y, test_size=self.validation_fraction, random_state=seed, stratify=stratify)
-        return X_tr, Y_tr, X_val, Y_val
+        return _split_with(X, Y, sw, test_size=self.validation_fraction,
+                           random_state=int(rng.integers(2**31)), stratify=stratify)
 
-    def _score_val(self, X_val, Y_val):
+    def _score_val(self, X_val, Y_val, sw_val=None):
+        """Accuracy on the validation split, weighted by its sample weights (if any), as
+        scikit-learn's accuracy_score."""
         pred = self._predict_indicator(self._model.forward(X_val))
-        if Y_val.ndim == 1:
-            return float(np.mean(pred == Y_val))
-        return float(np.mean(np.all(pred == (Y_val > 0.5), axis=1)))
+        right = pred == Y_val if Y_val.ndim == 1 else np.all(pred == (Y_val > 0.5), axis=1)
+        return float(np.average(right, weights=sw_val))
 
     def _predict_indicator(self, Z):
         if self._loss_name == "cross_entropy":
@@ -409,9 +501,31 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor (scikit-learn API) trained by fastbp, squared error."""
+    """Multi-layer perceptron regressor (scikit-learn API) trained by fastbp.
 
-    _loss_name = "mse"
+    loss: "squared_error" (identity outputs) or "poisson" (counts or rates y >= 0: a log
+    link, predictions exp(output), as scikit-learn's).  Other parameters as
+    sklearn.neural_network.MLPRegressor; see the module docstring for the differences.
+    """
+
+    _LOSSES = {"squared_error": "mse", "poisson": "poisson"}
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="squared_error",
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 dtype="float32", device="cpu"):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, dtype=dtype, device=device)
+        self.loss = loss
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -420,42 +534,58 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return tags
 
     def _prepare(self, X, y, reset):
+        if self.loss not in self._LOSSES:
+            raise ValueError(f"loss must be one of {sorted(self._LOSSES)}, got {self.loss!r}")
+        if not reset and self._LOSSES[self.loss] != self._loss_name:
+            raise ValueError(f"loss={self.loss!r} differs from the loss this model was "
+                             "fitted with; fit again without warm_start")
         X, y = validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True,
                              dtype=[np.float64, np.float32])
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("loss='poisson' needs non-negative targets y (counts or rates), "
+                             f"got a minimum of {np.min(y)}")
+        self._loss_name = self._LOSSES[self.loss]
         self._y_1d = y.ndim == 1
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
-        self.out_activation_ = "identity"
+        self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
         return X, Y.astype(np.float64)
 
     def _n_outputs_1d(self):
         return 1
 
-    def fit(self, X, y, comm=None):
+    def fit(self, X, y, sample_weight=None, comm=None):
         """Fit the model to data X (n_samples, n_features) and targets y.
 
+        sample_weight: (n_samples,) non-negative weights (see the module docstring).
         comm: an MPI communicator for data-parallel training (see MLPClassifier.fit)."""
         warm = self.warm_start and hasattr(self, "_model")
         with self._agreement(comm) as agreed:
             X, Y = self._prepare(X, y, reset=not warm)
-            agreed.inputs(X, Y)
-        return self._train(X, Y, incremental=False, comm=comm, seed=agreed.seed)
+            sw = self._sample_weight(sample_weight, X)
+            agreed.inputs(X, Y, sw)
+        return self._train(X, Y, incremental=False, comm=comm, seed=agreed.seed, sw=sw)
 
-    def partial_fit(self, X, y):
-        """One epoch over (X, y)."""
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), weighted by sample_weight as in fit."""
         X, Y = self._prepare(X, y, reset=not hasattr(self, "_model"))
-        return self._train(X, Y, incremental=True)
+        return self._train(X, Y, incremental=True, sw=self._sample_weight(sample_weight, X))
 
-    def _split(self, X, Y, rng):
-        from sklearn.model_selection import train_test_split
-        X_tr, X_val, Y_tr, Y_val = train_test_split(
-            X, Y, test_size=self.validation_fraction, random_state=int(rng.integers(2**31)))
-        return X_tr, Y_tr, X_val, Y_val
+    def _split(self, X, Y, sw, rng):
+        return _split_with(X, Y, sw, test_size=self.validation_fraction,
+                           random_state=int(rng.integers(2**31)))
 
-    def _score_val(self, X_val, Y_val):
+    def _score_val(self, X_val, Y_val, sw_val=None):
         from sklearn.metrics import r2_score
-        return float(r2_score(Y_val, self._model.forward(X_val)))
+        return float(r2_score(Y_val, self._outputs(self._model.forward(X_val)),
+                              sample_weight=sw_val))
+
+    def _outputs(self, Z):
+        """Predictions from the network's outputs Z: exp(Z) with the Poisson loss's log
+        link, else Z itself; float64."""
+        Z = Z.astype(np.float64)
+        return np.exp(Z, out=Z) if self._loss_name == "poisson" else Z
 
     def predict(self, X):
         """Predictions (n_samples,) or (n_samples, n_outputs)."""
-        Z = self._forward(X).astype(np.float64)
+        Z = self._outputs(self._forward(X))
         return Z[:, 0] if self._y_1d else Z

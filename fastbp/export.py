@@ -65,11 +65,14 @@ def network(g, x, weights, biases, activation, slope=None):
 
 
 def output(g, logits, loss, out=None):
-    """The loss's output activation: softmax over classes, sigmoid per output, or none."""
+    """The loss's output activation: softmax over classes, sigmoid per output, exp (the
+    Poisson loss's log link), or none."""
     if loss == "cross_entropy":
         return g.op("Softmax", logits, axis=-1, out=out)
     if loss == "binary_cross_entropy":
         return g.op("Sigmoid", logits, out=out)
+    if loss == "poisson":
+        return g.op("Exp", logits, out=out)
     return g.op("Identity", logits, out=out)
 
 
@@ -179,7 +182,7 @@ def _from_mlp(model, opset):
     m = model.to_cpu()
     g = Graph(m.dtype)
     logits = network(g, "X", m.weights, m.biases, m.activation, m.slope)
-    name = "output" if m.loss == "mse" else "probabilities"
+    name = "output" if m.loss in ("mse", "poisson") else "probabilities"
     output(g, logits, m.loss, out=name)
     return to_proto(g, [("X", m.dtype, (None, m.n_features))],
                     [(name, m.dtype, (None, m.n_outputs))], opset,
@@ -200,7 +203,7 @@ def _from_estimator(est, opset):
         outputs = [("label", label_dtype, label_shape), ("probabilities", m.dtype,
                                                          (None, n_proba))]
     else:
-        g.op("Identity", logits, out="variable")
+        output(g, logits, m.loss, out="variable")
         outputs = [("variable", m.dtype, (None, m.n_outputs))]
     return to_proto(g, inputs, outputs, opset, doc=f"fastbp {type(est).__name__}")
 
@@ -289,7 +292,7 @@ def skl2onnx_converter(scope, operator, container):
         classifier_outputs(g, logits, est.classes_, est._multilabel,
                            operator.outputs[0].full_name, operator.outputs[1].full_name)
     else:
-        g.op("Identity", logits, out=operator.outputs[0].full_name)
+        output(g, logits, m.loss, out=operator.outputs[0].full_name)
     for name, arr in g.initializers:
         if arr.dtype == object:
             container.add_initializer(name, _onnx().TensorProto.STRING, list(arr.shape),

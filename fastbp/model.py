@@ -14,6 +14,7 @@ from ._validation import (
     check_class_labels,
     check_dtype,
     check_positive_int,
+    check_sample_weight,
     check_targets,
 )
 from .kernels import codes
@@ -39,7 +40,9 @@ class MLP:
     activation: hidden activation, a name in fastbp.kernels.codes.ACTIVATIONS (identity,
     relu, leaky_relu, sigmoid/logistic, tanh, gelu, silu/swish, softplus).
     loss: "cross_entropy" (softmax over outputs; integer labels or probability targets),
-          "mse" (regression outputs), or "binary_cross_entropy" (sigmoid per output, multi-label).
+          "mse" (regression outputs), "binary_cross_entropy" (sigmoid per output,
+          multi-label), or "poisson" (counts: the outputs are log-means, predict gives
+          exp(output); PyTorch's PoissonNLLLoss(log_input=True)).
     dtype: float32 (default) or float64.  seed: the initial weights' random generator.
     init: "torch" (as torch.nn.Linear), "he", "xavier".
     matmul: "own" (fastbp's GEMM, the default) or "blas" (np.dot inside the same compiled
@@ -156,7 +159,8 @@ class MLP:
                 return check_targets(y, self.n_outputs, n, self.dtype)
             return check_class_labels(y, self.n_outputs, n)
         return check_targets(y, self.n_outputs, n, self.dtype,
-                             unit_interval=self.loss == "binary_cross_entropy")
+                             unit_interval=self.loss == "binary_cross_entropy",
+                             non_negative=self.loss == "poisson")
 
     def has_accuracy(self, y):
         """Whether accuracy is defined for targets y (labels, or multi-label targets)."""
@@ -164,25 +168,30 @@ class MLP:
                                                        and y.ndim == 1)
 
     # ------------------------------------------------------------------ compute
-    def loss_and_grad(self, X, y, l2=0.0):
+    def loss_and_grad(self, X, y, l2=0.0, sample_weight=None):
         """Mean loss on (X, y) as a float; fills self.grads (overwriting, not accumulating).
 
         X: (b, n_features).  y: (b,) integer labels or (b, n_outputs) targets for
-        cross_entropy; (b, n_outputs) targets for mse and binary_cross_entropy.
-        l2: adds 0.5 * l2 * sum of squared weights (not biases) to the loss and l2 * W to
-        the weight gradients (scikit-learn's alpha / batch_size).
+        cross_entropy; (b, n_outputs) targets for mse, binary_cross_entropy and poisson
+        (non-negative counts).  l2: adds 0.5 * l2 * sum of squared weights (not biases) to
+        the loss and l2 * W to the weight gradients (scikit-learn's alpha / batch_size).
+        sample_weight: (b,) non-negative weights (or a scalar): the loss becomes the
+        weighted mean sum_i w_i l_i / sum_i w_i (l_i: row i's loss), as scikit-learn's MLP,
+        so an integer weight counts as that many copies of the row.
         """
         X, y = self.backend.prepare(X, y)
-        return self.backend.loss_and_grad(X, y, l2)
+        w = check_sample_weight(sample_weight, X.shape[0])
+        return self.backend.loss_and_grad(X, y, l2, w)
 
-    def compute_loss(self, X, y):
-        """Mean loss on (X, y) without touching the gradients."""
+    def compute_loss(self, X, y, sample_weight=None):
+        """Mean loss on (X, y) (weighted as loss_and_grad) without touching the gradients."""
         X, y = self.backend.prepare(X, y)
-        return self.backend.compute_loss(X, y)
+        return self.backend.compute_loss(X, y, check_sample_weight(sample_weight, X.shape[0]))
 
     def forward(self, X):
         """Output of the last layer, (b, n_outputs): logits for cross_entropy and
-        binary_cross_entropy, predictions for mse.  Returns a new host array."""
+        binary_cross_entropy, predictions for mse, log-means for poisson.  Returns a new
+        host array."""
         return self.backend.to_host(self.backend.forward(self.backend.prepare(X)))
 
     __call__ = forward
@@ -190,27 +199,33 @@ class MLP:
     def predict_proba(self, X):
         """Class probabilities: softmax over outputs (cross_entropy) or per-output sigmoid
         (binary_cross_entropy).  (b, n_outputs)."""
-        if self.loss == "mse":
-            raise ValueError("predict_proba is not defined for loss='mse'; use predict")
+        if self.loss in ("mse", "poisson"):
+            raise ValueError(f"predict_proba is not defined for loss={self.loss!r}; "
+                             "use predict")
         return self.backend.predict_proba(self.backend.prepare(X))
 
     def predict(self, X):
         """Class index (cross_entropy, (b,) int64), 0/1 labels per output
-        (binary_cross_entropy, (b, n_outputs) int64) or outputs (mse, (b, n_outputs))."""
+        (binary_cross_entropy, (b, n_outputs) int64), outputs (mse, (b, n_outputs)) or
+        predicted means exp(output) (poisson, (b, n_outputs))."""
         Z = self.forward(X)
         if self.loss == "cross_entropy":
             return np.argmax(Z, axis=1)
         if self.loss == "binary_cross_entropy":
             return (Z > 0).astype(np.int64)
+        if self.loss == "poisson":
+            return np.exp(Z, out=Z)
         return Z
 
-    def evaluate(self, X, y, batch_size=4096):
-        """(mean loss, accuracy) on a data set, in chunks of batch_size rows.
+    def evaluate(self, X, y, batch_size=4096, sample_weight=None):
+        """(mean loss, accuracy) on a data set, in chunks of batch_size rows; with
+        sample_weight, both are weighted means.
 
-        Accuracy is None for loss='mse' and for probability targets."""
+        Accuracy is None for loss='mse' and 'poisson' and for probability targets."""
         batch_size = check_positive_int(batch_size, "batch_size")
         X, y = self.backend.prepare(X, y)
-        return self.backend.evaluate(X, y, batch_size)
+        w = check_sample_weight(sample_weight, X.shape[0])
+        return self.backend.evaluate(X, y, batch_size, w=w)
 
     # ------------------------------------------------------------------ persistence
     def host_params(self):

@@ -51,6 +51,8 @@ def torch_loss(name, out, y):
         return F.cross_entropy(out, y)
     if name == "mse":
         return F.mse_loss(out, y)
+    if name == "poisson":
+        return F.poisson_nll_loss(out, y, log_input=True, full=False)
     return F.binary_cross_entropy_with_logits(out, y)
 
 
@@ -60,6 +62,8 @@ def make_problem(loss, sizes, batch, dtype, rng):
         y = rng.integers(0, sizes[-1], size=batch)
     elif loss == "mse":
         y = rng.standard_normal((batch, sizes[-1])).astype(dtype)
+    elif loss == "poisson":
+        y = rng.poisson(2.0, size=(batch, sizes[-1])).astype(dtype)
     else:
         y = rng.integers(0, 2, size=(batch, sizes[-1])).astype(dtype)
     return X, y

@@ -55,6 +55,28 @@ def test_two_ranks_equal_single_process(tmp_path):
         assert np.allclose(got[name + "_loss"], losses, rtol=tol)
 
 
+def test_two_ranks_with_sample_weights_equal_single_process(tmp_path):
+    """Each rank's shard gradient is weighted by its share of the batch's weight total."""
+    out = tmp_path / "weighted.npz"
+    r = mpirun(2, CHILD, "weighted", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = np.load(out)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((203, 12))
+    y = rng.integers(0, 4, size=203)
+    w = np.abs(rng.standard_normal(203))
+    w[::7] = 0.0
+    for loss in ("cross_entropy", "poisson"):
+        Y = y if loss == "cross_entropy" else rng.poisson(1.0, size=(203, 4)).astype(float)
+        model = fastbp.MLP([12, 16, 4], loss=loss, dtype=np.float64, seed=0)
+        h = fastbp.fit(model, X, Y, optimizer=fastbp.Adam(model, lr=0.01), batch_size=32,
+                       epochs=3, seed=5, verbose=0, sample_weight=w, l2=1e-3,
+                       _l2_per_weight=True)
+        diff = np.linalg.norm(got[loss] - model.params) / np.linalg.norm(model.params)
+        assert diff <= 1e-10, (loss, diff)
+        assert np.allclose(got[loss + "_loss"], h["loss"], rtol=1e-10)
+
+
 def test_estimator_fit_with_comm_equals_single_process(tmp_path):
     import warnings
     out = tmp_path / "est.npz"

@@ -294,7 +294,7 @@ def test_large_steps_with_weight_gradients_by_rows_equal_python_steps(monkeypatc
     monkeypatch.setattr(T, "split_threads", lambda sizes, bs: 2)
 
     def check(m, opt):
-        comp = C.Compiled(m, opt, X, y, 17, l2, True, 0)
+        comp = C.Compiled(m, opt, X, y, None, 17, l2, False, True, 0)
         assert not comp.serial and comp.n_split == (2 if by_rows else 1)
         assert comp.chooser.options == (comp.n_split,)
     _assert_compiled_equals_python(lambda: fastbp.MLP(sizes, seed=0), X, y, l2, 1e-3, check)
@@ -412,6 +412,7 @@ def test_loss_rows_by_kind_of_loss():
     its kind; both agree with the loss kernels called directly."""
     import numba
 
+    from fastbp.kernels import codes
     from fastbp.kernels.cpu import losses as Lk
     from fastbp.kernels.cpu import steps as S
     from fastbp.kernels.cpu.linking import jit_address
@@ -423,16 +424,18 @@ def test_loss_rows_by_kind_of_loss():
                           (S.LOSS_CE_TARGETS, S._target_loss_rows,
                            Lk.cross_entropy_targets_rows),
                           (S.LOSS_MSE, S._target_loss_rows, Lk.mse_rows),
-                          (S.LOSS_BCE, S._target_loss_rows, Lk.binary_cross_entropy_rows)):
+                          (S.LOSS_BCE, S._target_loss_rows, Lk.binary_cross_entropy_rows),
+                          (codes.LOSS_POISSON, S._target_loss_rows, Lk.poisson_rows)):
         sig = S.step_signatures(numba.float32, *(numba.typeof(a) for a in (z, ylab, z)))
         assert S.kernel_pointers(np.float32, loss_code=code)[0].loss == jit_address(fn,
                                                                               sig["loss"])
         g, rl, g0, rl0 = np.zeros_like(z), np.zeros(5), np.zeros_like(z), np.zeros(5)
-        fn(code, z, ylab, y, g, rl, 0.2)
+        w = np.array([0.5, 2.0, 0.0, 1.0, 3.0])
+        fn(code, z, ylab, y, g, rl, 0.2, w)
         if ref is None:
-            Lk.cross_entropy_labels_rows(z, ylab, g0, rl0, 0.2)
+            Lk.cross_entropy_labels_rows(z, ylab, g0, rl0, 0.2, w)
         else:
-            ref(z, y, g0, rl0, 0.2)
+            ref(z, y, g0, rl0, 0.2, w)
         assert np.array_equal(g, g0) and np.array_equal(rl, rl0)
 
 

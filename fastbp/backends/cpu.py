@@ -48,6 +48,11 @@ def host_probabilities(Z, loss):
     return 0.5 * (1.0 + np.tanh(0.5 * Z))
 
 
+_NO_WEIGHTS = np.empty(0)     # the loss kernels' "every row weighs 1"
+_LOSS_KERNELS = {"mse": _losses.mse, "binary_cross_entropy": _losses.binary_cross_entropy,
+                 "poisson": _losses.poisson}
+
+
 class Workspace:
     """Activations Z, A and deltas G (one (batch, width) array per layer), the row losses,
     and the GEMM's packing buffers, for one batch size."""
@@ -138,15 +143,15 @@ class CPUBackend:
             A_prev = ws.A[l]
         return ws.Z[last]
 
-    def _loss(self, Z, y, G, row_loss):
+    def _loss(self, Z, y, G, row_loss, w=None):
+        """The (weighted) mean loss of Z against y; G = dL/dZ.  w: (b,) float64 or None."""
         loss = self.model.loss
+        w = _NO_WEIGHTS if w is None else w
         if loss == "cross_entropy":
             if y.ndim == 1:
-                return _losses.cross_entropy_labels(Z, y, G, row_loss)
-            return _losses.cross_entropy_targets(Z, y, G, row_loss)
-        if loss == "mse":
-            return _losses.mse(Z, y, G, row_loss)
-        return _losses.binary_cross_entropy(Z, y, G, row_loss)
+                return _losses.cross_entropy_labels(Z, y, G, row_loss, w)
+            return _losses.cross_entropy_targets(Z, y, G, row_loss, w)
+        return _LOSS_KERNELS[loss](Z, y, G, row_loss, w)
 
     def _backward(self, X, ws):
         """Backward pass from ws.G[last] = dL/dZ_L; fills the flat gradient buffer."""
@@ -164,10 +169,10 @@ class CPUBackend:
                 self._gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1], epi,
                            self._none, ws.apack, ws.bpack, True, chunk)
 
-    def loss_and_grad(self, X, y, l2=0.0):
+    def loss_and_grad(self, X, y, l2=0.0, w=None):
         ws = self.workspace(X.shape[0])
         Z = self._forward(X, ws)
-        loss = self._loss(Z, y, ws.G[-1], ws.row_loss)
+        loss = self._loss(Z, y, ws.G[-1], ws.row_loss, w)
         self._backward(X, ws)
         self._last_output = Z
         if l2:
@@ -175,11 +180,11 @@ class CPUBackend:
                 loss += _losses.add_l2(w, dw, l2)
         return float(loss)
 
-    def compute_loss(self, X, y):
+    def compute_loss(self, X, y, w=None):
         ws = self.workspace(X.shape[0])
         Z = self._forward(X, ws)
         # The loss kernels write a gradient; use the output delta buffer as scratch.
-        return float(self._loss(Z, y, ws.G[-1], ws.row_loss))
+        return float(self._loss(Z, y, ws.G[-1], ws.row_loss, w))
 
     def forward(self, X):
         """Output of the last layer for X (checked), a new array (kernels/cpu/infer.py)."""
@@ -236,24 +241,31 @@ class CPUBackend:
             return _losses.count_correct_multilabel(self._last_output, y)
         return 0
 
-    def evaluate(self, X, y, batch_size=4096, rows=None):
+    def evaluate(self, X, y, batch_size=4096, rows=None, w=None):
         """(mean loss, accuracy or None) over X, or over its rows `rows` (index array; a
-        validation split), batch_size rows at a time (those gathered: X is never copied)."""
+        validation split), batch_size rows at a time (those gathered: X is never copied).
+        w: (len(X),) float64 sample weights or None; the loss is then their weighted mean,
+        the accuracy is not weighted (as Keras' metrics)."""
         n = X.shape[0] if rows is None else rows.shape[0]
-        total, correct = 0.0, 0
+        total, weight, correct = 0.0, 0.0, 0
         for i in range(0, n, batch_size):
             if rows is None:
                 Xb, yb = X[i:i + batch_size], y[i:i + batch_size]
+                wb = None if w is None else w[i:i + batch_size]
             else:
                 idx = rows[i:i + batch_size]
                 Xb, yb = np.take(X, idx, axis=0), np.take(y, idx, axis=0)
+                wb = None if w is None else np.take(w, idx)
             Z = self.infer(Xb, probabilities=False)   # no workspace: nothing kept per size
             del Xb      # a gathered chunk goes now, not when the next one is gathered
             # the loss kernels also write a gradient: scratch for it
-            total += self._loss(Z, yb, np.empty_like(Z), np.empty(Z.shape[0])) * Z.shape[0]
+            chunk = Z.shape[0] if wb is None else _losses.weight_total(wb, 0)
+            total += self._loss(Z, yb, np.empty_like(Z), np.empty(Z.shape[0]), wb) * chunk
+            weight += chunk
             self._last_output = Z
             correct += self.count_correct(yb)
-        return total / n, (correct / n if self.model.has_accuracy(y) else None)
+        loss = total / weight if weight > 0 else 0.0
+        return loss, (correct / n if self.model.has_accuracy(y) else None)
 
     def predict_proba(self, X):
         """Probabilities for X (checked): softmax rows for cross_entropy, sigmoid of each

@@ -9,6 +9,7 @@ not synchronise inside an epoch.
 """
 import numpy as np
 
+from ..kernels.cpu.losses import mean_scale, weight_total
 from .cpu import cached_workspace, host_probabilities
 
 
@@ -61,6 +62,9 @@ class CUDABackend:
         self._empty2 = cuda.device_array((0, 0), np.float32)
         self._correct = cuda.to_device(np.zeros(1, np.int64))
         self._loss_acc = cuda.to_device(np.zeros(1, np.float64))
+        self._no_weights = cuda.device_array(0, np.float64)
+        # what each row's loss is a sum over: 1 (cross-entropy) or the outputs (the others)
+        self._count = 1 if model.loss == "cross_entropy" else model.n_outputs
 
     # ------------------------------------------------------------------ inputs
     def prepare(self, X, y=None):
@@ -97,15 +101,20 @@ class CUDABackend:
             A_prev = ws.A[l]
         return ws.Z[last]
 
-    def _loss(self, Z, y, G, row_loss, plan=None):
+    def _loss(self, Z, y, G, row_loss, w, total, plan=None):
+        """The loss kernel on Z against y with weights w (device, or empty) of the given
+        total; row losses summed into the accumulator as loss * total.  Returns the loss
+        launch (with a plan), whose scale argument depends on the batch's total."""
         K, loss = self._K, self.model.loss
         if loss == "cross_entropy":
-            (K.cross_entropy_labels if y.ndim == 1 else K.cross_entropy_targets)(
-                Z, y, G, row_loss, plan=plan)
-        elif loss == "mse":
-            K.mse(Z, y, G, row_loss, plan=plan)
+            kernel = K.cross_entropy_labels if y.ndim == 1 else K.cross_entropy_targets
         else:
-            K.binary_cross_entropy(Z, y, G, row_loss, plan=plan)
+            kernel = {"mse": K.mse, "binary_cross_entropy": K.binary_cross_entropy,
+                      "poisson": K.poisson}[loss]
+        kernel(Z, y, G, row_loss, w, mean_scale(total, self._count), plan=plan)
+        launched = plan[-1] if plan is not None else None
+        self._K.accumulate(row_loss, 1.0 / self._count, self._loss_acc, plan=plan)
+        return launched
 
     def _backward(self, X, ws, plan=None):
         K, m = self._K, self.model
@@ -120,27 +129,33 @@ class CUDABackend:
                        self._none, m.act_code, m.slope, self._empty2, ws.Z[l - 1],
                        ws.A[l - 1], plan=plan, workspace=self._split_ws)
 
-    def step(self, X, y, l2=0.0):
-        """One forward/backward on device arrays; the batch's summed loss is added to the
-        device accumulator.  l2 as MLP.loss_and_grad (weights only).
+    def step(self, X, y, l2=0.0, w=None, total=None):
+        """One forward/backward on device arrays; the batch's loss times its weight total
+        is added to the device accumulator.  l2 as MLP.loss_and_grad (weights only).
+        w: the rows' sample weights (b,) float64 on the device, or None; total: their sum
+        (the host knows it: the caller computes it), b without weights.
 
-        The step's launches are recorded once per workspace and input pair (X, y) and
-        replayed (kernels/cuda/launch.py): inside fit, X and y are the same gather buffers
-        every step, so the arguments are converted for the driver once per fit."""
+        The step's launches are recorded once per workspace and inputs (X, y, w) and
+        replayed (kernels/cuda/launch.py): inside fit, they are the same gather buffers
+        every step, so the arguments are converted for the driver once per fit; only the
+        loss's scale changes with the batch's weight total."""
         ws = self.workspace(X.shape[0])
-        if ws.step_plan is None or ws.step_plan[0] is not X or ws.step_plan[1] is not y:
-            plan = []
-            Z = self._forward(X, ws, plan)
-            self._loss(Z, y, ws.G[-1], ws.row_loss, plan)
-            self._K.accumulate(ws.row_loss, 1.0, self._loss_acc, plan=plan)
-            self._backward(X, ws, plan)
-            ws.step_plan = (X, y, plan)
-        self._K.run_plan(ws.step_plan[2])
+        w = self._no_weights if w is None else w
+        total = float(X.shape[0]) if total is None else float(total)
+        plan = ws.step_plan
+        if plan is None or plan[0] is not X or plan[1] is not y or plan[2] is not w:
+            launches = []
+            Z = self._forward(X, ws, launches)
+            loss_launch = self._loss(Z, y, ws.G[-1], ws.row_loss, w, total, launches)
+            self._backward(X, ws, launches)
+            plan = ws.step_plan = (X, y, w, launches, loss_launch)
+        plan[4].set_scalar(self._K.SCALE_ARG, mean_scale(total, self._count))
+        self._K.run_plan(plan[3])
         if l2:
-            for w, dw in zip(self.weights, self.weight_grads):
-                w1, dw1 = w.reshape(w.size), dw.reshape(dw.size)
+            for W, dW in zip(self.weights, self.weight_grads):
+                w1, dw1 = W.reshape(W.size), dW.reshape(dW.size)
                 self._K.add_scaled(dw1, w1, l2)
-                self._K.accumulate_squares(w1, 0.5 * l2 * X.shape[0], self._loss_acc)
+                self._K.accumulate_squares(w1, 0.5 * l2 * total, self._loss_acc)
         self._last_output = ws.Z[-1]
 
     @property
@@ -166,13 +181,21 @@ class CUDABackend:
         return loss, correct
 
     # ------------------------------------------------------------------ protocol
-    def loss_and_grad(self, X, y, l2=0.0):
-        self.read_counters()
-        self.step(X, y, l2)
-        return self.read_counters()[0] / X.shape[0]
+    def _device_weights(self, w):
+        """Host weights (or None) as (device array or None, total)."""
+        if w is None:
+            return None, None
+        return _cuda().to_device(w), weight_total(w, 0)
 
-    def compute_loss(self, X, y):
-        return self.evaluate(X, y)[0]
+    def loss_and_grad(self, X, y, l2=0.0, w=None):
+        self.read_counters()
+        wd, total = self._device_weights(w)
+        self.step(X, y, l2, wd, total)
+        total = X.shape[0] if total is None else total
+        return self.read_counters()[0] / total if total > 0 else 0.0
+
+    def compute_loss(self, X, y, w=None):
+        return self.evaluate(X, y, w=w)[0]
 
     def forward(self, X):
         return self._forward(X, self.workspace(X.shape[0]))
@@ -181,19 +204,26 @@ class CUDABackend:
         self.count_correct_device(y)
         return self.read_counters()[1]
 
-    def evaluate(self, X, y, batch_size=4096):
+    def evaluate(self, X, y, batch_size=4096, w=None):
+        """(mean loss, accuracy or None); w: host sample weights (n,) or None (the loss
+        is then their weighted mean; the accuracy is not weighted)."""
         n = X.shape[0]
         self.read_counters()
+        weight = 0.0
         for i in range(0, n, batch_size):
             Xb, yb = X[i:i + batch_size], y[i:i + batch_size]
+            wd, total = self._device_weights(None if w is None else w[i:i + batch_size])
+            total = float(Xb.shape[0]) if total is None else total
+            weight += total
             ws = self.workspace(Xb.shape[0])
             Z = self._forward(Xb, ws)
-            self._loss(Z, yb, ws.G[-1], ws.row_loss)
-            self._K.accumulate(ws.row_loss, 1.0, self._loss_acc)
+            self._loss(Z, yb, ws.G[-1], ws.row_loss,
+                       self._no_weights if wd is None else wd, total)
             self._last_output = Z
             self.count_correct_device(yb)
-        total, correct = self.read_counters()
-        return total / n, (correct / n if self.model.has_accuracy(y) else None)
+        loss_sum, correct = self.read_counters()
+        return (loss_sum / weight if weight > 0 else 0.0,
+                correct / n if self.model.has_accuracy(y) else None)
 
     def predict_proba(self, X):
         """Probabilities for X (checked), on the host (float32, a new array)."""

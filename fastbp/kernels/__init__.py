@@ -12,6 +12,8 @@ float32 or float64; mixed inputs are promoted like NumPy does.  Rows are example
     cross_entropy(logits, target)          -> (loss, dL/dlogits)
     mse(pred, target)                      -> (loss, dL/dpred)
     binary_cross_entropy(logits, target)   -> (loss, dL/dlogits)
+    poisson(log_mean, target)              -> (loss, dL/dlog_mean)
+    (each loss also takes sample_weight=: a weighted mean, sum w_i l_i / sum w_i)
     bias_grad(delta)                       column sums
 """
 import threading
@@ -23,6 +25,7 @@ from .._validation import (
     check_class_labels,
     check_float,
     check_positive_int,
+    check_sample_weight,
     check_targets,
 )
 from ..runtime import ensure_threads
@@ -34,7 +37,7 @@ from .codes import ACTIVATION_CODES, activation_code
 
 __all__ = [
     "matmul", "linear", "linear_backward", "activation", "activation_grad", "softmax",
-    "cross_entropy", "mse", "binary_cross_entropy", "bias_grad",
+    "cross_entropy", "mse", "binary_cross_entropy", "poisson", "bias_grad",
     "sgd_update", "adam_update", "activation_code", "ACTIVATION_CODES",
 ]
 
@@ -288,28 +291,38 @@ def softmax(z):
     return p
 
 
-def cross_entropy(logits, target):
+_NO_WEIGHTS = np.empty(0)     # the loss kernels' "every row weighs 1"
+
+
+def _weights(sample_weight, b):
+    w = check_sample_weight(sample_weight, b)
+    return _NO_WEIGHTS if w is None else w
+
+
+def cross_entropy(logits, target, sample_weight=None):
     """Mean softmax cross-entropy and its gradient w.r.t. the logits, in one fused pass.
 
     logits: (b, C).  target: (b,) integer class labels in [0, C), or (b, C) probability /
     one-hot targets.  Returns (loss: float, grad: (b, C) = (softmax(logits) - Y) / b).
+    sample_weight (b,): the weighted mean, grad rows w_i (softmax - Y_i) / sum(w).
     """
     logits = _as_array(logits, "logits")
     z = as_float_array(logits, "logits", _float_dtype(logits))
     b, n = z.shape
     g = np.empty_like(z)
     row_loss = np.empty(b)
+    w = _weights(sample_weight, b)
     t = np.asarray(target)
     if t.ndim == 2:
         t = check_targets(t, n, b, z.dtype, name="target")
-        loss = _losses.cross_entropy_targets(z, t, g, row_loss)
+        loss = _losses.cross_entropy_targets(z, t, g, row_loss, w)
     else:
         y = check_class_labels(t, n, b, name="target")
-        loss = _losses.cross_entropy_labels(z, y, g, row_loss)
+        loss = _losses.cross_entropy_labels(z, y, g, row_loss, w)
     return float(loss), g
 
 
-def mse(pred, target):
+def mse(pred, target, sample_weight=None):
     """Mean squared error over all elements and its gradient 2 (pred - target) / size.
 
     pred: (b, n), target: (b, n) (or (b,) when n == 1).  Returns (loss, grad (b, n)).
@@ -318,10 +331,11 @@ def mse(pred, target):
     z = as_float_array(pred, "pred", _float_dtype(pred))
     t = check_targets(target, z.shape[1], z.shape[0], z.dtype, name="target")
     g = np.empty_like(z)
-    return float(_losses.mse(z, t, g, np.empty(z.shape[0]))), g
+    w = _weights(sample_weight, z.shape[0])
+    return float(_losses.mse(z, t, g, np.empty(z.shape[0]), w)), g
 
 
-def binary_cross_entropy(logits, target):
+def binary_cross_entropy(logits, target, sample_weight=None):
     """Mean binary cross-entropy of sigmoid(logits) against targets in [0, 1], fused.
 
     logits, target: (b, n) (multi-label).  Returns (loss, grad (b, n) = (sigmoid - t) / size).
@@ -331,7 +345,23 @@ def binary_cross_entropy(logits, target):
     t = check_targets(target, z.shape[1], z.shape[0], z.dtype, name="target",
                       unit_interval=True)
     g = np.empty_like(z)
-    return float(_losses.binary_cross_entropy(z, t, g, np.empty(z.shape[0]))), g
+    w = _weights(sample_weight, z.shape[0])
+    return float(_losses.binary_cross_entropy(z, t, g, np.empty(z.shape[0]), w)), g
+
+
+def poisson(log_mean, target, sample_weight=None):
+    """Mean Poisson negative log-likelihood exp(z) - t z of log-means z (the constant
+    log(t!) left out, as torch's PoissonNLLLoss(log_input=True)), fused with its gradient.
+
+    log_mean, target: (b, n), target non-negative.  Returns (loss, grad = (exp(z) - t) / size).
+    """
+    log_mean = _as_array(log_mean, "log_mean")
+    z = as_float_array(log_mean, "log_mean", _float_dtype(log_mean))
+    t = check_targets(target, z.shape[1], z.shape[0], z.dtype, name="target",
+                      non_negative=True)
+    g = np.empty_like(z)
+    w = _weights(sample_weight, z.shape[0])
+    return float(_losses.poisson(z, t, g, np.empty(z.shape[0]), w)), g
 
 
 def bias_grad(delta):

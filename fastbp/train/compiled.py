@@ -29,7 +29,9 @@ def _split_pack_buffers(model, bs, n_split):
 class Compiled:
     """Flat workspace and fixed arguments for fastbp.kernels.cpu.steps.run_steps."""
 
-    def __init__(self, model, optimizer, X, y, bs, l2, has_acc, checkpoint_every):
+    def __init__(self, model, optimizer, X, y, w, bs, l2, l2_per_weight, has_acc,
+                 checkpoint_every):
+        """w: (n,) float64 sample weights or None; l2, l2_per_weight: steps.Config's."""
         import numba
 
         from ..kernels.cpu import steps as S
@@ -60,6 +62,8 @@ class Compiled:
             self.ylab, self.ytgt = np.empty(0, np.int64), y
         self.ylab_buf = pack_buffer(bs, np.int64)
         self.ytgt_buf = np.empty(bs * max(self.ytgt.shape[1], 1), dt)
+        self.w = np.empty(0) if w is None else w
+        self.w_buf = np.empty(0) if w is None else pack_buffer(bs, np.float64)
         self.count_acc = has_acc
         self.sgd = isinstance(optimizer, SGD)
         self.none = np.empty(0, dt)
@@ -94,7 +98,7 @@ class Compiled:
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
         self.cfg = tuple(S.Config(self.sizes, model.act_code, model.slope, self.loss_code, l2,
-                                  has_acc))
+                                  l2_per_weight, has_acc))
         kern, self.steps = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
                                              numba.typeof(self.ytgt), model.matmul,
                                              model.act_code, self.loss_code, not self.serial)
@@ -126,11 +130,11 @@ class Compiled:
             state, step0 = (opt.exp_avg, opt.exp_avg_sq), opt.step_count
         bufs = S.Buffers(model.params, model.grads, *state, self.zbuf, self.abuf, self.gbuf,
                          self.row_loss, self.apack, self.bpack, self.xbuf, self.ylab_buf,
-                         self.ytgt_buf, self.out)
+                         self.ytgt_buf, self.w_buf, self.out)
         n_split = self.chooser.pick()
         t = time.perf_counter()
         # plain tuples: see run_steps
-        pos = S.run_steps((X, self.ylab, self.ytgt, order), pos, n_steps, bs, self.cfg,
+        pos = S.run_steps((X, self.ylab, self.ytgt, self.w, order), pos, n_steps, bs, self.cfg,
                           tuple(bufs), hyper, step0, not self.serial,
                           (n_split, self.row_split[n_split], self.layer_loss, self.sync),
                           self.kern, self.steps)

@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from .._validation import check_float, check_positive_int
+from .._validation import check_float, check_positive_int, check_sample_weight
+from ..kernels.cpu.losses import weight_total
 from ..schedules import make_schedule
 from .compiled import Compiled, epoch_compiled
 from .cuda import epoch_cuda
@@ -21,6 +22,7 @@ from .state import (
     Interrupts,
     Run,
     bar_update,
+    batch_l2,
     diverged,
     load_checkpoint,
     progress,
@@ -39,14 +41,18 @@ def _split(n, fraction, rng):
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp, buffers,
-               good_params, history, after_step):
-    """Train from row run.pos of the epoch's order to its end, updating run's sums."""
+def _epoch_cpu(model, optimizer, X, y, w, run, bs, shuffle, l2, l2_per_weight, has_acc, bar,
+               dp, buffers, good_params, history, after_step):
+    """Train from row run.pos of the epoch's order to its end, updating run's sums.
+    w: (n,) float64 sample weights or None."""
     n = run.order.shape[0]
     for start in range(run.pos, n, bs):
         stop = min(start + bs, n)
         lo, hi = dp.shard(start, stop) if dp is not None else (start, stop)
         m = hi - lo
+        # the batch's weight total, summed in batch order as the compiled path does
+        total = stop - start if w is None else weight_total(w[run.order[start:stop]], 0)
+        local = m if w is None else weight_total(w[run.order[lo:hi]], 0)
         if m == 0:  # more ranks than rows in this batch
             model.grads[...] = 0
             loss = 0.0
@@ -60,14 +66,16 @@ def _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp, b
                 np.take(y, idx, axis=0, out=ybb)
             else:
                 xb, ybb = X[lo:hi], y[lo:hi]
-            loss = model.backend.loss_and_grad(xb, ybb, l2)
+            wb = None if w is None else w[run.order[lo:hi]]
+            loss = model.backend.loss_and_grad(xb, ybb, batch_l2(l2, l2_per_weight, total),
+                                               wb)
         if not math.isfinite(loss):
             raise diverged(model, good_params, history, loss,
                             f"at epoch {run.epoch + 1}, samples {start}-{stop}")
         if dp is not None:
-            dp.average_grads(m, stop - start)
+            dp.average_grads(local, total)
         optimizer.step()
-        run.total_loss += loss * m
+        run.total_loss += loss * local
         if has_acc and m:
             run.correct += model.backend.count_correct(ybb)
         run.seen += stop - start
@@ -81,12 +89,18 @@ def _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp, b
 def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed=None,
         validation_data=None, validation_split=0.0, early_stopping=False, patience=10,
         min_delta=0.0, lr_schedule=None, callbacks=(), verbose=1, l2=0.0, comm=None,
-        checkpoint_dir=None, checkpoint_every=None, resume=False):
+        checkpoint_dir=None, checkpoint_every=None, resume=False, sample_weight=None,
+        _l2_per_weight=False):
     """Train `model` on (X, y) with `optimizer` in mini-batches; returns a History.
 
     X: (n, n_features); y as for model.loss_and_grad.  batch_size: samples per step (the
     last batch of an epoch may be smaller).  seed: shuffling and validation split.
-    validation_data=(X_val, y_val), or validation_split: a fraction of (X, y) held out.
+    sample_weight: (n,) non-negative weights (or a scalar): each batch's loss is the
+    weighted mean sum_i w_i l_i / sum_i w_i (model.loss_and_grad), and the history's loss
+    and val_loss are weighted means over the epoch (accuracy is not weighted, as Keras'
+    metrics); a batch whose weights are all 0 changes nothing but the optimizer's state.
+    validation_data=(X_val, y_val) or (X_val, y_val, sample_weight_val), or
+    validation_split: a fraction of (X, y) (and of sample_weight) held out.
     early_stopping: stop when the monitored loss (val_loss if there is validation data,
     else loss) has not improved by min_delta for `patience` epochs, and restore the best
     weights.  lr_schedule: see fastbp.schedules.  callbacks: objects with
@@ -96,6 +110,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     each rank passes the same data and seed and trains on its shard of every batch.
     checkpoint_dir / checkpoint_every: write a checkpoint (fastbp.checkpoint) every
     checkpoint_every optimizer steps and at the end of every epoch (and on Ctrl-C);
+    _l2_per_weight: l2 is divided by each batch's weight total (the estimators' alpha).
     resume=True continues from the checkpoint in checkpoint_dir if there is one, so that
     an interrupted and resumed run ends with the weights of an uninterrupted one.
 
@@ -129,13 +144,18 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                                  "create it with the model being trained")
             X = model.check_X(X)
             y = model.check_y(y, X.shape[0])
-            X_val = y_val = None
+            w = check_sample_weight(sample_weight, X.shape[0])
+            X_val = y_val = w_val = None
             rows = val_rows = None          # a validation split: index arrays into X
             if validation_data is not None:
-                if len(validation_data) != 2:
-                    raise ValueError("validation_data must be a pair (X_val, y_val)")
+                if len(validation_data) not in (2, 3):
+                    raise ValueError("validation_data must be (X_val, y_val) or (X_val, "
+                                     "y_val, sample_weight_val)")
                 X_val = model.check_X(validation_data[0], "X_val")
                 y_val = model.check_y(validation_data[1], X_val.shape[0])
+                if len(validation_data) == 3:
+                    w_val = check_sample_weight(validation_data[2], X_val.shape[0],
+                                                "sample_weight_val")
             callbacks = list(callbacks)
             for cb in callbacks:
                 if not (callable(cb) or hasattr(cb, "on_epoch_end")):
@@ -150,6 +170,8 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                                          if isinstance(v, (bool, int, float, str))},
                     "X": [list(X.shape), str(X.dtype)], "y": [list(y.shape), str(y.dtype)],
                     "data": data_digest(X, y), "batch_size": batch_size, "epochs": epochs,
+                    "sample_weight": None if w is None else data_digest(w[:, None], w),
+                    "l2_per_weight": bool(_l2_per_weight),
                     "shuffle": bool(shuffle), "validation_split": validation_split,
                     "validation_data": None if X_val is None else [list(X_val.shape),
                                                                    data_digest(X_val, y_val)],
@@ -167,6 +189,9 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         rng = np.random.default_rng(seed)
         if validation_data is None and validation_split > 0:
             rows, val_rows = _split(X.shape[0], validation_split, rng)
+            if w is not None and not np.any(w[rows]):
+                raise ValueError("sample_weight is zero for every training sample left by "
+                                 "validation_split")
 
         n = X.shape[0] if rows is None else rows.shape[0]
         bs = min(batch_size, n)
@@ -178,6 +203,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
             Xd, yd = cuda.to_device(X), cuda.to_device(y)   # the data set, copied once
             if val_rows is not None:
                 X_val, y_val = np.take(X, val_rows, axis=0), np.take(y, val_rows, axis=0)
+                w_val = None if w is None else np.take(w, val_rows)
                 val_rows = None
             if X_val is not None:
                 X_val, y_val = cuda.to_device(X_val), cuda.to_device(y_val)
@@ -190,6 +216,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         # picked by index, so the data set is never copied or reordered.
         buffers = {}
         run = Run(n if rows is None else rows)
+        run.weights = w
         history = History()
         best_params = None
         good_params = model.backend.snapshot()
@@ -217,7 +244,8 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         has_acc = model.has_accuracy(y)
         compiled = None
         if not on_gpu and Compiled.eligible(model, optimizer, dp):
-            compiled = Compiled(model, optimizer, X, y, bs, l2, has_acc, checkpoint_every)
+            compiled = Compiled(model, optimizer, X, y, w, bs, l2, _l2_per_weight, has_acc,
+                                checkpoint_every)
         bar = progress(verbose, n * (epochs - run.epoch))
         if interrupts.requested:            # Ctrl-C while setting up: no step taken
             history.interrupted = True
@@ -236,8 +264,8 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                 try:
                     if on_gpu:
                         run.total_loss, run.correct = epoch_cuda(
-                            model, optimizer, Xd, yd, run.order, bs, has_acc, bar, dev_buffers,
-                            l2)
+                            model, optimizer, Xd, yd, w, run.order, bs, has_acc, bar,
+                            dev_buffers, l2, _l2_per_weight)
                         run.seen = run.pos = n
                         if not math.isfinite(run.total_loss):
                             raise diverged(model, good_params, history, run.total_loss / n,
@@ -246,8 +274,9 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                         epoch_compiled(model, optimizer, X, run, bs, compiled, bar, good_params,
                                         history, after_step)
                     else:
-                        _epoch_cpu(model, optimizer, X, y, run, bs, shuffle, l2, has_acc, bar, dp,
-                                   buffers, good_params, history, after_step)
+                        _epoch_cpu(model, optimizer, X, y, w, run, bs, shuffle, l2,
+                                   _l2_per_weight, has_acc, bar, dp, buffers, good_params,
+                                   history, after_step)
                 except KeyboardInterrupt as exc:
                     if dp is not None:
                         dp.abort(exc)
@@ -268,16 +297,17 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                 if dp is not None:
                     total_loss, correct = dp.sum([total_loss, correct])
                 elapsed = time.perf_counter() - t0
-                logs = {"epoch": epoch, "loss": total_loss / n,
+                logs = {"epoch": epoch, "loss": total_loss / run.loss_weight(n),
                         "accuracy": correct / n if has_acc else None,
                         "val_loss": None, "val_accuracy": None, "lr": optimizer.lr,
                         "samples_per_s": n / elapsed, "time": elapsed,
                         "samples_seen": history.samples_seen}
                 if X_val is not None:
-                    logs["val_loss"], logs["val_accuracy"] = model.backend.evaluate(X_val, y_val)
+                    logs["val_loss"], logs["val_accuracy"] = model.backend.evaluate(
+                        X_val, y_val, w=w_val)
                 elif val_rows is not None:
                     logs["val_loss"], logs["val_accuracy"] = model.backend.evaluate(
-                        X, y, rows=val_rows)
+                        X, y, rows=val_rows, w=w)
                 for key in history.history:
                     history.history[key].append(logs[key])
                 model.backend.snapshot(into=good_params)

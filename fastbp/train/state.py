@@ -71,10 +71,19 @@ def diverged(model, good_params, history, loss, where, what=None):
         "epoch. Lower the learning rate, or scale the inputs.", history)
 
 
+def batch_l2(l2, l2_per_weight, total):
+    """A step's L2 factor given its batch's weight total, as the compiled step's
+    (kernels/cpu/steps.l2_factor): l2, or l2 / total (0 for a batch of weight 0)."""
+    if not l2_per_weight:
+        return l2
+    return 0.0 if total == 0.0 else l2 / total
+
+
 def bar_update(bar, run, rows, has_acc):
     """Advance the progress bar by `rows` and show the epoch's running loss/accuracy."""
     bar.update(rows)
-    post = {"loss": f"{run.total_loss / max(run.seen, 1):.4f}"}
+    weight = run.loss_weight()
+    post = {"loss": f"{run.total_loss / weight if weight > 0 else 0.0:.4f}"}
     if has_acc:
         post["acc"] = f"{run.correct / max(run.seen, 1):.4f}"
     bar.set_postfix(post, refresh=False)
@@ -134,6 +143,15 @@ class Run:
         subset = isinstance(rows, np.ndarray)
         self.order = rows.astype(np.int64) if subset else np.arange(rows)
         self.subset = subset      # order is not a permutation of all of X's rows
+        self.weights = None       # the data set's sample weights (n,), if any
+
+    def loss_weight(self, pos=None):
+        """What the epoch's total_loss sums over up to row pos of the order (default: the
+        rows trained so far): their number, or with sample weights their weight."""
+        pos = self.pos if pos is None else pos
+        if self.weights is None:
+            return pos
+        return float(np.sum(self.weights[self.order[:pos]]))
 
 
 def save_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,

@@ -232,18 +232,24 @@ def test_losses_against_cpu():
     B = RNG.integers(0, 2, size=(b, c)).astype(F)
     G = cuda.device_array((b, c), F)
     rl = cuda.device_array(b, np.float64)
-    cases = [
-        (KC.cross_entropy_labels, dev(y), K.cross_entropy(z, y), 1.0 / b),
-        (KC.cross_entropy_targets, dev(T), K.cross_entropy(z, T), 1.0 / b),
-        (KC.mse, dev(R), K.mse(z, R), 1.0 / b),
-        (KC.binary_cross_entropy, dev(B), K.binary_cross_entropy(z, B), 1.0 / b),
-    ]
-    for kernel, target, (loss_ref, g_ref), scale in cases:
-        kernel(dev(z), target, G, rl)
-        acc = cuda.to_device(np.zeros(1))
-        KC.accumulate(rl, scale, acc)
-        assert abs(acc.copy_to_host()[0] - loss_ref) <= 1e-5 * max(1, loss_ref), kernel
-        assert rel_err(G.copy_to_host(), g_ref) <= TOL, kernel
+    P = np.abs(R) * 2
+    w = RNG.integers(0, 4, size=b).astype(np.float64)
+    for sw in (None, w):
+        total = b if sw is None else w.sum()
+        wd = cuda.device_array(0, np.float64) if sw is None else dev(sw)
+        cases = [
+            (KC.cross_entropy_labels, dev(y), K.cross_entropy(z, y, sw), 1),
+            (KC.cross_entropy_targets, dev(T), K.cross_entropy(z, T, sw), 1),
+            (KC.mse, dev(R), K.mse(z, R, sw), c),
+            (KC.binary_cross_entropy, dev(B), K.binary_cross_entropy(z, B, sw), c),
+            (KC.poisson, dev(P), K.poisson(z, P, sw), c),
+        ]
+        for kernel, target, (loss_ref, g_ref), count in cases:
+            kernel(dev(z), target, G, rl, wd, 1.0 / (total * count))
+            acc = cuda.to_device(np.zeros(1))
+            KC.accumulate(rl, 1.0 / (total * count), acc)
+            assert abs(acc.copy_to_host()[0] - loss_ref) <= 1e-5 * max(1, abs(loss_ref)), kernel
+            assert rel_err(G.copy_to_host(), g_ref) <= TOL, kernel
     P = cuda.device_array_like(z)
     KC.softmax_rows(dev(z), P)
     assert rel_err(P.copy_to_host(), K.softmax(z)) <= TOL
@@ -303,12 +309,46 @@ def test_device_model_matches_cpu_model():
     assert rel_err(gpu_m.host_params(), cpu_m.params) <= 1e-4
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "poisson"])
+def test_weighted_training_on_device_matches_cpu(loss):
+    """Sample weights (gathered on the device, each batch's total from the host), the
+    per-weight L2 of the estimators and weighted validation (every loss kernel's weights:
+    test_losses_against_cpu)."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((30, 6)).astype(F)
+    if loss == "cross_entropy":
+        y = rng.integers(0, 3, size=30)
+    else:
+        y = rng.poisson(1.5, size=(30, 3)).astype(F)
+    w = rng.uniform(0, 2, 30)
+    w[:4] = 0.0
+    models = [fastbp.MLP([6, 9, 3], loss=loss, seed=0, device=d) for d in ("cpu", "cuda")]
+    losses = [m.loss_and_grad(X, y, l2=1e-3, sample_weight=w) for m in models]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert rel_err(models[1].grads.copy_to_host(), models[0].grads) <= 1e-4
+    hs = []
+    for m in models:
+        hs.append(fastbp.fit(m, X, y, optimizer=fastbp.Adam(m, 1e-2), batch_size=8, epochs=1,
+                             seed=1, verbose=0, sample_weight=w, l2=1e-2, _l2_per_weight=True,
+                             validation_split=0.2))
+    assert np.allclose(hs[0]["loss"], hs[1]["loss"], rtol=1e-4)
+    assert np.allclose(hs[0]["val_loss"], hs[1]["val_loss"], rtol=1e-4)
+    assert rel_err(models[1].host_params(), models[0].params) <= 1e-4
+
+
 def test_estimator_on_device():
     X = RNG.standard_normal((40, 4))
     y = (X[:, 0] > 0).astype(int)
     clf = fastbp.MLPClassifier((8,), max_iter=3, device="cuda", random_state=0,
                                batch_size=20).fit(X, y)
     ref = fastbp.MLPClassifier((8,), max_iter=3, random_state=0, batch_size=20).fit(X, y)
+    assert np.allclose(clf.loss_curve_, ref.loss_curve_, rtol=1e-4)
+    assert np.allclose(clf.coefs_[0], ref.coefs_[0], atol=1e-5)
+    sw = np.linspace(0, 2, 40)
+    clf = fastbp.MLPClassifier((8,), max_iter=1, device="cuda", random_state=0,
+                               batch_size=20, class_weight="balanced").fit(X, y, sw)
+    ref = fastbp.MLPClassifier((8,), max_iter=1, random_state=0, batch_size=20,
+                               class_weight="balanced").fit(X, y, sw)
     assert np.allclose(clf.loss_curve_, ref.loss_curve_, rtol=1e-4)
     assert np.allclose(clf.coefs_[0], ref.coefs_[0], atol=1e-5)
 

@@ -16,6 +16,21 @@ rng = np.random.default_rng(0)
 X = rng.standard_normal((203, 12))
 y = rng.integers(0, 4, size=203)
 results = {}
+if mode == "weighted":
+    # sample weights (some zero), the estimators' per-weight L2, every loss kind
+    w = np.abs(rng.standard_normal(203))
+    w[::7] = 0.0
+    for loss in ("cross_entropy", "poisson"):
+        Y = y if loss == "cross_entropy" else rng.poisson(1.0, size=(203, 4)).astype(float)
+        model = fastbp.MLP([12, 16, 4], loss=loss, dtype=np.float64, seed=0)
+        h = fastbp.fit(model, X, Y, optimizer=fastbp.Adam(model, lr=0.01), batch_size=32,
+                       epochs=3, seed=5, verbose=0, comm=comm, sample_weight=w, l2=1e-3,
+                       _l2_per_weight=True)
+        results[loss] = model.params.copy()
+        results[loss + "_loss"] = np.array(h["loss"])
+    if comm.Get_rank() == 0:
+        np.savez(out, **results)
+    sys.exit(0)
 if mode == "estimator":
     clf = fastbp.MLPClassifier((16,), max_iter=5, random_state=0, batch_size=32,
                                dtype="float64").fit(X, y, comm=comm)

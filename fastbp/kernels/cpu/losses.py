@@ -21,6 +21,15 @@ mse (mean over all b*n elements, as torch.nn.functional.mse_loss):
     L = (1/bn) sum (z - t)^2;   G = 2 (z - t) / (bn)
 binary_cross_entropy (sigmoid fused, as torch's BCEWithLogitsLoss, mean over all elements):
     L = (1/bn) sum max(z, 0) - z t + log(1 + exp(-|z|));   G = (sigmoid(z) - t) / (bn)
+poisson (log link: z is the log of the mean, as torch's PoissonNLLLoss(log_input=True)):
+    L = (1/bn) sum exp(z) - t z;   G = (exp(z) - t) / (bn)
+
+Sample weights w (b,) (float64; an empty array: every row weighs 1) make each mean a
+weighted one, as scikit-learn's MLP: row i's terms are multiplied by w_i and the divisor b
+becomes sum_i w_i (W), so L = (1/W) sum_i w_i l_i and integer weights act as repeated rows.
+The ``*_rows`` kernels take the row's factor as w_i * scale with scale = 1 / (W [* n]),
+which for unit weights is exactly the unweighted scale (the same bits).  A batch whose
+weights sum to 0 has scale 0: no loss, no gradient.
 """
 import math
 
@@ -68,30 +77,64 @@ def _row_exp(Z, i, E):
     return m, ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def _row_factor(scale, w, i):
+    """Row i's gradient factor: scale, times w[i] when there are weights."""
+    return scale if w.shape[0] == 0 else scale * w[i]
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _row_weighted(loss, w, i):
+    """Row i's loss, times w[i] when there are weights."""
+    return loss if w.shape[0] == 0 else loss * w[i]
+
+
 @njit(cache=True, _nrt=False)
-def cross_entropy_labels_rows(Z, y, G, row_loss, scale):
+def weight_total(w, m):
+    """sum(w) in order (float64), or m where w is empty (no weights)."""
+    if w.shape[0] == 0:
+        return np.float64(m)
+    total = 0.0
+    for i in range(w.shape[0]):
+        total += w[i]
+    return total
+
+
+@njit(cache=True, _nrt=False)
+def mean_scale(total, count):
+    """1 / (total * count): the factor of a mean over total rows' weight and count values
+    a row (0 where total is 0: a batch of zero weight contributes nothing)."""
+    if total == 0.0:
+        return 0.0
+    return 1.0 / (total * count)
+
+
+@njit(cache=True, _nrt=False)
+def cross_entropy_labels_rows(Z, y, G, row_loss, scale, w):
     """Rows of a batch: Z (r, C) logits, y (r,) int64 labels in [0, C), G (r, C) out,
-    row_loss (r,) out.  G = (softmax(Z) - onehot(y)) * scale, row_loss[i] = lse_i - z_{i,y_i};
-    scale is 1 / (rows of the whole batch), so that a batch can be done in parts."""
+    row_loss (r,) out, w (r,) weights or empty.  G = (softmax(Z) - onehot(y)) * w_i * scale,
+    row_loss[i] = w_i (lse_i - z_{i,y_i}); scale is 1 / (weight of the whole batch), so that
+    a batch can be done in parts."""
     b, n = Z.shape
     for i in range(b):
         m, s = _row_exp(Z, i, G)
         lse = m + math.log(s)
         label = y[i]
         inv_s = 1.0 / s
+        f = _row_factor(scale, w, i)
         for c in range(n):
-            # (p - onehot) * scale in float64, rounded to the storage type once
+            # (p - onehot) * factor in float64, rounded to the storage type once
             p = np.float64(G[i, c]) * inv_s
             if c == label:
                 p -= 1.0
-            G[i, c] = p * scale
-        row_loss[i] = lse - Z[i, label]
+            G[i, c] = p * f
+        row_loss[i] = _row_weighted(lse - Z[i, label], w, i)
 
 
 @njit(cache=True, _nrt=False)
-def cross_entropy_targets_rows(Z, T, G, row_loss, scale):
+def cross_entropy_targets_rows(Z, T, G, row_loss, scale, w):
     """Rows of a batch: Z (r, C) logits, T (r, C) probability / one-hot targets, G (r, C)
-    out, row_loss (r,) out; scale as in cross_entropy_labels_rows."""
+    out, row_loss (r,) out; scale and w as in cross_entropy_labels_rows."""
     b, n = Z.shape
     for i in range(b):
         acc = 0.0
@@ -103,41 +146,63 @@ def cross_entropy_targets_rows(Z, T, G, row_loss, scale):
             tsum += t
             acc += t * (lse - Z[i, c])
         inv_s = 1.0 / s
+        f = _row_factor(scale, w, i)
         for c in range(n):
             p = np.float64(G[i, c]) * inv_s
-            G[i, c] = (p * tsum - T[i, c]) * scale
-        row_loss[i] = acc
+            G[i, c] = (p * tsum - T[i, c]) * f
+        row_loss[i] = _row_weighted(acc, w, i)
 
 
 @njit(cache=True, _nrt=False)
-def mse_rows(Z, T, G, row_loss, scale):
+def mse_rows(Z, T, G, row_loss, scale, w):
     """Rows of a batch: Z (r, n) predictions, T (r, n) targets, G (r, n) out, row_loss (r,)
-    out (sum of squared errors of the row); scale is 1 / (elements of the whole batch)."""
+    out (sum of squared errors of the row, times w_i); scale is 1 / (n * weight of the
+    whole batch)."""
     b, n = Z.shape
     for i in range(b):
         acc = 0.0
+        f = _row_factor(scale, w, i)
         for c in range(n):
             d = np.float64(Z[i, c]) - np.float64(T[i, c])
             acc += d * d
-            G[i, c] = 2.0 * d * scale
-        row_loss[i] = acc
+            G[i, c] = 2.0 * d * f
+        row_loss[i] = _row_weighted(acc, w, i)
 
 
 @njit(cache=True, _nrt=False)
-def binary_cross_entropy_rows(Z, T, G, row_loss, scale):
+def binary_cross_entropy_rows(Z, T, G, row_loss, scale, w):
     """Rows of a batch: Z (r, n) logits, T (r, n) targets in [0, 1], G (r, n) out,
-    row_loss (r,) out; scale is 1 / (elements of the whole batch)."""
+    row_loss (r,) out; scale and w as in mse_rows."""
     b, n = Z.shape
     for i in range(b):
         acc = 0.0
+        f = _row_factor(scale, w, i)
         for c in range(n):
             z = np.float64(Z[i, c])
             t = np.float64(T[i, c])
             e = math.exp(-abs(z))            # one exp for the loss and sigmoid(z)
             acc += max(z, 0.0) - z * t + math.log1p(e)
             sig = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
-            G[i, c] = (sig - t) * scale
-        row_loss[i] = acc
+            G[i, c] = (sig - t) * f
+        row_loss[i] = _row_weighted(acc, w, i)
+
+
+@njit(cache=True, _nrt=False)
+def poisson_rows(Z, T, G, row_loss, scale, w):
+    """Rows of a batch: Z (r, n) log-means, T (r, n) non-negative counts, G (r, n) out,
+    row_loss (r,) out (sum over the row of exp(z) - t z, times w_i); scale and w as in
+    mse_rows."""
+    b, n = Z.shape
+    for i in range(b):
+        acc = 0.0
+        f = _row_factor(scale, w, i)
+        for c in range(n):
+            z = np.float64(Z[i, c])
+            t = np.float64(T[i, c])
+            e = math.exp(z)
+            acc += e - t * z
+            G[i, c] = (e - t) * f
+        row_loss[i] = _row_weighted(acc, w, i)
 
 
 @njit(cache=True)
@@ -150,34 +215,43 @@ def mean_row_loss(row_loss, scale):
 
 
 @njit(cache=True)
-def cross_entropy_labels(Z, y, G, row_loss):
-    """Z (b, C) logits, y (b,) int64 labels in [0, C), G (b, C) out, row_loss (b,). Returns mean loss."""
-    scale = 1.0 / Z.shape[0]
-    cross_entropy_labels_rows(Z, y, G, row_loss, scale)
+def cross_entropy_labels(Z, y, G, row_loss, w):
+    """Z (b, C) logits, y (b,) int64 labels in [0, C), G (b, C) out, row_loss (b,), w (b,)
+    weights or empty.  Returns the (weighted) mean loss."""
+    scale = mean_scale(weight_total(w, Z.shape[0]), 1)
+    cross_entropy_labels_rows(Z, y, G, row_loss, scale, w)
     return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 
 @njit(cache=True)
-def cross_entropy_targets(Z, T, G, row_loss):
+def cross_entropy_targets(Z, T, G, row_loss, w):
     """Z (b, C) logits, T (b, C) probability / one-hot targets, G (b, C) out. Returns mean loss."""
-    scale = 1.0 / Z.shape[0]
-    cross_entropy_targets_rows(Z, T, G, row_loss, scale)
+    scale = mean_scale(weight_total(w, Z.shape[0]), 1)
+    cross_entropy_targets_rows(Z, T, G, row_loss, scale, w)
     return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 
 @njit(cache=True)
-def mse(Z, T, G, row_loss):
+def mse(Z, T, G, row_loss, w):
     """Z (b, n) predictions, T (b, n) targets, G (b, n) out. Returns the mean squared error."""
-    scale = 1.0 / (Z.shape[0] * Z.shape[1])
-    mse_rows(Z, T, G, row_loss, scale)
+    scale = mean_scale(weight_total(w, Z.shape[0]), Z.shape[1])
+    mse_rows(Z, T, G, row_loss, scale, w)
     return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 
 @njit(cache=True)
-def binary_cross_entropy(Z, T, G, row_loss):
+def binary_cross_entropy(Z, T, G, row_loss, w):
     """Z (b, n) logits, T (b, n) targets in [0, 1], G (b, n) out. Returns the mean loss."""
-    scale = 1.0 / (Z.shape[0] * Z.shape[1])
-    binary_cross_entropy_rows(Z, T, G, row_loss, scale)
+    scale = mean_scale(weight_total(w, Z.shape[0]), Z.shape[1])
+    binary_cross_entropy_rows(Z, T, G, row_loss, scale, w)
+    return mean_row_loss(row_loss[:Z.shape[0]], scale)
+
+
+@njit(cache=True)
+def poisson(Z, T, G, row_loss, w):
+    """Z (b, n) log-means, T (b, n) counts, G (b, n) out. Returns the mean Poisson loss."""
+    scale = mean_scale(weight_total(w, Z.shape[0]), Z.shape[1])
+    poisson_rows(Z, T, G, row_loss, scale, w)
     return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 

@@ -3,7 +3,7 @@
 A chunk of consecutive steps runs inside one compiled call (run_steps):
 
     for each batch of the epoch's order:
-        gather rows of X, y                     (same copies as np.take)
+        gather rows of X, y (and sample weights) (same copies as np.take)
         forward, fused loss, backward           (the kernels MLP.loss_and_grad calls)
         optional L2 on the weights
         optimizer update over the flat buffer  (optim.optimizer_update)
@@ -50,7 +50,10 @@ from .losses import (
     cross_entropy_targets_rows,
     l2_loss,
     mean_row_loss,
+    mean_scale,
     mse_rows,
+    poisson_rows,
+    weight_total,
 )
 from .optim import (
     optimizer_update,
@@ -90,11 +93,35 @@ def _rows(buf, off, m, width, r0, r1):
 
 
 @njit(cache=True)
-def loss_scale(loss_code, m, n_out):
-    """1 / the count the loss averages over: rows (cross-entropy) or elements (mse, bce)."""
+def loss_scale(loss_code, total, n_out):
+    """1 / what the loss averages over: the batch's weight total (its rows, unweighted)
+    for cross-entropy, times n_out for the others (a mean over every output)."""
     if loss_code == LOSS_CE_LABELS or loss_code == LOSS_CE_TARGETS:
-        return 1.0 / m
-    return 1.0 / (m * n_out)
+        return mean_scale(total, 1)
+    return mean_scale(total, n_out)
+
+
+@njit(cache=True, _nrt=False)
+def batch_total(data, bufs, pos, m):
+    """The weight total of the batch order[pos:pos + m]: m without weights (bufs.w_buf
+    empty), else the sum of its rows' weights in batch order, read from the data set (so
+    that every part of a split step has it before any part has gathered)."""
+    if bufs.w_buf.shape[0] == 0:
+        return np.float64(m)
+    w, order = data.w, data.order
+    total = 0.0
+    for r in range(m):
+        total += w[order[pos + r]]
+    return total
+
+
+@njit(cache=True, _nrt=False)
+def l2_factor(cfg, total):
+    """The step's L2 factor: cfg.l2, or with cfg.l2_per_weight cfg.l2 / the batch's weight
+    total (scikit-learn's alpha / sum of sample weights; 0 for a batch of weight 0)."""
+    if not cfg.l2_per_weight:
+        return cfg.l2
+    return 0.0 if total == 0.0 else cfg.l2 / total
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -131,43 +158,49 @@ def _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, parallel, kern):
 
 
 @njit(cache=True, _nrt=False)
-def _label_loss_rows(loss_code, ZL, ylab, Y, GL, rl, scale):
+def _label_loss_rows(loss_code, ZL, ylab, Y, GL, rl, scale, w):
     """The loss rows rl (b,) and dL/dZ_L GL (b, k) of the loss with integer labels ylab
-    (b,), the cross-entropy, for logits ZL (b, k); loss_code and Y are unused.  With
-    _target_loss_rows, one of _batch_rows' loss_fn (kernel_pointers picks it)."""
-    cross_entropy_labels_rows(ZL, ylab, GL, rl, scale)
+    (b,), the cross-entropy, for logits ZL (b, k), with the rows' weights w (b,) or none
+    (empty); loss_code and Y are unused.  With _target_loss_rows, one of _batch_rows'
+    loss_fn (kernel_pointers picks it)."""
+    cross_entropy_labels_rows(ZL, ylab, GL, rl, scale, w)
 
 
 @njit(cache=True, _nrt=False)
-def _target_loss_rows(loss_code, ZL, ylab, Y, GL, rl, scale):
+def _target_loss_rows(loss_code, ZL, ylab, Y, GL, rl, scale, w):
     """The same for the losses with float targets Y (b, k), by loss_code: cross-entropy,
-    mean squared error or binary cross-entropy; ylab is unused."""
+    mean squared error, binary cross-entropy or Poisson; ylab is unused."""
     if loss_code == LOSS_CE_TARGETS:
-        cross_entropy_targets_rows(ZL, Y, GL, rl, scale)
+        cross_entropy_targets_rows(ZL, Y, GL, rl, scale, w)
     elif loss_code == LOSS_MSE:
-        mse_rows(ZL, Y, GL, rl, scale)
+        mse_rows(ZL, Y, GL, rl, scale, w)
+    elif loss_code == LOSS_BCE:
+        binary_cross_entropy_rows(ZL, Y, GL, rl, scale, w)
     else:
-        binary_cross_entropy_rows(ZL, Y, GL, rl, scale)
+        poisson_rows(ZL, Y, GL, rl, scale, w)
 
 
 # ----------------------------------------------------------------------------- arguments
 # A compiled step's arguments travel in a few named groups (typed once, in
 # kernel_pointers), so that no function takes more than about a dozen and none can be
 # swapped with another of the same type unnoticed.
-Data = namedtuple("Data", "X ylab ytgt order")
+Data = namedtuple("Data", "X ylab ytgt w order")
 """The data set: X (n, d); ylab (n,) int64 labels for LOSS_CE_LABELS, else ytgt (n, k)
-(the other one an empty placeholder); order (n,) int64, the epoch's order of rows."""
-Config = namedtuple("Config", "sizes act_code slope loss_code l2 count_acc")
+(the other one an empty placeholder); w (n,) float64 sample weights (empty: none);
+order (n,) int64, the epoch's order of rows."""
+Config = namedtuple("Config", "sizes act_code slope loss_code l2 l2_per_weight count_acc")
 """The network and what a step computes: sizes (L + 1,) int64 widths, the activation's
-code and slope, the loss code, the L2 factor, and whether to count correct predictions."""
+code and slope, the loss code, the L2 factor (divided by the batch's weight total with
+l2_per_weight: see l2_factor), and whether to count correct predictions."""
 Buffers = namedtuple("Buffers", "params grads state1 state2 zbuf abuf gbuf row_loss apack "
-                                "bpack xbuf ylab_buf ytgt_buf out")
+                                "bpack xbuf ylab_buf ytgt_buf w_buf out")
 """The arrays a step reads and writes.  params, grads, state1, state2: the flat buffers
 (P,) (state: the optimizer's, see optim.optimizer_update).  zbuf/abuf/gbuf: flat float
 workspace of bs * sum(widths[1:]) each (abuf unused where A is Z; gbuf with max(sizes) of
 zeroed slack).  row_loss (bs,) float64.  apack, bpack: the GEMM's packing buffers, n_split
-equal parts, each a multiple of 64 bytes.  xbuf (bs*d), ylab_buf (bs), ytgt_buf (bs*k):
-gather buffers.  out (2,) float64: out[0] += sum of batch loss * rows, out[1] += correct."""
+equal parts, each a multiple of 64 bytes.  xbuf (bs*d), ylab_buf (bs), ytgt_buf (bs*k),
+w_buf (bs) float64 (empty without weights): gather buffers.  out (2,) float64: out[0] +=
+sum of batch loss * batch weight total (rows, unweighted), out[1] += correct."""
 Split = namedtuple("Split", "n_split row_split layer_loss sync")
 """Split steps: n_split threads (1: none); row_split (L, n_split + 1) int64, thread t
 computes the weight gradients and updates of layer l's rows row_split[l, t]:row_split[l,
@@ -197,9 +230,8 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
     Compiled without reference counting, like everything a split step's threads run: every
     array view or argument otherwise costs an atomic operation on the parent buffer's count,
     and two threads doing that on the same buffers made a split step slower than one thread."""
-    X, ylab, ytgt, order = data
-    sizes, act_code, slope, loss_code, l2 = cfg.sizes, cfg.act_code, cfg.slope, \
-        cfg.loss_code, cfg.l2
+    X, ylab, ytgt, order = data.X, data.ylab, data.ytgt, data.order
+    sizes, act_code, slope, loss_code = cfg.sizes, cfg.act_code, cfg.slope, cfg.loss_code
     params, zbuf, abuf, gbuf = bufs.params, bufs.zbuf, bufs.abuf, bufs.gbuf
     xbuf, ylab_buf, ytgt_buf = bufs.xbuf, bufs.ylab_buf, bufs.ytgt_buf
     gemm_fn, chunk_addr = kern.gemm, kern.chunk_addr
@@ -219,6 +251,8 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
     no, yes = np.bool_(False), np.bool_(True)
     epi_bias_act, epi_act_grad = np.int64(EPI_BIAS_ACT), np.int64(EPI_ACT_GRAD)
     identity = np.int64(0)
+    total = batch_total(data, bufs, pos, m)
+    l2 = l2_factor(cfg, total)
     if not weight_grads and l2 != 0.0:
         for l in range(part, L, n_parts):
             w_off = layer_offset(sizes, l)
@@ -238,6 +272,10 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
             src = order[pos + r]
             for j in range(k):
                 ytgt_buf[r * k + j] = ytgt[src, j]
+    w_buf = bufs.w_buf
+    if w_buf.shape[0] > 0:
+        for r in range(r0, r1):
+            w_buf[r] = data.w[order[pos + r]]
     # forward
     off = 0
     a_prev = xb
@@ -259,9 +297,9 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
     ZL = _rows(zbuf, off_last, m, n_out, r0, r1)
     GL = _rows(gbuf, off_last, m, n_out, r0, r1)
     rl = bufs.row_loss[r0:r1]
-    scale = loss_scale(loss_code, m, n_out)
+    scale = loss_scale(loss_code, total, n_out)
     kern.loss(loss_code, ZL, ylab_buf[r0:r1], _rows(ytgt_buf, 0, m, ytgt.shape[1], r0, r1),
-              GL, rl, scale)
+              GL, rl, scale, w_buf[r0:r1])
     # backward
     off = off_last
     for l in range(L - 1, -1, -1):
@@ -289,7 +327,8 @@ def _layer_rows_update(th, split, m, cfg, bufs, hyper, step, kern):
     dW and db over all m rows, the L2 gradient and the optimizer update of W's rows and b's
     entries, all on this thread (parallel=False) with part th of the packing workspace.
     Elementwise updates and per-element sums over the batch: the same bits as one thread."""
-    sizes, l2 = cfg.sizes, cfg.l2
+    sizes = cfg.sizes
+    l2 = l2_factor(cfg, weight_total(bufs.w_buf[:m], m))
     params, grads, state1, state2 = bufs.params, bufs.grads, bufs.state1, bufs.state2
     n_split, row_split = split.n_split, split.row_split
     no = np.bool_(False)
@@ -319,11 +358,11 @@ def _layer_rows_update(th, split, m, cfg, bufs, hyper, step, kern):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _record_step(loss, m, cfg, bufs):
-    """Add a finished step's loss (times its m rows) to out[0] and, with count_acc, its
-    correct predictions to out[1]."""
+def _record_step(loss, m, total, cfg, bufs):
+    """Add a finished step's loss (times its weight total: its m rows, unweighted) to
+    out[0] and, with count_acc, its correct predictions to out[1]."""
     out = bufs.out
-    out[0] += loss * m
+    out[0] += loss * total
     if cfg.count_acc:
         sizes = cfg.sizes
         L = sizes.shape[0] - 1
@@ -344,7 +383,7 @@ def _split_steps(me, data, pos, n_steps, bs, cfg, bufs, hyper, step0, split, ker
     (_layer_rows_update), each in n_split parts, the threads waiting for each other between
     phases (sync.py).  Thread t runs part t where it can, so that it updates the same rows
     of W every step."""
-    sizes, loss_code, l2 = cfg.sizes, cfg.loss_code, cfg.l2
+    sizes, loss_code = cfg.sizes, cfg.loss_code
     n_split, layer_loss, sync = split.n_split, split.layer_loss, split.sync
     L = sizes.shape[0] - 1
     n = data.order.shape[0]   # the epoch's rows (a subset of X with a validation split)
@@ -362,11 +401,12 @@ def _split_steps(me, data, pos, n_steps, bs, cfg, bufs, hyper, step0, split, ker
                 inner.rows(data, start, m, part, n_split, cfg, bufs, no, no, layer_loss, kern)
             else:
                 if part == 0:   # the rows phase is finished and W not yet updated
-                    loss = mean_row_loss(bufs.row_loss[:m], loss_scale(loss_code, m, n_out))
-                    if l2 != 0.0:
+                    total = weight_total(bufs.w_buf[:m], m)
+                    loss = mean_row_loss(bufs.row_loss[:m], loss_scale(loss_code, total, n_out))
+                    if l2_factor(cfg, total) != 0.0:
                         for l in range(L):
                             loss += layer_loss[l]
-                    _record_step(loss, m, cfg, bufs)
+                    _record_step(loss, m, total, cfg, bufs)
                 inner.layers(part, split, m, cfg, bufs, hyper, step0 + q // 2 + 1, kern)
             part_done(sync)
 
@@ -404,7 +444,7 @@ def run_steps(data_t, pos, n_steps, bs, cfg_t, bufs_t, hyper, step0, parallel, s
     inner = Inner(rows_fn, layers_fn)
     data, cfg, bufs = Data(*data_t), Config(*cfg_t), Buffers(*bufs_t)
     split = Split(*split_t)
-    sizes, loss_code, l2 = cfg.sizes, cfg.loss_code, cfg.l2
+    sizes, loss_code = cfg.sizes, cfg.loss_code
     n_split, layer_loss = split.n_split, split.layer_loss
     params, grads = bufs.params, bufs.grads
     L = sizes.shape[0] - 1
@@ -426,7 +466,9 @@ def run_steps(data_t, pos, n_steps, bs, cfg_t, bufs_t, hyper, step0, parallel, s
         # products) the weight gradients and updates are shared out by rows below
         rows_fn(data, pos, m, zero, one, cfg, bufs, np.bool_(n_split == 1), parallel,
                 layer_loss, kern)
-        loss = mean_row_loss(bufs.row_loss[:m], loss_scale(loss_code, m, n_out))
+        total = weight_total(bufs.w_buf[:m], m)
+        loss = mean_row_loss(bufs.row_loss[:m], loss_scale(loss_code, total, n_out))
+        l2 = l2_factor(cfg, total)
         if n_split > 1:
             for t in prange(n_split):
                 layers_fn(np.int64(t), split, m, cfg, bufs, hyper, step0 + s + 1, kern)
@@ -441,7 +483,7 @@ def run_steps(data_t, pos, n_steps, bs, cfg_t, bufs_t, hyper, step0, parallel, s
                     loss += add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
             kern.update(hyper, params, grads, bufs.state1, bufs.state2, step0 + s + 1,
                         parallel)
-        _record_step(loss, m, cfg, bufs)
+        _record_step(loss, m, total, cfg, bufs)
         pos = stop
     return pos
 
@@ -458,15 +500,15 @@ def step_signatures(f, X_type, ylab_type, ytgt_type):
     t["gemm"] = gemm_mod.gemm_signature(f)
     t["hyper"] = types.Tuple((i, d, d, d, b, d, d, d, b))    # optim.optimizer_update's
     t["update"] = types.none(t["hyper"], vec, vec, vec, vec, i, b)
-    #                      loss ZL   ylab Y    GL   rl  scale
-    t["loss"] = types.none(i, mat, vi, mat, mat, vd, d)
+    #                      loss ZL   ylab Y    GL   rl  scale w
+    t["loss"] = types.none(i, mat, vi, mat, mat, vd, d, vd)
     t["kern"] = types.NamedTuple((types.FunctionType(t["gemm"]), i,
                                   types.FunctionType(t["update"]),
                                   types.FunctionType(t["loss"])), Kernels)
-    t["data"] = types.NamedTuple((X_type, ylab_type, ytgt_type, vi), Data)
-    t["cfg"] = types.NamedTuple((vi, i, d, i, d, b), Config)
+    t["data"] = types.NamedTuple((X_type, ylab_type, ytgt_type, vd, vi), Data)
+    t["cfg"] = types.NamedTuple((vi, i, d, i, d, b, b), Config)
     t["bufs"] = types.NamedTuple((vec, vec, vec, vec, vec, vec, vec, vd, vec, vec, vec, vi, vec,
-                                  vd), Buffers)
+                                  vd, vd), Buffers)
     t["split"] = types.NamedTuple((i, mi, vd, vi), Split)
     t["rows"] = types.none(t["data"], i, i, i, i, t["cfg"], t["bufs"], b, b, vd, t["kern"])
     t["layers"] = types.none(i, t["split"], i, t["cfg"], t["bufs"], t["hyper"], i, t["kern"])

@@ -9,6 +9,7 @@ from .activations import activation_backward, activation_forward
 from .gemm import EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_NONE, SplitWorkspace, column_sum, gemm
 from .launch import Prepared, launch, run_plan
 from .losses import (
+    SCALE_ARG,
     accumulate,
     accumulate_squares,
     binary_cross_entropy,
@@ -18,11 +19,13 @@ from .losses import (
     cross_entropy_targets,
     gather_rows,
     mse,
+    poisson,
     softmax_rows,
 )
 from .optim import adam_update, add_scaled, fill, sgd_update
 
 __all__ = [
+    "SCALE_ARG",
     "EPI_ACT_GRAD",
     "EPI_BIAS_ACT",
     "EPI_NONE",
@@ -45,6 +48,7 @@ __all__ = [
     "gemm",
     "launch",
     "mse",
+    "poisson",
     "run_plan",
     "sgd_update",
     "softmax_rows",

@@ -1,7 +1,8 @@
 """Fused losses, reductions and batch gathering on the GPU (numba.cuda).
 
 Formulas as fastbp.kernels.cpu.losses: each loss kernel runs one thread per row, writes
-dL/dZ into G and the row's loss into row_loss (float64).  ``accumulate`` adds row_loss
+dL/dZ into G and the row's (weighted) loss into row_loss (float64), with the batch's
+scale and sample weights passed in as on the CPU.  ``accumulate`` adds row_loss
 into a device scalar with a fixed-order block reduction, so an epoch's loss is summed on
 the device and read by the host once.
 """
@@ -33,22 +34,34 @@ def _row_max_sum(Z, i):
     return m, s
 
 
+@cuda.jit(device=True, inline=True)
+def _factor(w, i, scale):
+    """Row i's gradient factor: scale, times w[i] when there are weights (w not empty)."""
+    return scale if w.shape[0] == 0 else scale * w[i]
+
+
+@cuda.jit(device=True, inline=True)
+def _weighted(loss, w, i):
+    return loss if w.shape[0] == 0 else loss * w[i]
+
+
 @cuda.jit(cache=True)
-def _ce_labels(Z, y, G, row_loss):
+def _ce_labels(Z, y, G, row_loss, w, scale):
     i = cuda.grid(1)
     b = Z.shape[0]
     if i < b:
         m, s = _row_max_sum(Z, i)
         lse = m + math.log(s)
         label = y[i]
-        row_loss[i] = lse - Z[i, label]
+        row_loss[i] = _weighted(lse - Z[i, label], w, i)
+        f = _factor(w, i, scale)
         for c in range(Z.shape[1]):
             p = math.exp(float64(Z[i, c]) - m) / s
-            G[i, c] = (p - (1.0 if c == label else 0.0)) / b
+            G[i, c] = (p - (1.0 if c == label else 0.0)) * f
 
 
 @cuda.jit(cache=True)
-def _ce_targets(Z, T, G, row_loss):
+def _ce_targets(Z, T, G, row_loss, w, scale):
     i = cuda.grid(1)
     b = Z.shape[0]
     if i < b:
@@ -59,56 +72,89 @@ def _ce_targets(Z, T, G, row_loss):
         for c in range(Z.shape[1]):
             tsum += T[i, c]
             acc += T[i, c] * (lse - Z[i, c])
-        row_loss[i] = acc
+        row_loss[i] = _weighted(acc, w, i)
+        f = _factor(w, i, scale)
         for c in range(Z.shape[1]):
             p = math.exp(float64(Z[i, c]) - m) / s
-            G[i, c] = (p * tsum - T[i, c]) / b
+            G[i, c] = (p * tsum - T[i, c]) * f
 
 
 @cuda.jit(cache=True)
-def _mse(Z, T, G, row_loss):
+def _mse(Z, T, G, row_loss, w, scale):
     i = cuda.grid(1)
     b, n = Z.shape
     if i < b:
         acc = 0.0
+        f = _factor(w, i, scale)
         for c in range(n):
             d = float64(Z[i, c]) - T[i, c]
             acc += d * d
-            G[i, c] = 2.0 * d / (b * n)
-        row_loss[i] = acc / n
+            G[i, c] = 2.0 * d * f
+        row_loss[i] = _weighted(acc, w, i)
 
 
 @cuda.jit(cache=True)
-def _bce(Z, T, G, row_loss):
+def _bce(Z, T, G, row_loss, w, scale):
     i = cuda.grid(1)
     b, n = Z.shape
     if i < b:
         acc = 0.0
+        f = _factor(w, i, scale)
         for c in range(n):
             z = float64(Z[i, c])
             t = float64(T[i, c])
             acc += max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
-            G[i, c] = (sigmoid(z) - t) / (b * n)
-        row_loss[i] = acc / n
+            G[i, c] = (sigmoid(z) - t) * f
+        row_loss[i] = _weighted(acc, w, i)
 
 
-def cross_entropy_labels(Z, y, G, row_loss, stream=0, plan=None):
-    """Z (b, C), y (b,) int64, G (b, C) out, row_loss (b,) out: per-row losses (the mean
-    loss is their sum / b)."""
-    launch(_ce_labels, *_rows_grid(Z.shape[0]), (Z, y, G, row_loss), stream, plan)
+@cuda.jit(cache=True)
+def _poisson(Z, T, G, row_loss, w, scale):
+    i = cuda.grid(1)
+    b, n = Z.shape
+    if i < b:
+        acc = 0.0
+        f = _factor(w, i, scale)
+        for c in range(n):
+            z = float64(Z[i, c])
+            t = float64(T[i, c])
+            e = math.exp(z)
+            acc += e - t * z
+            G[i, c] = (e - t) * f
+        row_loss[i] = _weighted(acc, w, i)
 
 
-def cross_entropy_targets(Z, T, G, row_loss, stream=0, plan=None):
-    launch(_ce_targets, *_rows_grid(Z.shape[0]), (Z, T, G, row_loss), stream, plan)
+SCALE_ARG = 5
+"""The position of ``scale`` among a loss kernel's arguments (Prepared.set_scalar)."""
 
 
-def mse(Z, T, G, row_loss, stream=0, plan=None):
-    """Row losses are the row means, so the batch loss is again sum / b."""
-    launch(_mse, *_rows_grid(Z.shape[0]), (Z, T, G, row_loss), stream, plan)
+def _loss_launch(kernel, Z, T, G, row_loss, w, scale, stream, plan):
+    launch(kernel, *_rows_grid(Z.shape[0]), (Z, T, G, row_loss, w, float(scale)), stream, plan)
 
 
-def binary_cross_entropy(Z, T, G, row_loss, stream=0, plan=None):
-    launch(_bce, *_rows_grid(Z.shape[0]), (Z, T, G, row_loss), stream, plan)
+def cross_entropy_labels(Z, y, G, row_loss, w, scale, stream=0, plan=None):
+    """Z (b, C), y (b,) int64, G (b, C) out, row_loss (b,) out, w (b,) float64 weights or
+    empty, scale 1 / (the batch's weight total).  Formulas and the meaning of scale as
+    kernels/cpu/losses.py: row_loss[i] = w_i l_i (the row's sum over its outputs), G rows
+    times w_i * scale; the batch's mean loss is scale * sum(row_loss)."""
+    _loss_launch(_ce_labels, Z, y, G, row_loss, w, scale, stream, plan)
+
+
+def cross_entropy_targets(Z, T, G, row_loss, w, scale, stream=0, plan=None):
+    _loss_launch(_ce_targets, Z, T, G, row_loss, w, scale, stream, plan)
+
+
+def mse(Z, T, G, row_loss, w, scale, stream=0, plan=None):
+    """scale: 1 / (n_outputs * the batch's weight total), as the CPU's."""
+    _loss_launch(_mse, Z, T, G, row_loss, w, scale, stream, plan)
+
+
+def binary_cross_entropy(Z, T, G, row_loss, w, scale, stream=0, plan=None):
+    _loss_launch(_bce, Z, T, G, row_loss, w, scale, stream, plan)
+
+
+def poisson(Z, T, G, row_loss, w, scale, stream=0, plan=None):
+    _loss_launch(_poisson, Z, T, G, row_loss, w, scale, stream, plan)
 
 
 @cuda.jit(cache=True)
