@@ -6,6 +6,7 @@ expected.  Checks that look at every element use small compiled loops that alloc
 nothing, so they can sit on the training hot path.
 """
 import numbers
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -76,6 +77,39 @@ def as_float_array(x, name, dtype, ndim=2, allow_empty=False):
     x = np.ascontiguousarray(x, dtype=dtype)
     check_finite(x, name)
     return x
+
+
+CSRRows = namedtuple("CSRRows", "indptr indices values shape")
+"""A sparse X as fastbp's kernels take it (kernels/cpu/sparse.py): CSR arrays indptr
+(n + 1,) int64, indices (nnz,) int64 sorted and unique within each row, values (nnz,) of the
+model's dtype, all finite, and shape (n, d)."""
+
+
+def is_sparse(x):
+    """Whether x is a SciPy sparse matrix or array (or already CSRRows)."""
+    return isinstance(x, CSRRows) or (hasattr(x, "tocsr") and hasattr(x, "nnz"))
+
+
+def as_csr(x, name, dtype):
+    """A SciPy sparse matrix or array (CSR, CSC, COO, ...: any index dtype) as CSRRows of
+    `dtype`, checked numeric, 2-D, non-empty and finite.  Never densifies; copies the index
+    arrays to int64 and the values to dtype (duplicates summed, indices sorted)."""
+    if isinstance(x, CSRRows):
+        return x
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers (bool, int or float), got dtype "
+                        f"{x.dtype}")
+    if len(x.shape) != 2:
+        raise ValueError(f"{name} must be a 2-D sparse matrix, got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape}); at least one sample is needed")
+    csr = x.tocsr(copy=True)
+    csr.sum_duplicates()             # sorted, unique indices per row
+    values = np.ascontiguousarray(csr.data, dtype=dtype)
+    check_finite(values, name)
+    return CSRRows(np.ascontiguousarray(csr.indptr, dtype=np.int64),
+                   np.ascontiguousarray(csr.indices, dtype=np.int64), values,
+                   (int(csr.shape[0]), int(csr.shape[1])))
 
 
 def check_positive_int(value, name):

@@ -7,6 +7,7 @@
     fastbp info                  versions, threading, CUDA
     fastbp bench                 the side-by-side speed comparison (benchmarks/compare.py)
     fastbp bench --inference     predict_proba against PyTorch and ONNX Runtime
+    fastbp bench --sparse        training on sparse input against scikit-learn
 """
 import argparse
 import io
@@ -129,6 +130,9 @@ def build_parser():
     b.add_argument("--inference", action="store_true",
                    help="predict_proba against PyTorch and ONNX Runtime, each in its own "
                         "process (fastbp.bench.infer)")
+    b.add_argument("--sparse", action="store_true",
+                   help="training on a sparse TF-IDF-like matrix against scikit-learn, each "
+                        "in its own process (fastbp.bench.sparse)")
     return p
 
 
@@ -404,6 +408,11 @@ def cmd_info(args):
 
 
 def cmd_bench(args):
+    if args.sparse:
+        if args.device != "cpu":
+            raise ValueError("--sparse measures the CPU; leave out --device cuda")
+        from .bench.sparse import main as sparse_main
+        return sparse_main(quick=args.quick)
     if args.inference:
         if args.device != "cpu":
             raise ValueError("--inference measures the CPU; leave out --device cuda")

@@ -35,7 +35,12 @@ def data_digest(X, y, rows=1024):
     on two ranks shows as different digests (without reading all of a large X)."""
     h = hashlib.blake2b(digest_size=12)
     step = max(1, X.shape[0] // rows)
-    h.update(np.ascontiguousarray(X[::step]).tobytes())
+    if hasattr(X, "indptr"):            # sparse rows (CSRRows): its arrays, sampled
+        h.update(repr(X.shape).encode())
+        for a in (X.indptr[::step], X.indices[::step], X.values[::step]):
+            h.update(np.ascontiguousarray(a).tobytes())
+    else:
+        h.update(np.ascontiguousarray(X[::step]).tobytes())
     h.update(np.ascontiguousarray(y).tobytes())
     return h.hexdigest()
 

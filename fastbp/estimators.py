@@ -147,6 +147,11 @@ class _BaseMLP(BaseEstimator):
         self.t_ = 0
         self.n_iter_ = 0
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True       # CSR / CSC, never densified (kernels/cpu/sparse.py)
+        return tags
+
     def _agreement(self, comm):
         """A context for fit's input validation: without MPI, the seed of random_state;
         with it, every rank's validation outcome and inputs are agreed on when the block
@@ -284,7 +289,8 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         check_is_fitted(self, "coefs_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
+                          accept_sparse=["csr", "csc"])
         return self._model.forward(X)
 
 
@@ -299,7 +305,11 @@ class _Agreement:
             from .distributed import data_digest
             params = {k: v for k, v in self.est.get_params().items()
                       if k != "random_state" and isinstance(v, (bool, int, float, str, tuple))}
-            self.fields = {"X": [list(X.shape), str(X.dtype)], "data": data_digest(X, Y),
+            from ._validation import as_csr, is_sparse
+            dtype = str(X.dtype)
+            if is_sparse(X):
+                X = as_csr(X, "X", X.dtype)
+            self.fields = {"X": [list(X.shape), dtype], "data": data_digest(X, Y),
                            "sample_weight": None if sw is None else data_digest(sw[:, None], sw),
                            "params": params, "seed": self.est._seed()}
 
@@ -366,7 +376,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _prepare(self, X, y, reset, incremental=False, classes=None):
         X, y = validate_data(self, X, y, reset=reset, multi_output=True,
-                             dtype=[np.float64, np.float32])
+                             dtype=[np.float64, np.float32],
+                             accept_sparse=["csr", "csc"])
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -540,7 +551,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             raise ValueError(f"loss={self.loss!r} differs from the loss this model was "
                              "fitted with; fit again without warm_start")
         X, y = validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True,
-                             dtype=[np.float64, np.float32])
+                             dtype=[np.float64, np.float32],
+                             accept_sparse=["csr", "csc"])
         if self.loss == "poisson" and np.any(y < 0):
             raise ValueError("loss='poisson' needs non-negative targets y (counts or rates), "
                              f"got a minimum of {np.min(y)}")

@@ -10,12 +10,14 @@ import numpy as np
 from . import backends
 from . import io as _io
 from ._validation import (
+    as_csr,
     as_float_array,
     check_class_labels,
     check_dtype,
     check_positive_int,
     check_sample_weight,
     check_targets,
+    is_sparse,
 )
 from .kernels import codes
 from .layers import INITS, Linear, Sequential, activation_module, init_linear
@@ -140,8 +142,16 @@ class MLP:
     # ------------------------------------------------------------------ checks
     def check_X(self, X, name="X"):
         """X as a 2-D float array of the model's dtype with n_features columns, or an error
-        that says what was expected."""
-        X = as_float_array(X, name, self.dtype)
+        that says what was expected.  A SciPy sparse X (CPU only) becomes CSRRows
+        (fastbp._validation.as_csr): never densified; its first layer runs
+        kernels/cpu/sparse.py."""
+        if is_sparse(X):
+            if self.device != "cpu":
+                raise ValueError(f"sparse {name} is supported on the CPU only; densify it "
+                                 "(X.toarray()) for device='cuda'")
+            X = as_csr(X, name, self.dtype)
+        else:
+            X = as_float_array(X, name, self.dtype)
         if X.shape[1] != self.n_features:
             raise ValueError(
                 f"{name} has {X.shape[1]} features, but the model expects {self.n_features} "

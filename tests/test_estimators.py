@@ -16,11 +16,12 @@ import fastbp
 
 
 def _float32_equivalence(estimator):
-    """The one check the default (float32) estimators are expected to fail, and why."""
-    return {"check_sample_weight_equivalence_on_dense_data":
-            "float32: integer weights and repeated rows sum the same terms in another "
-            "order, equal to float32 rounding (7e-7 relative), not to the check's rtol of "
-            "1e-7; the float64 estimators pass it (test_sample_weight_checks_in_float64)"}
+    """The checks the default (float32) estimators are expected to fail, and why."""
+    why = ("float32: integer weights and repeated rows sum the same terms in another "
+           "order, equal to float32 rounding (7e-7 relative), not to the check's rtol of "
+           "1e-7; the float64 estimators pass it (test_sample_weight_checks_in_float64)")
+    return {f"check_sample_weight_equivalence_on_{kind}_data": why
+            for kind in ("dense", "sparse")}
 
 
 @parametrize_with_checks([fastbp.MLPClassifier(), fastbp.MLPRegressor()],
@@ -32,6 +33,7 @@ def test_sklearn_check_estimator(estimator, check):
 
 
 SAMPLE_WEIGHT_CHECKS = ["check_sample_weight_equivalence_on_dense_data",
+                        "check_sample_weight_equivalence_on_sparse_data",
                         "check_sample_weights_not_an_array", "check_sample_weights_list",
                         "check_sample_weights_shape", "check_sample_weights_not_overwritten"]
 
@@ -47,7 +49,7 @@ def test_sample_weight_checks_in_float64(Est, name):
         getattr(estimator_checks, name)(Est.__name__, Est(dtype="float64"))
 
 
-def test_check_estimator_runs_the_sample_weight_checks():
+def test_check_estimator_runs_the_sample_weight_and_sparse_checks():
     from sklearn.utils.estimator_checks import check_estimator
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -56,7 +58,9 @@ def test_check_estimator_runs_the_sample_weight_checks():
     ran = {r["check_name"]: r["status"] for r in results}
     for name in SAMPLE_WEIGHT_CHECKS:
         assert name in ran, name
-    assert ran["check_sample_weights_shape"] == "passed"
+    for name in ("check_sample_weights_shape", "check_estimator_sparse_array",
+                 "check_estimator_sparse_matrix", "check_estimator_sparse_tag"):
+        assert ran[name] == "passed", name
 
 
 @pytest.fixture(scope="module")

@@ -75,6 +75,13 @@ def test_two_ranks_with_sample_weights_equal_single_process(tmp_path):
         diff = np.linalg.norm(got[loss] - model.params) / np.linalg.norm(model.params)
         assert diff <= 1e-10, (loss, diff)
         assert np.allclose(got[loss + "_loss"], h["loss"], rtol=1e-10)
+    # sparse X on two ranks against the dense matrix in one process
+    model = fastbp.MLP([12, 16, 4], dtype=np.float64, seed=0)
+    fastbp.fit(model, np.where(np.abs(X) > 1.0, X, 0.0), y,
+               optimizer=fastbp.Adam(model, lr=0.01), batch_size=32, epochs=2, seed=5,
+               verbose=0, sample_weight=w)
+    diff = np.linalg.norm(got["sparse"] - model.params) / np.linalg.norm(model.params)
+    assert diff <= 1e-10, diff
 
 
 def test_estimator_fit_with_comm_equals_single_process(tmp_path):

@@ -15,10 +15,12 @@ nothing and shares nothing, so threads may predict at once.
 import numba
 import numpy as np
 
+from ..kernels.cpu import activations as _act
 from ..kernels.cpu import gemm as _gemm
 from ..kernels.cpu import infer as _infer
 from ..kernels.cpu import losses as _losses
-from .._validation import count_nonfinite
+from ..kernels.cpu import sparse as _sparse
+from .._validation import CSRRows, count_nonfinite
 from ..runtime import ensure_threads
 
 MAX_WORKSPACES = 4
@@ -48,6 +50,40 @@ def host_probabilities(Z, loss):
     return 0.5 * (1.0 + np.tanh(0.5 * Z))
 
 
+def row_slice(X, r0, r1):
+    """Rows r0:r1 of X, dense or CSRRows, as a view (a CSRRows slice keeps the whole
+    indices and values: its indptr points into them)."""
+    if not isinstance(X, CSRRows):
+        return X[r0:r1]
+    return CSRRows(X.indptr[r0:r1 + 1], X.indices, X.values, (r1 - r0, X.shape[1]))
+
+
+def take_rows(X, rows):
+    """Rows `rows` (index array) of X, dense or CSRRows, as a new array / CSRRows."""
+    if not isinstance(X, CSRRows):
+        return np.take(X, rows, axis=0)
+    return SparseBatch(X, rows.shape[0], entries=int(
+        np.sum(X.indptr[rows + 1] - X.indptr[rows]))).take(X, rows)
+
+
+class SparseBatch:
+    """Gather buffers for batches of up to m rows of a sparse X (CSRRows): a batch is
+    gathered as CSR rows, never densified."""
+
+    def __init__(self, X, m, entries=None):
+        cap = _sparse.most_entries(X.indptr, m) if entries is None else entries
+        self.ptr = np.empty(m + 1, np.int64)
+        self.idx = np.empty(cap, np.int64)
+        self.val = np.empty(cap, X.values.dtype)
+        self.d = X.shape[1]
+
+    def take(self, X, rows):
+        nnz = _sparse.csr_take(X.indptr, X.indices, X.values, rows, self.ptr, self.idx,
+                               self.val)
+        m = rows.shape[0]
+        return CSRRows(self.ptr[:m + 1], self.idx[:nnz], self.val[:nnz], (m, self.d))
+
+
 _NO_WEIGHTS = np.empty(0)     # the loss kernels' "every row weighs 1"
 _LOSS_KERNELS = {"mse": _losses.mse, "binary_cross_entropy": _losses.binary_cross_entropy,
                  "poisson": _losses.poisson}
@@ -57,7 +93,9 @@ class Workspace:
     """Activations Z, A and deltas G (one (batch, width) array per layer), the row losses,
     and the GEMM's packing buffers, for one batch size."""
 
-    def __init__(self, sizes, batch, dtype, identity_hidden):
+    def __init__(self, sizes, batch, dtype, identity_hidden, sparse=False):
+        """sparse: the first layer takes sparse rows (its products are not the GEMM's, so
+        nothing is packed for them)."""
         L = len(sizes) - 1
         self.batch = batch
         self.Z = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
@@ -69,7 +107,7 @@ class Workspace:
         # Packing buffers for the largest of the layer products (forward, dW, dX): a_part
         # elements hold one packed A, apack a copy for each thread (see gemm.pack_copies).
         na = nb = 0
-        for l in range(L):
+        for l in range(1 if sparse else 0, L):
             n_in, n_out = sizes[l], sizes[l + 1]
             for m, n, k in ((batch, n_out, n_in), (n_out, n_in, batch), (batch, n_in, n_out)):
                 a, b = _gemm.pack_sizes(m, n, k, a_copies=1)
@@ -100,7 +138,7 @@ class CPUBackend:
         self._empty2 = np.empty((0, 0), model.dtype)
         self._no_epilogue = (_gemm.EPI_NONE, self._none, 0, 0.0, self._empty2, self._empty2,
                              self._empty2)
-        self._infer_net = None
+        self._infer_net = {}         # first layer -> infer.forward's net (see _infer_dense)
         self._infer_segments = {}    # (tile, split, probabilities) -> infer's scratch
         self._infer_addr = {}        # X writable -> infer.forward's entry address
 
@@ -112,14 +150,14 @@ class CPUBackend:
             return X
         return X, self.model.check_y(y, X.shape[0])
 
-    def workspace(self, batch):
-        """The Workspace for batch rows (created on first use)."""
+    def workspace(self, batch, sparse=False):
+        """The Workspace for batch rows (created on first use); sparse: for CSRRows input."""
         m = self.model
 
         def make():
             ensure_threads()
-            return Workspace(m.sizes, batch, m.dtype, m.act_code == 0)
-        return cached_workspace(self._workspaces, batch, make)
+            return Workspace(m.sizes, batch, m.dtype, m.act_code == 0, sparse)
+        return cached_workspace(self._workspaces, (batch, sparse), make)
 
     # ------------------------------------------------------------------ compute
     def _chunk_address(self):
@@ -128,14 +166,26 @@ class CPUBackend:
         m = self.model
         return _gemm.column_chunk_address(m.dtype, m.act_code) if m.matmul == "own" else 0
 
+    def _sparse_first_layer(self, X, Z, A, code):
+        """Z = X W_0^T + b_0 and A = f(Z) (A is Z for the identity) for CSRRows X."""
+        m = self.model
+        _sparse.csr_linear(X.indptr, X.indices, X.values, self.weights[0], self.biases[0], Z)
+        if code != 0:
+            _act.activation_forward(Z, A, code, m.slope)
+
     def _forward(self, X, ws):
-        """Fused forward pass into the workspace; returns the output pre-activation Z_L."""
+        """Fused forward pass into the workspace; returns the output pre-activation Z_L.
+        X dense, or CSRRows (the first layer's product: kernels/cpu/sparse.py)."""
         m = self.model
         A_prev = X
         last = m.n_layers - 1
         chunk = self._chunk_address()
         for l in range(m.n_layers):
             code = 0 if l == last else m.act_code
+            if l == 0 and isinstance(X, CSRRows):
+                self._sparse_first_layer(X, ws.Z[0], ws.A[0], code)
+                A_prev = ws.A[0]
+                continue
             epi = (_gemm.EPI_BIAS_ACT, self.biases[l], code, m.slope, ws.A[l], self._empty2,
                    self._empty2)
             self._gemm(A_prev, False, self.weights[l], True, ws.Z[l], epi, self._none,
@@ -160,6 +210,10 @@ class CPUBackend:
         for l in range(m.n_layers - 1, -1, -1):
             A_prev = X if l == 0 else ws.A[l - 1]
             # dW_l = G_l^T A_{l-1}, and db_l = column sums of G_l from the same pass
+            if l == 0 and isinstance(X, CSRRows):
+                _sparse.csr_weight_grad(X.indptr, X.indices, X.values, ws.G[0],
+                                        self.weight_grads[0], self.bias_grads[0])
+                continue
             self._gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], self._no_epilogue,
                        self.bias_grads[l], ws.apack, ws.bpack, True, chunk)
             if l > 0:
@@ -170,7 +224,7 @@ class CPUBackend:
                            self._none, ws.apack, ws.bpack, True, chunk)
 
     def loss_and_grad(self, X, y, l2=0.0, w=None):
-        ws = self.workspace(X.shape[0])
+        ws = self.workspace(X.shape[0], isinstance(X, CSRRows))
         Z = self._forward(X, ws)
         loss = self._loss(Z, y, ws.G[-1], ws.row_loss, w)
         self._backward(X, ws)
@@ -181,7 +235,7 @@ class CPUBackend:
         return float(loss)
 
     def compute_loss(self, X, y, w=None):
-        ws = self.workspace(X.shape[0])
+        ws = self.workspace(X.shape[0], isinstance(X, CSRRows))
         Z = self._forward(X, ws)
         # The loss kernels write a gradient; use the output delta buffer as scratch.
         return float(self._loss(Z, y, ws.G[-1], ws.row_loss, w))
@@ -194,27 +248,56 @@ class CPUBackend:
         """Logits / outputs (n, n_outputs) of X (checked), or with probabilities their
         softmax (cross_entropy) or sigmoid (binary_cross_entropy), as a new array; the
         scratch lives for this call only."""
+        if isinstance(X, CSRRows):
+            return self._infer_sparse(X, probabilities)
+        return self._infer_dense(X, probabilities, 0)
+
+    def _infer_sparse(self, X, probabilities, chunk=4096):
+        """infer for CSRRows X: the first layer by kernels/cpu/sparse.py, chunk rows at a
+        time, the others by the dense inference pass."""
         m = self.model
-        net = self._infer_net
+        n = X.shape[0]
+        out = np.empty((n, m.n_outputs), m.dtype)
+        last = m.n_layers == 1
+        for r0 in range(0, n, chunk):
+            r1 = min(n, r0 + chunk)
+            Z = np.empty((r1 - r0, m.sizes[1]), m.dtype)
+            self._sparse_first_layer(row_slice(X, r0, r1), Z, Z, 0 if last else m.act_code)
+            if not last:
+                out[r0:r1] = self._infer_dense(Z, probabilities, 1)
+            elif not probabilities:
+                out[r0:r1] = Z
+            elif m.loss == "cross_entropy":
+                _losses.softmax_rows(Z, out[r0:r1])
+            else:
+                out[r0:r1] = host_probabilities(Z, m.loss)
+        return out
+
+    def _infer_dense(self, X, probabilities, first):
+        """infer for dense X through layers first.. of the network (first > 0: X holds
+        layer first - 1's activations)."""
+        m = self.model
+        net = self._infer_net.get(first)
         if net is None:
             ensure_threads()
             lay = m.layout
             layers = np.array([(lay.weight_range(l)[0], lay.bias_range(l)[0], m.sizes[l],
-                                m.sizes[l + 1]) for l in range(m.n_layers)], np.int64)
-            net = self._infer_net = (
-                self.params, layers, m.act_code, float(m.slope), 0,
-                _infer.gemm_address(m.dtype, blas=m.matmul == "blas"), self._chunk_address())
-            self._widest_input = max(m.sizes[:-1])
+                                m.sizes[l + 1]) for l in range(first, m.n_layers)], np.int64)
+            net = (self.params, layers, m.act_code, float(m.slope), 0,
+                   _infer.gemm_address(m.dtype, blas=m.matmul == "blas"),
+                   self._chunk_address())
+            self._infer_net[first] = net
+        sizes = m.sizes[first:]
         n = X.shape[0]
-        tile = _infer.tile_rows(n, self._widest_input)
+        tile = _infer.tile_rows(n, max(sizes[:-1]))
         # Several tiles: one run of tiles per thread, every product on its thread (one
         # parallel region a call; measured 1.04-1.45x splitting each product's columns)
         parts = min(-(-n // tile), numba.get_num_threads())
-        key = (tile, parts > 1, probabilities)
+        key = (tile, parts > 1, probabilities, first)
         segments = self._infer_segments.get(key)
         if segments is None:
             segments = self._infer_segments[key] = _infer.segment_sizes(
-                tile, m.sizes, probabilities, 1 if parts > 1 else _gemm.pack_copies())
+                tile, sizes, probabilities, 1 if parts > 1 else _gemm.pack_copies())
         dt = m.dtype
         scratch = np.empty(parts * sum(segments) + 16, dt)
         work = (scratch, 0, segments, tile, True)
@@ -250,11 +333,11 @@ class CPUBackend:
         total, weight, correct = 0.0, 0.0, 0
         for i in range(0, n, batch_size):
             if rows is None:
-                Xb, yb = X[i:i + batch_size], y[i:i + batch_size]
+                Xb, yb = row_slice(X, i, min(n, i + batch_size)), y[i:i + batch_size]
                 wb = None if w is None else w[i:i + batch_size]
             else:
                 idx = rows[i:i + batch_size]
-                Xb, yb = np.take(X, idx, axis=0), np.take(y, idx, axis=0)
+                Xb, yb = take_rows(X, idx), np.take(y, idx, axis=0)
                 wb = None if w is None else np.take(w, idx)
             Z = self.infer(Xb, probabilities=False)   # no workspace: nothing kept per size
             del Xb      # a gathered chunk goes now, not when the next one is gathered

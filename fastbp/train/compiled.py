@@ -105,12 +105,14 @@ class Compiled:
         self.kern = tuple(kern)     # plain tuples for run_steps (see there)
 
     @staticmethod
-    def eligible(model, optimizer, dp):
-        """The compiled path serves plain CPU training with fastbp's own optimizers; an
-        optimizer whose step was replaced and MPI take the Python path.  matmul='blas'
-        runs here too, with the BLAS product in place of the GEMM (the same trainer)."""
+    def eligible(model, optimizer, dp, X):
+        """The compiled path serves plain CPU training on dense X with fastbp's own
+        optimizers; an optimizer whose step was replaced, MPI and sparse X take the step
+        by step path (sparse steps are large: the per-step Python cost is noise there).
+        matmul='blas' runs here too, with the BLAS product in place of the GEMM."""
+        from .._validation import CSRRows
         from ..optim import SGD, Adam, AdamW
-        return (dp is None and model.device == "cpu"
+        return (dp is None and model.device == "cpu" and not isinstance(X, CSRRows)
                 and type(optimizer) in (SGD, Adam, AdamW)
                 and "step" not in vars(optimizer))
 

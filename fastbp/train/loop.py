@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from .._validation import check_float, check_positive_int, check_sample_weight
+from .._validation import CSRRows, check_float, check_positive_int, check_sample_weight
+from ..backends.cpu import SparseBatch
 from ..kernels.cpu.losses import weight_total
 from ..schedules import make_schedule
 from .compiled import Compiled, epoch_compiled
@@ -57,7 +58,13 @@ def _epoch_cpu(model, optimizer, X, y, w, run, bs, shuffle, l2, l2_per_weight, h
             model.grads[...] = 0
             loss = 0.0
         else:
-            if shuffle or run.subset:
+            if isinstance(X, CSRRows):      # sparse rows, gathered as CSR
+                sparse = buffers.get(("csr", m)) or buffers.setdefault(
+                    ("csr", m), (SparseBatch(X, m), np.empty((m,) + y.shape[1:], y.dtype)))
+                idx = run.order[lo:hi]
+                xb, ybb = sparse[0].take(X, idx), sparse[1]
+                np.take(y, idx, axis=0, out=ybb)
+            elif shuffle or run.subset:
                 xb, ybb = buffers.get(m) or buffers.setdefault(
                     m, (np.empty((m,) + X.shape[1:], X.dtype),
                         np.empty((m,) + y.shape[1:], y.dtype)))
@@ -93,8 +100,10 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         _l2_per_weight=False):
     """Train `model` on (X, y) with `optimizer` in mini-batches; returns a History.
 
-    X: (n, n_features); y as for model.loss_and_grad.  batch_size: samples per step (the
-    last batch of an epoch may be smaller).  seed: shuffling and validation split.
+    X: (n, n_features), dense or a SciPy sparse matrix (CSR, CSC, ...; CPU: batches are
+    gathered as sparse rows and the first layer runs on the stored values, never
+    densified); y as for model.loss_and_grad.  batch_size: samples per step (the last
+    batch of an epoch may be smaller).  seed: shuffling and validation split.
     sample_weight: (n,) non-negative weights (or a scalar): each batch's loss is the
     weighted mean sum_i w_i l_i / sum_i w_i (model.loss_and_grad), and the history's loss
     and val_loss are weighted means over the epoch (accuracy is not weighted, as Keras'
@@ -168,7 +177,9 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                     "model": model.config(), "optimizer": type(optimizer).__name__,
                     "hyper-parameters": {k: v for k, v in vars(optimizer).items()
                                          if isinstance(v, (bool, int, float, str))},
-                    "X": [list(X.shape), str(X.dtype)], "y": [list(y.shape), str(y.dtype)],
+                    "X": [list(X.shape), str(X.values.dtype if isinstance(X, CSRRows)
+                                              else X.dtype)],
+                    "y": [list(y.shape), str(y.dtype)],
                     "data": data_digest(X, y), "batch_size": batch_size, "epochs": epochs,
                     "sample_weight": None if w is None else data_digest(w[:, None], w),
                     "l2_per_weight": bool(_l2_per_weight),
@@ -243,7 +254,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
 
         has_acc = model.has_accuracy(y)
         compiled = None
-        if not on_gpu and Compiled.eligible(model, optimizer, dp):
+        if not on_gpu and Compiled.eligible(model, optimizer, dp, X):
             compiled = Compiled(model, optimizer, X, y, w, bs, l2, _l2_per_weight, has_acc,
                                 checkpoint_every)
         bar = progress(verbose, n * (epochs - run.epoch))

@@ -28,6 +28,13 @@ if mode == "weighted":
                        _l2_per_weight=True)
         results[loss] = model.params.copy()
         results[loss + "_loss"] = np.array(h["loss"])
+    # sparse rows (CSR), weighted: the same step-by-step path, the first layer sparse
+    import scipy.sparse as sp
+    Xs = sp.csr_matrix(np.where(np.abs(X) > 1.0, X, 0.0))
+    model = fastbp.MLP([12, 16, 4], dtype=np.float64, seed=0)
+    fastbp.fit(model, Xs, y, optimizer=fastbp.Adam(model, lr=0.01), batch_size=32, epochs=2,
+               seed=5, verbose=0, comm=comm, sample_weight=w)
+    results["sparse"] = model.params.copy()
     if comm.Get_rank() == 0:
         np.savez(out, **results)
     sys.exit(0)
