@@ -297,14 +297,32 @@ def count_correct_multilabel(Z, T):
     return correct
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def _square_sum(W):
+    """sum(W^2) in float64 as 8 interleaved partial sums in a fixed order, which
+    vectorises (one chain of dependent additions ran at ~1 ns a value: 13 ms for 12.8M
+    weights, against 2 ms)."""
+    n = W.shape[0]
+    n8 = n - n % 8
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for i in range(0, n8, 8):
+        s0 += np.float64(W[i]) * W[i]
+        s1 += np.float64(W[i + 1]) * W[i + 1]
+        s2 += np.float64(W[i + 2]) * W[i + 2]
+        s3 += np.float64(W[i + 3]) * W[i + 3]
+        s4 += np.float64(W[i + 4]) * W[i + 4]
+        s5 += np.float64(W[i + 5]) * W[i + 5]
+        s6 += np.float64(W[i + 6]) * W[i + 6]
+        s7 += np.float64(W[i + 7]) * W[i + 7]
+    for i in range(n8, n):
+        s0 += np.float64(W[i]) * W[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
 @njit(cache=True, fastmath={"contract"}, _nrt=False)
 def l2_loss(W, l2):
-    """0.5 * l2 * sum(W^2) over a flat weight view, summed in order in float64."""
-    s = 0.0
-    for i in range(W.shape[0]):
-        w = W[i]
-        s += np.float64(w) * w
-    return 0.5 * l2 * s
+    """0.5 * l2 * sum(W^2) over a flat weight view, summed in float64 (_square_sum)."""
+    return 0.5 * l2 * _square_sum(W)
 
 
 @njit(cache=True, fastmath={"contract"}, _nrt=False)
@@ -316,7 +334,9 @@ def add_l2_grad(W, dW, l2):
 
 @njit(cache=True, _nrt=False)
 def add_l2(W, dW, l2):
-    """dW += l2 * W over a flat weight view and return 0.5 * l2 * sum(W^2) (float64)."""
+    """dW += l2 * W over a flat weight view and return 0.5 * l2 * sum(W^2) (float64).
+    Two passes, each vectorised (one fused pass measured slower: 6.9 against 5.5 ms for
+    12.8M float32 weights)."""
     loss = l2_loss(W, l2)
     add_l2_grad(W, dW, l2)
     return loss
