@@ -204,6 +204,14 @@ def _have(module):
         return False
 
 
+def print_report(format_table, results, *details):
+    """Print format_table(results, header): the header is the date, the machine (machine())
+    and the details given."""
+    header = ", ".join([time.strftime("%Y-%m-%d"), machine(), *details])
+    print(format_table(results, header), flush=True)
+    return 0
+
+
 def machine():
     import numba
     try:

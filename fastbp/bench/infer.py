@@ -159,10 +159,8 @@ def format_table(results, header):
 
 
 def main(quick=False):
-    from . import machine
-    header = f"{time.strftime('%Y-%m-%d')}, {machine()}, float32"
-    print(format_table(run(quick), header), flush=True)
-    return 0
+    from . import print_report
+    return print_report(format_table, run(quick), "float32")
 
 
 if __name__ == "__main__":

@@ -102,10 +102,8 @@ def format_table(results, header):
 
 
 def main(quick=False):
-    from . import machine
-    header = f"{time.strftime('%Y-%m-%d')}, {machine()}"
-    print(format_table(run(quick), header), flush=True)
-    return 0
+    from . import print_report
+    return print_report(format_table, run(quick))
 
 
 if __name__ == "__main__":

@@ -322,17 +322,23 @@ def cross_entropy(logits, target, sample_weight=None):
     return float(loss), g
 
 
+def _elementwise_loss(kernel, z, target, zname, sample_weight, **target_checks):
+    """(loss, grad) of a loss averaged over every element: z (b, n) as a float array,
+    target checked against it, optional row weights."""
+    z = _as_array(z, zname)
+    z = as_float_array(z, zname, _float_dtype(z))
+    t = check_targets(target, z.shape[1], z.shape[0], z.dtype, name="target", **target_checks)
+    g = np.empty_like(z)
+    w = _weights(sample_weight, z.shape[0])
+    return float(kernel(z, t, g, np.empty(z.shape[0]), w)), g
+
+
 def mse(pred, target, sample_weight=None):
     """Mean squared error over all elements and its gradient 2 (pred - target) / size.
 
     pred: (b, n), target: (b, n) (or (b,) when n == 1).  Returns (loss, grad (b, n)).
     """
-    pred = _as_array(pred, "pred")
-    z = as_float_array(pred, "pred", _float_dtype(pred))
-    t = check_targets(target, z.shape[1], z.shape[0], z.dtype, name="target")
-    g = np.empty_like(z)
-    w = _weights(sample_weight, z.shape[0])
-    return float(_losses.mse(z, t, g, np.empty(z.shape[0]), w)), g
+    return _elementwise_loss(_losses.mse, pred, target, "pred", sample_weight)
 
 
 def binary_cross_entropy(logits, target, sample_weight=None):
@@ -340,13 +346,8 @@ def binary_cross_entropy(logits, target, sample_weight=None):
 
     logits, target: (b, n) (multi-label).  Returns (loss, grad (b, n) = (sigmoid - t) / size).
     """
-    logits = _as_array(logits, "logits")
-    z = as_float_array(logits, "logits", _float_dtype(logits))
-    t = check_targets(target, z.shape[1], z.shape[0], z.dtype, name="target",
-                      unit_interval=True)
-    g = np.empty_like(z)
-    w = _weights(sample_weight, z.shape[0])
-    return float(_losses.binary_cross_entropy(z, t, g, np.empty(z.shape[0]), w)), g
+    return _elementwise_loss(_losses.binary_cross_entropy, logits, target, "logits",
+                             sample_weight, unit_interval=True)
 
 
 def poisson(log_mean, target, sample_weight=None):
@@ -355,13 +356,8 @@ def poisson(log_mean, target, sample_weight=None):
 
     log_mean, target: (b, n), target non-negative.  Returns (loss, grad = (exp(z) - t) / size).
     """
-    log_mean = _as_array(log_mean, "log_mean")
-    z = as_float_array(log_mean, "log_mean", _float_dtype(log_mean))
-    t = check_targets(target, z.shape[1], z.shape[0], z.dtype, name="target",
-                      non_negative=True)
-    g = np.empty_like(z)
-    w = _weights(sample_weight, z.shape[0])
-    return float(_losses.poisson(z, t, g, np.empty(z.shape[0]), w)), g
+    return _elementwise_loss(_losses.poisson, log_mean, target, "log_mean", sample_weight,
+                             non_negative=True)
 
 
 def bias_grad(delta):

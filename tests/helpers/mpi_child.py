@@ -17,24 +17,8 @@ X = rng.standard_normal((203, 12))
 y = rng.integers(0, 4, size=203)
 results = {}
 if mode == "weighted":
-    # sample weights (some zero), the estimators' per-weight L2, every loss kind
-    w = np.abs(rng.standard_normal(203))
-    w[::7] = 0.0
-    for loss in ("cross_entropy", "poisson"):
-        Y = y if loss == "cross_entropy" else rng.poisson(1.0, size=(203, 4)).astype(float)
-        model = fastbp.MLP([12, 16, 4], loss=loss, dtype=np.float64, seed=0)
-        h = fastbp.fit(model, X, Y, optimizer=fastbp.Adam(model, lr=0.01), batch_size=32,
-                       epochs=3, seed=5, verbose=0, comm=comm, sample_weight=w, l2=1e-3,
-                       _l2_per_weight=True)
-        results[loss] = model.params.copy()
-        results[loss + "_loss"] = np.array(h["loss"])
-    # sparse rows (CSR), weighted: the same step-by-step path, the first layer sparse
-    import scipy.sparse as sp
-    Xs = sp.csr_matrix(np.where(np.abs(X) > 1.0, X, 0.0))
-    model = fastbp.MLP([12, 16, 4], dtype=np.float64, seed=0)
-    fastbp.fit(model, Xs, y, optimizer=fastbp.Adam(model, lr=0.01), batch_size=32, epochs=2,
-               seed=5, verbose=0, comm=comm, sample_weight=w)
-    results["sparse"] = model.params.copy()
+    from weighted_problem import weighted_runs
+    results = weighted_runs(comm)
     if comm.Get_rank() == 0:
         np.savez(out, **results)
     sys.exit(0)
