@@ -82,7 +82,7 @@ def batch_l2(l2, l2_per_weight, total):
 def bar_update(bar, run, rows, has_acc):
     """Advance the progress bar by `rows` and show the epoch's running loss/accuracy."""
     bar.update(rows)
-    weight = run.loss_weight()
+    weight = run.running_weight()
     post = {"loss": f"{run.total_loss / weight if weight > 0 else 0.0:.4f}"}
     if has_acc:
         post["acc"] = f"{run.correct / max(run.seen, 1):.4f}"
@@ -144,14 +144,26 @@ class Run:
         self.order = rows.astype(np.int64) if subset else np.arange(rows)
         self.subset = subset      # order is not a permutation of all of X's rows
         self.weights = None       # the data set's sample weights (n,), if any
+        self._running = (0, 0.0)  # (pos, weight of order[:pos]) for running_weight
 
-    def loss_weight(self, pos=None):
-        """What the epoch's total_loss sums over up to row pos of the order (default: the
-        rows trained so far): their number, or with sample weights their weight."""
-        pos = self.pos if pos is None else pos
+    def loss_weight(self, pos):
+        """What the epoch's total_loss sums over up to row pos of the order: pos, or with
+        sample weights the weight of those rows."""
         if self.weights is None:
             return pos
         return float(np.sum(self.weights[self.order[:pos]]))
+
+    def running_weight(self):
+        """loss_weight(self.pos) for the progress bar, added up as the epoch goes (a sum
+        from the start at every update would cost O(n) each time)."""
+        if self.weights is None:
+            return self.pos
+        done, weight = self._running
+        if self.pos < done:       # a new epoch
+            done, weight = 0, 0.0
+        weight += float(np.sum(self.weights[self.order[done:self.pos]]))
+        self._running = (self.pos, weight)
+        return weight
 
 
 def save_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, history,
