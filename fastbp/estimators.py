@@ -159,16 +159,18 @@ class _BaseMLP(BaseEstimator):
         if first:
             self._build(n_features, Y.shape[1] if Y.ndim == 2 else self._n_outputs_1d(), hidden, seed)
         model, opt = self._model, self._optimizer
-        X = model.check_X(X)
-        Y = model.check_y(Y, n)
         rng = np.random.default_rng(seed)
         X_val = Y_val = sw_val = None
         if self.early_stopping and not incremental:
+            # split as given (a SciPy sparse X stays one; fastbp's CSRRows would not split)
             X, Y, sw, X_val, Y_val, sw_val = self._split(X, Y, sw, rng)
             n = X.shape[0]
             if sw is not None and not sw.any():
                 raise ValueError("sample_weight is zero for every sample left for training "
                                  "after the early_stopping validation split")
+            X_val = model.check_X(X_val, "X_val")
+        X = model.check_X(X)
+        Y = model.check_y(Y, n)
         batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         if self.batch_size != "auto" and self.batch_size > X.shape[0]:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "

@@ -157,4 +157,10 @@ def test_estimators_on_sparse_text_features():
         assert np.array_equal(clf.predict_proba(X), dense.predict_proba(X.toarray()))
         reg = fastbp.MLPRegressor((8,), max_iter=5, random_state=0)
         reg.fit(X.tocsc(), X[:, 0].toarray().ravel())
+        # the early-stopping split of a sparse X, and of the same rows dense
+        es = [fastbp.MLPClassifier((8,), max_iter=4, random_state=0, early_stopping=True,
+                                   n_iter_no_change=50, dtype="float64").fit(data, y)
+              for data in (X, X.toarray())]
+        assert es[0].validation_scores_ == es[1].validation_scores_
+        assert np.array_equal(es[0].coefs_[0], es[1].coefs_[0])
         assert reg.predict(X).shape == (len(docs),)
