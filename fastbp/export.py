@@ -182,7 +182,7 @@ def _from_mlp(model, opset):
     m = model.to_cpu()
     g = Graph(m.dtype)
     logits = network(g, "X", m.weights, m.biases, m.activation, m.slope)
-    name = "output" if m.loss in ("mse", "poisson") else "probabilities"
+    name = "output" if m.loss in ("mse", "poisson", "huber") else "probabilities"
     output(g, logits, m.loss, out=name)
     return to_proto(g, [("X", m.dtype, (None, m.n_features))],
                     [(name, m.dtype, (None, m.n_outputs))], opset,

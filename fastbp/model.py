@@ -14,6 +14,7 @@ from ._validation import (
     as_float_array,
     check_class_labels,
     check_dtype,
+    check_float,
     check_positive_int,
     check_sample_weight,
     check_targets,
@@ -43,13 +44,16 @@ class MLP:
     relu, leaky_relu, sigmoid/logistic, tanh, gelu, silu/swish, softplus).
     loss: "cross_entropy" (softmax over outputs; integer labels or probability targets),
           "mse" (regression outputs), "binary_cross_entropy" (sigmoid per output,
-          multi-label), or "poisson" (counts: the outputs are log-means, predict gives
-          exp(output); PyTorch's PoissonNLLLoss(log_input=True)).
+          multi-label), "poisson" (counts: the outputs are log-means, predict gives
+          exp(output); PyTorch's PoissonNLLLoss(log_input=True)), or "huber" (regression,
+          PyTorch's HuberLoss(delta)).
     dtype: float32 (default) or float64.  seed: the initial weights' random generator.
     init: "torch" (as torch.nn.Linear), "he", "xavier".
     matmul: "own" (fastbp's GEMM, the default) or "blas" (np.dot inside the same compiled
     layer code: the in-run reference the benchmarks compare our GEMM against).
     device: "cpu" or "cuda" (numba.cuda, float32; see fastbp.backends.cuda).
+    label_smoothing: cross_entropy's, as PyTorch's (targets (1 - eps) onehot + eps / C),
+    in [0, 1).  delta: the Huber loss's threshold (> 0).
 
     Attributes: params / grads (flat buffers, on the device); weights, biases,
     weight_grads, bias_grads (per-layer views, W shaped (out, in)); layers (the Sequential
@@ -57,7 +61,8 @@ class MLP:
     """
 
     def __init__(self, sizes, activation="relu", loss="cross_entropy", dtype=np.float32,
-                 seed=None, init="torch", matmul="own", device="cpu"):
+                 seed=None, init="torch", matmul="own", device="cpu", *, label_smoothing=0.0,
+                 delta=1.0):
         backends.check_device(device)
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
             raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
@@ -66,6 +71,12 @@ class MLP:
         self._sizes = tuple(check_positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes))
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+        self.label_smoothing = check_float(label_smoothing, "label_smoothing", 0.0)
+        if self.label_smoothing >= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if self.label_smoothing and loss != "cross_entropy":
+            raise ValueError("label_smoothing applies to loss='cross_entropy' only")
+        self.delta = check_float(delta, "delta", 0.0, low_open=True)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
         if matmul not in ("own", "blas"):
@@ -134,10 +145,29 @@ class MLP:
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
                 f"dtype={self.dtype.name}{where})")
 
+    @property
+    def loss_param(self):
+        """The loss's one parameter as the kernels take it: label smoothing for
+        cross_entropy, delta for huber, else 0 (fastbp.kernels.codes)."""
+        if self.loss == "cross_entropy":
+            return self.label_smoothing
+        return self.delta if self.loss == "huber" else 0.0
+
+    def _loss_options(self):
+        """label_smoothing / delta where they matter (so that the configs of the models
+        without them read as before)."""
+        options = {}
+        if self.label_smoothing:
+            options["label_smoothing"] = self.label_smoothing
+        if self.loss == "huber":
+            options["delta"] = self.delta
+        return options
+
     def config(self):
         """The constructor arguments that rebuild this architecture (device aside)."""
         return {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss,
-                "dtype": self.dtype.name, "init": self.init, "matmul": self.matmul}
+                "dtype": self.dtype.name, "init": self.init, "matmul": self.matmul,
+                **self._loss_options()}
 
     # ------------------------------------------------------------------ checks
     def check_X(self, X, name="X"):
@@ -209,7 +239,7 @@ class MLP:
     def predict_proba(self, X):
         """Class probabilities: softmax over outputs (cross_entropy) or per-output sigmoid
         (binary_cross_entropy).  (b, n_outputs)."""
-        if self.loss in ("mse", "poisson"):
+        if self.loss in ("mse", "poisson", "huber"):
             raise ValueError(f"predict_proba is not defined for loss={self.loss!r}; "
                              "use predict")
         return self.backend.predict_proba(self.backend.prepare(X))
@@ -247,7 +277,7 @@ class MLP:
         if self.device == "cpu":
             return self
         m = MLP(self.sizes, self.activation, self.loss, self.dtype, init=self.init,
-                matmul=self.matmul)
+                matmul=self.matmul, **self._loss_options())
         m.params[...] = self.host_params()
         return m
 
@@ -286,7 +316,9 @@ class MLP:
         cfg = state["config"]
         self.__init__(cfg["sizes"], cfg["activation"], cfg["loss"], cfg["dtype"],
                       seed=state["seed"], init=cfg["init"], matmul=cfg.get("matmul", "own"),
-                      device=state.get("device", "cpu"))
+                      device=state.get("device", "cpu"),
+                      label_smoothing=cfg.get("label_smoothing", 0.0),
+                      delta=cfg.get("delta", 1.0))
         self.backend.copy_into(self.params, state["params"])
         self.backend.copy_into(self.grads, state["grads"])
 
@@ -296,7 +328,7 @@ class MLP:
     def copy(self):
         """An independent model with the same architecture and parameters."""
         other = MLP(self.sizes, self.activation, self.loss, self.dtype, init=self.init,
-                    matmul=self.matmul, device=self.device)
+                    matmul=self.matmul, device=self.device, **self._loss_options())
         self.backend.copy_into(other.params, self.params)
         return other
 
@@ -313,7 +345,9 @@ def load(path, return_extra=False):
                          f"match the architecture in its config (sizes {sizes})")
     model = MLP(config["sizes"], activation=config["activation"], loss=config["loss"],
                 dtype=config["dtype"], init=config.get("init", "torch"),
-                matmul=config.get("matmul", "own"))
+                matmul=config.get("matmul", "own"),
+                label_smoothing=config.get("label_smoothing", 0.0),
+                delta=config.get("delta", 1.0))
     if params.shape != model.params.shape or params.dtype != model.params.dtype:
         raise ValueError(f"{path!r}: parameter buffer {params.dtype}{params.shape} does not "
                          f"match the architecture ({model.params.dtype}{model.params.shape})")

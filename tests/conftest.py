@@ -14,7 +14,7 @@ from fastbp.kernels import codes  # noqa: E402
 # Every activation of the registry (new ones are tested without editing the tests' lists);
 # the references below are written independently of it.
 ACTIVATIONS = list(codes.ACTIVATION_NAMES)
-LOSSES = ["cross_entropy", "mse", "binary_cross_entropy", "poisson"]
+LOSSES = ["cross_entropy", "mse", "binary_cross_entropy", "poisson", "huber"]
 DTYPES = [np.float32, np.float64]
 
 

@@ -53,6 +53,8 @@ def torch_loss(name, out, y):
         return F.mse_loss(out, y)
     if name == "poisson":
         return F.poisson_nll_loss(out, y, log_input=True, full=False)
+    if name == "huber":
+        return F.huber_loss(out, y, delta=1.0)
     return F.binary_cross_entropy_with_logits(out, y)
 
 
@@ -60,8 +62,8 @@ def make_problem(loss, sizes, batch, dtype, rng):
     X = rng.standard_normal((batch, sizes[0])).astype(dtype)
     if loss == "cross_entropy":
         y = rng.integers(0, sizes[-1], size=batch)
-    elif loss == "mse":
-        y = rng.standard_normal((batch, sizes[-1])).astype(dtype)
+    elif loss in ("mse", "huber"):
+        y = (2 * rng.standard_normal((batch, sizes[-1]))).astype(dtype)   # both sides of delta
     elif loss == "poisson":
         y = rng.poisson(2.0, size=(batch, sizes[-1])).astype(dtype)
     else:

@@ -31,9 +31,10 @@ def test_every_activation_and_loss_matches_onnx_runtime(activation, loss):
     X = (4 * rng.standard_normal((64, 7))).astype(np.float32)
     X[0, :] = 40.0                           # past softplus's threshold, sigmoid's saturation
     (got,) = run(fastbp.to_onnx(model), X)
-    want = {"mse": model.forward, "poisson": model.predict}.get(loss, model.predict_proba)(X)
+    want = {"mse": model.forward, "huber": model.forward,
+            "poisson": model.predict}.get(loss, model.predict_proba)(X)
     assert got.dtype == np.float32 and got.shape == want.shape
-    scale = 1 if loss not in ("mse", "poisson") else max(1, np.abs(want).max())
+    scale = 1 if loss not in ("mse", "poisson", "huber") else max(1, np.abs(want).max())
     assert np.max(np.abs(got - want)) <= 1e-5 * scale
 
 

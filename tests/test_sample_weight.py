@@ -26,6 +26,8 @@ def torch_weighted_loss(name, out, y, w):
             per = F.mse_loss(out, y, reduction="none")
         elif name == "poisson":
             per = F.poisson_nll_loss(out, y, log_input=True, full=False, reduction="none")
+        elif name == "huber":
+            per = F.huber_loss(out, y, delta=1.0, reduction="none")
         else:
             per = F.binary_cross_entropy_with_logits(out, y, reduction="none")
         rows = per.mean(dim=1)

@@ -425,15 +425,19 @@ def test_loss_rows_by_kind_of_loss():
                            Lk.cross_entropy_targets_rows),
                           (S.LOSS_MSE, S._target_loss_rows, Lk.mse_rows),
                           (S.LOSS_BCE, S._target_loss_rows, Lk.binary_cross_entropy_rows),
-                          (codes.LOSS_POISSON, S._target_loss_rows, Lk.poisson_rows)):
+                          (codes.LOSS_POISSON, S._target_loss_rows, Lk.poisson_rows),
+                          (codes.LOSS_HUBER, S._target_loss_rows, Lk.huber_rows)):
         sig = S.step_signatures(numba.float32, *(numba.typeof(a) for a in (z, ylab, z)))
         assert S.kernel_pointers(np.float32, loss_code=code)[0].loss == jit_address(fn,
                                                                               sig["loss"])
         g, rl, g0, rl0 = np.zeros_like(z), np.zeros(5), np.zeros_like(z), np.zeros(5)
         w = np.array([0.5, 2.0, 0.0, 1.0, 3.0])
-        fn(code, z, ylab, y, g, rl, 0.2, w)
+        param = {codes.LOSS_HUBER: 0.3, codes.LOSS_CE_TARGETS: 0.1}.get(code, 0.0)
+        fn(code, z, ylab, y, g, rl, 0.2, w, param)
         if ref is None:
-            Lk.cross_entropy_labels_rows(z, ylab, g0, rl0, 0.2, w)
+            Lk.cross_entropy_labels_rows(z, ylab, g0, rl0, 0.2, w, param)
+        elif param:
+            ref(z, y, g0, rl0, 0.2, w, param)
         else:
             ref(z, y, g0, rl0, 0.2, w)
         assert np.array_equal(g, g0) and np.array_equal(rl, rl0)

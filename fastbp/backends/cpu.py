@@ -195,13 +195,15 @@ class CPUBackend:
 
     def _loss(self, Z, y, G, row_loss, w=None):
         """The (weighted) mean loss of Z against y; G = dL/dZ.  w: (b,) float64 or None."""
-        loss = self.model.loss
+        m = self.model
         w = _NO_WEIGHTS if w is None else w
-        if loss == "cross_entropy":
-            if y.ndim == 1:
-                return _losses.cross_entropy_labels(Z, y, G, row_loss, w)
-            return _losses.cross_entropy_targets(Z, y, G, row_loss, w)
-        return _LOSS_KERNELS[loss](Z, y, G, row_loss, w)
+        if m.loss == "cross_entropy":
+            kernel = _losses.cross_entropy_labels if y.ndim == 1 else \
+                _losses.cross_entropy_targets
+            return kernel(Z, y, G, row_loss, w, m.loss_param)
+        if m.loss == "huber":
+            return _losses.huber(Z, y, G, row_loss, w, m.loss_param)
+        return _LOSS_KERNELS[m.loss](Z, y, G, row_loss, w)
 
     def _backward(self, X, ws):
         """Backward pass from ws.G[last] = dL/dZ_L; fills the flat gradient buffer."""

@@ -110,8 +110,9 @@ class CUDABackend:
             kernel = K.cross_entropy_labels if y.ndim == 1 else K.cross_entropy_targets
         else:
             kernel = {"mse": K.mse, "binary_cross_entropy": K.binary_cross_entropy,
-                      "poisson": K.poisson}[loss]
-        kernel(Z, y, G, row_loss, w, mean_scale(total, self._count), plan=plan)
+                      "poisson": K.poisson, "huber": K.huber}[loss]
+        kernel(Z, y, G, row_loss, w, mean_scale(total, self._count), self.model.loss_param,
+               plan=plan)
         launched = plan[-1] if plan is not None else None
         self._K.accumulate(row_loss, 1.0 / self._count, self._loss_acc, plan=plan)
         return launched

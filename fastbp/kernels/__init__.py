@@ -13,6 +13,7 @@ float32 or float64; mixed inputs are promoted like NumPy does.  Rows are example
     mse(pred, target)                      -> (loss, dL/dpred)
     binary_cross_entropy(logits, target)   -> (loss, dL/dlogits)
     poisson(log_mean, target)              -> (loss, dL/dlog_mean)
+    huber(pred, target, delta=1.0)         -> (loss, dL/dpred)
     (each loss also takes sample_weight=: a weighted mean, sum w_i l_i / sum w_i)
     bias_grad(delta)                       column sums
 """
@@ -37,7 +38,7 @@ from .codes import ACTIVATION_CODES, activation_code
 
 __all__ = [
     "matmul", "linear", "linear_backward", "activation", "activation_grad", "softmax",
-    "cross_entropy", "mse", "binary_cross_entropy", "poisson", "bias_grad",
+    "cross_entropy", "mse", "binary_cross_entropy", "poisson", "huber", "bias_grad",
     "sgd_update", "adam_update", "activation_code", "ACTIVATION_CODES",
 ]
 
@@ -299,13 +300,17 @@ def _weights(sample_weight, b):
     return _NO_WEIGHTS if w is None else w
 
 
-def cross_entropy(logits, target, sample_weight=None):
+def cross_entropy(logits, target, sample_weight=None, label_smoothing=0.0):
     """Mean softmax cross-entropy and its gradient w.r.t. the logits, in one fused pass.
 
     logits: (b, C).  target: (b,) integer class labels in [0, C), or (b, C) probability /
     one-hot targets.  Returns (loss: float, grad: (b, C) = (softmax(logits) - Y) / b).
     sample_weight (b,): the weighted mean, grad rows w_i (softmax - Y_i) / sum(w).
+    label_smoothing eps in [0, 1): Y becomes (1 - eps) Y + eps / C, as PyTorch's.
     """
+    eps = check_float(label_smoothing, "label_smoothing", 0.0)
+    if eps >= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     logits = _as_array(logits, "logits")
     z = as_float_array(logits, "logits", _float_dtype(logits))
     b, n = z.shape
@@ -315,10 +320,10 @@ def cross_entropy(logits, target, sample_weight=None):
     t = np.asarray(target)
     if t.ndim == 2:
         t = check_targets(t, n, b, z.dtype, name="target")
-        loss = _losses.cross_entropy_targets(z, t, g, row_loss, w)
+        loss = _losses.cross_entropy_targets(z, t, g, row_loss, w, eps)
     else:
         y = check_class_labels(t, n, b, name="target")
-        loss = _losses.cross_entropy_labels(z, y, g, row_loss, w)
+        loss = _losses.cross_entropy_labels(z, y, g, row_loss, w, eps)
     return float(loss), g
 
 
@@ -358,6 +363,17 @@ def poisson(log_mean, target, sample_weight=None):
     """
     return _elementwise_loss(_losses.poisson, log_mean, target, "log_mean", sample_weight,
                              non_negative=True)
+
+
+def huber(pred, target, delta=1.0, sample_weight=None):
+    """Mean Huber loss over all elements (PyTorch's HuberLoss(delta)) and its gradient:
+    per element d = pred - target, 0.5 d^2 within delta and delta (|d| - delta / 2) beyond.
+
+    pred, target: (b, n).  Returns (loss, grad = clip(d, -delta, delta) / size).
+    """
+    delta = check_float(delta, "delta", 0.0, low_open=True)
+    return _elementwise_loss(lambda z, t, g, rl, w: _losses.huber(z, t, g, rl, w, delta),
+                             pred, target, "pred", sample_weight)
 
 
 def bias_grad(delta):

@@ -256,16 +256,19 @@ def activation_code(name):
 # Loss codes as the compiled training steps use them.  cross_entropy takes integer labels
 # (CE_LABELS) or probability targets (CE_TARGETS).  Cross-entropy averages over rows, the
 # others over every output of every row (kernels/cpu/losses.py has the formulas).
-# poisson: the outputs are log-means (log link), predictions exp(output).
-LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE, LOSS_BCE, LOSS_POISSON = 0, 1, 2, 3, 4
-LOSSES = ("cross_entropy", "mse", "binary_cross_entropy", "poisson")
+# poisson: the outputs are log-means (log link), predictions exp(output).  A loss may have
+# one parameter (the steps' Config.loss_param): cross-entropy's label smoothing, Huber's
+# delta.
+LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE, LOSS_BCE, LOSS_POISSON, LOSS_HUBER = range(6)
+LOSSES = ("cross_entropy", "mse", "binary_cross_entropy", "poisson", "huber")
 
 
 def loss_code(name, labels):
     """The compiled steps' code for a loss name; labels: y holds integer class labels."""
     if name == "cross_entropy":
         return LOSS_CE_LABELS if labels else LOSS_CE_TARGETS
-    return {"mse": LOSS_MSE, "binary_cross_entropy": LOSS_BCE, "poisson": LOSS_POISSON}[name]
+    return {"mse": LOSS_MSE, "binary_cross_entropy": LOSS_BCE, "poisson": LOSS_POISSON,
+            "huber": LOSS_HUBER}[name]
 
 
 # ----------------------------------------------------------------------------- optimizers

@@ -243,13 +243,23 @@ def test_losses_against_cpu():
             (KC.mse, dev(R), K.mse(z, R, sw), c),
             (KC.binary_cross_entropy, dev(B), K.binary_cross_entropy(z, B, sw), c),
             (KC.poisson, dev(P), K.poisson(z, P, sw), c),
+            (KC.huber, dev(R), K.huber(z, R, 0.7, sw), c),
         ]
+        params = {KC.huber: 0.7}
         for kernel, target, (loss_ref, g_ref), count in cases:
-            kernel(dev(z), target, G, rl, wd, 1.0 / (total * count))
+            kernel(dev(z), target, G, rl, wd, 1.0 / (total * count), params.get(kernel, 0.0))
             acc = cuda.to_device(np.zeros(1))
             KC.accumulate(rl, 1.0 / (total * count), acc)
             assert abs(acc.copy_to_host()[0] - loss_ref) <= 1e-5 * max(1, abs(loss_ref)), kernel
             assert rel_err(G.copy_to_host(), g_ref) <= TOL, kernel
+    for target, ref in ((dev(y), K.cross_entropy(z, y, w, label_smoothing=0.1)),
+                        (dev(T), K.cross_entropy(z, T, w, label_smoothing=0.1))):
+        kernel = KC.cross_entropy_labels if target.ndim == 1 else KC.cross_entropy_targets
+        kernel(dev(z), target, G, rl, dev(w), 1.0 / w.sum(), 0.1)
+        acc = cuda.to_device(np.zeros(1))
+        KC.accumulate(rl, 1.0 / w.sum(), acc)
+        assert abs(acc.copy_to_host()[0] - ref[0]) <= 1e-5 * max(1, abs(ref[0]))
+        assert rel_err(G.copy_to_host(), ref[1]) <= TOL
     P = cuda.device_array_like(z)
     KC.softmax_rows(dev(z), P)
     assert rel_err(P.copy_to_host(), K.softmax(z)) <= TOL

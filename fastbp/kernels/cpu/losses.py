@@ -23,6 +23,12 @@ binary_cross_entropy (sigmoid fused, as torch's BCEWithLogitsLoss, mean over all
     L = (1/bn) sum max(z, 0) - z t + log(1 + exp(-|z|));   G = (sigmoid(z) - t) / (bn)
 poisson (log link: z is the log of the mean, as torch's PoissonNLLLoss(log_input=True)):
     L = (1/bn) sum exp(z) - t z;   G = (exp(z) - t) / (bn)
+huber (delta > 0, as torch's HuberLoss, mean over all elements), d = z - t:
+    L = (1/bn) sum (0.5 d^2 if |d| <= delta else delta (|d| - delta / 2))
+    G = (d if |d| <= delta else delta sign(d)) / (bn)
+label smoothing eps (cross-entropy, as torch's label_smoothing): the targets become
+(1 - eps) onehot(y) + eps / C (labels) or (1 - eps) T + eps / C (targets); eps = 0 is the
+unsmoothed kernel, bit for bit.
 
 Sample weights w (b,) (float64; an empty array: every row weighs 1) make each mean a
 weighted one, as scikit-learn's MLP: row i's terms are multiplied by w_i and the divisor b
@@ -110,46 +116,69 @@ def mean_scale(total, count):
 
 
 @njit(cache=True, _nrt=False)
-def cross_entropy_labels_rows(Z, y, G, row_loss, scale, w):
+def cross_entropy_labels_rows(Z, y, G, row_loss, scale, w, smoothing):
     """Rows of a batch: Z (r, C) logits, y (r,) int64 labels in [0, C), G (r, C) out,
-    row_loss (r,) out, w (r,) weights or empty.  G = (softmax(Z) - onehot(y)) * w_i * scale,
-    row_loss[i] = w_i (lse_i - z_{i,y_i}); scale is 1 / (weight of the whole batch), so that
-    a batch can be done in parts."""
+    row_loss (r,) out, w (r,) weights or empty, label smoothing eps in [0, 1).
+    G = (softmax(Z) - target) * w_i * scale, row_loss[i] = w_i sum_c target_c (lse_i - z_ic)
+    with target = onehot(y) (eps = 0) or its smoothed form; scale is 1 / (weight of the
+    whole batch), so that a batch can be done in parts."""
     b, n = Z.shape
+    keep = 1.0 - smoothing
+    spread = smoothing / n
     for i in range(b):
         m, s = _row_exp(Z, i, G)
         lse = m + math.log(s)
         label = y[i]
         inv_s = 1.0 / s
         f = _row_factor(scale, w, i)
-        for c in range(n):
-            # (p - onehot) * factor in float64, rounded to the storage type once
-            p = np.float64(G[i, c]) * inv_s
-            if c == label:
-                p -= 1.0
-            G[i, c] = p * f
-        row_loss[i] = _row_weighted(lse - Z[i, label], w, i)
+        if smoothing == 0.0:
+            for c in range(n):
+                # (p - onehot) * factor in float64, rounded to the storage type once
+                p = np.float64(G[i, c]) * inv_s
+                if c == label:
+                    p -= 1.0
+                G[i, c] = p * f
+            row_loss[i] = _row_weighted(lse - Z[i, label], w, i)
+        else:
+            zsum = 0.0
+            for c in range(n):
+                zsum += Z[i, c]
+                p = np.float64(G[i, c]) * inv_s - spread
+                if c == label:
+                    p -= keep
+                G[i, c] = p * f
+            loss = keep * (lse - Z[i, label]) + smoothing * (lse - zsum / n)
+            row_loss[i] = _row_weighted(loss, w, i)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _smoothed(t, keep, spread, smoothing):
+    """A target value after label smoothing (itself where smoothing is 0)."""
+    return t if smoothing == 0.0 else keep * t + spread
 
 
 @njit(cache=True, _nrt=False)
-def cross_entropy_targets_rows(Z, T, G, row_loss, scale, w):
+def cross_entropy_targets_rows(Z, T, G, row_loss, scale, w, smoothing):
     """Rows of a batch: Z (r, C) logits, T (r, C) probability / one-hot targets, G (r, C)
-    out, row_loss (r,) out; scale and w as in cross_entropy_labels_rows."""
+    out, row_loss (r,) out; scale, w and smoothing as in cross_entropy_labels_rows (the
+    targets smoothed: (1 - eps) T + eps / C)."""
     b, n = Z.shape
+    keep = 1.0 - smoothing
+    spread = smoothing / n
     for i in range(b):
         acc = 0.0
         m, s = _row_exp(Z, i, G)
         lse = m + math.log(s)
         tsum = 0.0
         for c in range(n):
-            t = np.float64(T[i, c])
+            t = _smoothed(np.float64(T[i, c]), keep, spread, smoothing)
             tsum += t
             acc += t * (lse - Z[i, c])
         inv_s = 1.0 / s
         f = _row_factor(scale, w, i)
         for c in range(n):
             p = np.float64(G[i, c]) * inv_s
-            G[i, c] = (p * tsum - T[i, c]) * f
+            G[i, c] = (p * tsum - _smoothed(T[i, c], keep, spread, smoothing)) * f
         row_loss[i] = _row_weighted(acc, w, i)
 
 
@@ -205,6 +234,26 @@ def poisson_rows(Z, T, G, row_loss, scale, w):
         row_loss[i] = _row_weighted(acc, w, i)
 
 
+@njit(cache=True, _nrt=False)
+def huber_rows(Z, T, G, row_loss, scale, w, delta):
+    """Rows of a batch: Z (r, n) predictions, T (r, n) targets, G (r, n) out, row_loss (r,)
+    out (the row's sum of Huber terms, times w_i); scale and w as in mse_rows; delta > 0."""
+    b, n = Z.shape
+    for i in range(b):
+        acc = 0.0
+        f = _row_factor(scale, w, i)
+        for c in range(n):
+            d = np.float64(Z[i, c]) - np.float64(T[i, c])
+            if abs(d) <= delta:
+                acc += 0.5 * d * d
+                g = d
+            else:
+                acc += delta * (abs(d) - 0.5 * delta)
+                g = delta if d > 0 else -delta
+            G[i, c] = g * f
+        row_loss[i] = _row_weighted(acc, w, i)
+
+
 @njit(cache=True)
 def mean_row_loss(row_loss, scale):
     """The batch loss from the row losses: their sum, in row order, times scale."""
@@ -215,19 +264,19 @@ def mean_row_loss(row_loss, scale):
 
 
 @njit(cache=True)
-def cross_entropy_labels(Z, y, G, row_loss, w):
+def cross_entropy_labels(Z, y, G, row_loss, w, smoothing):
     """Z (b, C) logits, y (b,) int64 labels in [0, C), G (b, C) out, row_loss (b,), w (b,)
-    weights or empty.  Returns the (weighted) mean loss."""
+    weights or empty, label smoothing.  Returns the (weighted) mean loss."""
     scale = mean_scale(weight_total(w, Z.shape[0]), 1)
-    cross_entropy_labels_rows(Z, y, G, row_loss, scale, w)
+    cross_entropy_labels_rows(Z, y, G, row_loss, scale, w, smoothing)
     return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 
 @njit(cache=True)
-def cross_entropy_targets(Z, T, G, row_loss, w):
+def cross_entropy_targets(Z, T, G, row_loss, w, smoothing):
     """Z (b, C) logits, T (b, C) probability / one-hot targets, G (b, C) out. Returns mean loss."""
     scale = mean_scale(weight_total(w, Z.shape[0]), 1)
-    cross_entropy_targets_rows(Z, T, G, row_loss, scale, w)
+    cross_entropy_targets_rows(Z, T, G, row_loss, scale, w, smoothing)
     return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 
@@ -244,6 +293,14 @@ def binary_cross_entropy(Z, T, G, row_loss, w):
     """Z (b, n) logits, T (b, n) targets in [0, 1], G (b, n) out. Returns the mean loss."""
     scale = mean_scale(weight_total(w, Z.shape[0]), Z.shape[1])
     binary_cross_entropy_rows(Z, T, G, row_loss, scale, w)
+    return mean_row_loss(row_loss[:Z.shape[0]], scale)
+
+
+@njit(cache=True)
+def huber(Z, T, G, row_loss, w, delta):
+    """Z (b, n) predictions, T (b, n) targets, G (b, n) out. Returns the mean Huber loss."""
+    scale = mean_scale(weight_total(w, Z.shape[0]), Z.shape[1])
+    huber_rows(Z, T, G, row_loss, scale, w, delta)
     return mean_row_loss(row_loss[:Z.shape[0]], scale)
 
 

@@ -29,7 +29,7 @@ from numba.core import cgutils
 from numba.core.errors import NumbaExperimentalFeatureWarning
 from numba.extending import intrinsic
 
-from ..codes import LOSS_BCE, LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_MSE
+from ..codes import LOSS_BCE, LOSS_CE_LABELS, LOSS_CE_TARGETS, LOSS_HUBER, LOSS_MSE
 from . import gemm as gemm_mod
 from .gemm import (
     EPI_ACT_GRAD,
@@ -48,6 +48,7 @@ from .losses import (
     count_correct_multilabel,
     cross_entropy_labels_rows,
     cross_entropy_targets_rows,
+    huber_rows,
     l2_loss,
     mean_row_loss,
     mean_scale,
@@ -158,24 +159,27 @@ def _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, parallel, kern):
 
 
 @njit(cache=True, _nrt=False)
-def _label_loss_rows(loss_code, ZL, ylab, Y, GL, rl, scale, w):
+def _label_loss_rows(loss_code, ZL, ylab, Y, GL, rl, scale, w, param):
     """The loss rows rl (b,) and dL/dZ_L GL (b, k) of the loss with integer labels ylab
-    (b,), the cross-entropy, for logits ZL (b, k), with the rows' weights w (b,) or none
-    (empty); loss_code and Y are unused.  With _target_loss_rows, one of _batch_rows'
-    loss_fn (kernel_pointers picks it)."""
-    cross_entropy_labels_rows(ZL, ylab, GL, rl, scale, w)
+    (b,), the cross-entropy (label smoothing: param), for logits ZL (b, k), with the rows'
+    weights w (b,) or none (empty); loss_code and Y are unused.  With _target_loss_rows,
+    one of _batch_rows' loss_fn (kernel_pointers picks it)."""
+    cross_entropy_labels_rows(ZL, ylab, GL, rl, scale, w, param)
 
 
 @njit(cache=True, _nrt=False)
-def _target_loss_rows(loss_code, ZL, ylab, Y, GL, rl, scale, w):
-    """The same for the losses with float targets Y (b, k), by loss_code: cross-entropy,
-    mean squared error, binary cross-entropy or Poisson; ylab is unused."""
+def _target_loss_rows(loss_code, ZL, ylab, Y, GL, rl, scale, w, param):
+    """The same for the losses with float targets Y (b, k), by loss_code: cross-entropy
+    (label smoothing: param), mean squared error, binary cross-entropy, Poisson or Huber
+    (delta: param); ylab is unused."""
     if loss_code == LOSS_CE_TARGETS:
-        cross_entropy_targets_rows(ZL, Y, GL, rl, scale, w)
+        cross_entropy_targets_rows(ZL, Y, GL, rl, scale, w, param)
     elif loss_code == LOSS_MSE:
         mse_rows(ZL, Y, GL, rl, scale, w)
     elif loss_code == LOSS_BCE:
         binary_cross_entropy_rows(ZL, Y, GL, rl, scale, w)
+    elif loss_code == LOSS_HUBER:
+        huber_rows(ZL, Y, GL, rl, scale, w, param)
     else:
         poisson_rows(ZL, Y, GL, rl, scale, w)
 
@@ -188,10 +192,12 @@ Data = namedtuple("Data", "X ylab ytgt w order")
 """The data set: X (n, d); ylab (n,) int64 labels for LOSS_CE_LABELS, else ytgt (n, k)
 (the other one an empty placeholder); w (n,) float64 sample weights (empty: none);
 order (n,) int64, the epoch's order of rows."""
-Config = namedtuple("Config", "sizes act_code slope loss_code l2 l2_per_weight count_acc")
+Config = namedtuple("Config", "sizes act_code slope loss_code loss_param l2 l2_per_weight "
+                               "count_acc")
 """The network and what a step computes: sizes (L + 1,) int64 widths, the activation's
-code and slope, the loss code, the L2 factor (divided by the batch's weight total with
-l2_per_weight: see l2_factor), and whether to count correct predictions."""
+code and slope, the loss code and its parameter (codes.py), the L2 factor (divided by the
+batch's weight total with l2_per_weight: see l2_factor), and whether to count correct
+predictions."""
 Buffers = namedtuple("Buffers", "params grads state1 state2 zbuf abuf gbuf row_loss apack "
                                 "bpack xbuf ylab_buf ytgt_buf w_buf out")
 """The arrays a step reads and writes.  params, grads, state1, state2: the flat buffers
@@ -299,7 +305,7 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
     rl = bufs.row_loss[r0:r1]
     scale = loss_scale(loss_code, total, n_out)
     kern.loss(loss_code, ZL, ylab_buf[r0:r1], _rows(ytgt_buf, 0, m, ytgt.shape[1], r0, r1),
-              GL, rl, scale, w_buf[r0:r1])
+              GL, rl, scale, w_buf[r0:r1], cfg.loss_param)
     # backward
     off = off_last
     for l in range(L - 1, -1, -1):
@@ -500,13 +506,13 @@ def step_signatures(f, X_type, ylab_type, ytgt_type):
     t["gemm"] = gemm_mod.gemm_signature(f)
     t["hyper"] = types.Tuple((i, d, d, d, b, d, d, d, b))    # optim.optimizer_update's
     t["update"] = types.none(t["hyper"], vec, vec, vec, vec, i, b)
-    #                      loss ZL   ylab Y    GL   rl  scale w
-    t["loss"] = types.none(i, mat, vi, mat, mat, vd, d, vd)
+    #                      loss ZL   ylab Y    GL   rl  scale w   param
+    t["loss"] = types.none(i, mat, vi, mat, mat, vd, d, vd, d)
     t["kern"] = types.NamedTuple((types.FunctionType(t["gemm"]), i,
                                   types.FunctionType(t["update"]),
                                   types.FunctionType(t["loss"])), Kernels)
     t["data"] = types.NamedTuple((X_type, ylab_type, ytgt_type, vd, vi), Data)
-    t["cfg"] = types.NamedTuple((vi, i, d, i, d, b, b), Config)
+    t["cfg"] = types.NamedTuple((vi, i, d, i, d, d, b, b), Config)
     t["bufs"] = types.NamedTuple((vec, vec, vec, vec, vec, vec, vec, vd, vec, vec, vec, vi, vec,
                                   vd, vd), Buffers)
     t["split"] = types.NamedTuple((i, mi, vd, vi), Split)

@@ -46,41 +46,48 @@ def _weighted(loss, w, i):
 
 
 @cuda.jit(cache=True)
-def _ce_labels(Z, y, G, row_loss, w, scale):
+def _ce_labels(Z, y, G, row_loss, w, scale, smoothing):
     i = cuda.grid(1)
-    b = Z.shape[0]
+    b, n = Z.shape
     if i < b:
         m, s = _row_max_sum(Z, i)
         lse = m + math.log(s)
         label = y[i]
-        row_loss[i] = _weighted(lse - Z[i, label], w, i)
+        keep, spread = 1.0 - smoothing, smoothing / n
+        zsum = 0.0
+        for c in range(n):
+            zsum += Z[i, c]
+        row_loss[i] = _weighted(keep * (lse - Z[i, label]) + smoothing * (lse - zsum / n),
+                                w, i)
         f = _factor(w, i, scale)
-        for c in range(Z.shape[1]):
+        for c in range(n):
             p = math.exp(float64(Z[i, c]) - m) / s
-            G[i, c] = (p - (1.0 if c == label else 0.0)) * f
+            G[i, c] = (p - spread - (keep if c == label else 0.0)) * f
 
 
 @cuda.jit(cache=True)
-def _ce_targets(Z, T, G, row_loss, w, scale):
+def _ce_targets(Z, T, G, row_loss, w, scale, smoothing):
     i = cuda.grid(1)
-    b = Z.shape[0]
+    b, n = Z.shape
     if i < b:
         m, s = _row_max_sum(Z, i)
         lse = m + math.log(s)
+        keep, spread = 1.0 - smoothing, smoothing / n
         tsum = 0.0
         acc = 0.0
-        for c in range(Z.shape[1]):
-            tsum += T[i, c]
-            acc += T[i, c] * (lse - Z[i, c])
+        for c in range(n):
+            t = keep * T[i, c] + spread
+            tsum += t
+            acc += t * (lse - Z[i, c])
         row_loss[i] = _weighted(acc, w, i)
         f = _factor(w, i, scale)
-        for c in range(Z.shape[1]):
+        for c in range(n):
             p = math.exp(float64(Z[i, c]) - m) / s
-            G[i, c] = (p * tsum - T[i, c]) * f
+            G[i, c] = (p * tsum - (keep * T[i, c] + spread)) * f
 
 
 @cuda.jit(cache=True)
-def _mse(Z, T, G, row_loss, w, scale):
+def _mse(Z, T, G, row_loss, w, scale, param):
     i = cuda.grid(1)
     b, n = Z.shape
     if i < b:
@@ -94,7 +101,7 @@ def _mse(Z, T, G, row_loss, w, scale):
 
 
 @cuda.jit(cache=True)
-def _bce(Z, T, G, row_loss, w, scale):
+def _bce(Z, T, G, row_loss, w, scale, param):
     i = cuda.grid(1)
     b, n = Z.shape
     if i < b:
@@ -109,7 +116,7 @@ def _bce(Z, T, G, row_loss, w, scale):
 
 
 @cuda.jit(cache=True)
-def _poisson(Z, T, G, row_loss, w, scale):
+def _poisson(Z, T, G, row_loss, w, scale, param):
     i = cuda.grid(1)
     b, n = Z.shape
     if i < b:
@@ -124,37 +131,63 @@ def _poisson(Z, T, G, row_loss, w, scale):
         row_loss[i] = _weighted(acc, w, i)
 
 
+@cuda.jit(cache=True)
+def _huber(Z, T, G, row_loss, w, scale, delta):
+    i = cuda.grid(1)
+    b, n = Z.shape
+    if i < b:
+        acc = 0.0
+        f = _factor(w, i, scale)
+        for c in range(n):
+            d = float64(Z[i, c]) - T[i, c]
+            if abs(d) <= delta:
+                acc += 0.5 * d * d
+                g = d
+            else:
+                acc += delta * (abs(d) - 0.5 * delta)
+                g = delta if d > 0 else -delta
+            G[i, c] = g * f
+        row_loss[i] = _weighted(acc, w, i)
+
+
 SCALE_ARG = 5
 """The position of ``scale`` among a loss kernel's arguments (Prepared.set_scalar)."""
 
 
-def _loss_launch(kernel, Z, T, G, row_loss, w, scale, stream, plan):
-    launch(kernel, *_rows_grid(Z.shape[0]), (Z, T, G, row_loss, w, float(scale)), stream, plan)
+def _loss_launch(kernel, Z, T, G, row_loss, w, scale, param, stream, plan):
+    launch(kernel, *_rows_grid(Z.shape[0]), (Z, T, G, row_loss, w, float(scale), float(param)),
+           stream, plan)
 
 
-def cross_entropy_labels(Z, y, G, row_loss, w, scale, stream=0, plan=None):
+def cross_entropy_labels(Z, y, G, row_loss, w, scale, param=0.0, stream=0, plan=None):
     """Z (b, C), y (b,) int64, G (b, C) out, row_loss (b,) out, w (b,) float64 weights or
-    empty, scale 1 / (the batch's weight total).  Formulas and the meaning of scale as
+    empty, scale 1 / (the batch's weight total), param the loss's parameter (label
+    smoothing here, Huber's delta).  Formulas and the meaning of scale as
     kernels/cpu/losses.py: row_loss[i] = w_i l_i (the row's sum over its outputs), G rows
     times w_i * scale; the batch's mean loss is scale * sum(row_loss)."""
-    _loss_launch(_ce_labels, Z, y, G, row_loss, w, scale, stream, plan)
+    _loss_launch(_ce_labels, Z, y, G, row_loss, w, scale, param, stream, plan)
 
 
-def cross_entropy_targets(Z, T, G, row_loss, w, scale, stream=0, plan=None):
-    _loss_launch(_ce_targets, Z, T, G, row_loss, w, scale, stream, plan)
+def cross_entropy_targets(Z, T, G, row_loss, w, scale, param=0.0, stream=0, plan=None):
+    _loss_launch(_ce_targets, Z, T, G, row_loss, w, scale, param, stream, plan)
 
 
-def mse(Z, T, G, row_loss, w, scale, stream=0, plan=None):
+def mse(Z, T, G, row_loss, w, scale, param=0.0, stream=0, plan=None):
     """scale: 1 / (n_outputs * the batch's weight total), as the CPU's."""
-    _loss_launch(_mse, Z, T, G, row_loss, w, scale, stream, plan)
+    _loss_launch(_mse, Z, T, G, row_loss, w, scale, param, stream, plan)
 
 
-def binary_cross_entropy(Z, T, G, row_loss, w, scale, stream=0, plan=None):
-    _loss_launch(_bce, Z, T, G, row_loss, w, scale, stream, plan)
+def binary_cross_entropy(Z, T, G, row_loss, w, scale, param=0.0, stream=0, plan=None):
+    _loss_launch(_bce, Z, T, G, row_loss, w, scale, param, stream, plan)
 
 
-def poisson(Z, T, G, row_loss, w, scale, stream=0, plan=None):
-    _loss_launch(_poisson, Z, T, G, row_loss, w, scale, stream, plan)
+def poisson(Z, T, G, row_loss, w, scale, param=0.0, stream=0, plan=None):
+    _loss_launch(_poisson, Z, T, G, row_loss, w, scale, param, stream, plan)
+
+
+def huber(Z, T, G, row_loss, w, scale, param=1.0, stream=0, plan=None):
+    """param: delta."""
+    _loss_launch(_huber, Z, T, G, row_loss, w, scale, param, stream, plan)
 
 
 @cuda.jit(cache=True)
