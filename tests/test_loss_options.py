@@ -106,3 +106,17 @@ def test_options_are_kept_and_checked(tmp_path):
         fastbp.MLP([3, 2], loss="huber", delta=0.0)
     with pytest.raises(ValueError, match="label_smoothing must be >= 0"):
         fastbp.kernels.cross_entropy(np.zeros((2, 3)), [0, 1], label_smoothing=-0.1)
+
+
+@pytest.mark.parametrize("options", [dict(label_smoothing=0.2), dict(loss="huber", delta=0.3)])
+def test_against_finite_differences(options):
+    """gradcheck builds its float64 twin with the model's loss options (it dropped them,
+    checking the plain loss instead)."""
+    rng = np.random.default_rng(3)
+    model = fastbp.MLP([5, 7, 3], activation="tanh", dtype=np.float64, seed=1, **options)
+    X = rng.standard_normal((11, 5))
+    y = rng.standard_normal((11, 3)) if "delta" in options else rng.integers(0, 3, 11)
+    res = fastbp.gradcheck(model, X, y, max_params=None)
+    assert res.passed and res.rel_error <= 1e-7, res
+    twin = model.copy()
+    assert twin.loss_param == model.loss_param
