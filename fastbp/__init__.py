@@ -15,7 +15,7 @@ from .schedules import (
     ReduceLROnPlateau,
     StepLR,
 )
-from .train import History, TrainingDiverged, fit
+from .train import CSVLogger, History, TrainingDiverged, fit
 
 
 # The module view's activations (ReLU, Tanh, SiLU, ...), one per registry entry.
@@ -24,7 +24,7 @@ globals().update({cls.__name__: cls for cls in ACTIVATION_CLASSES})
 __all__ = [
     "MLP", "Linear", "Sequential", "Module", *(cls.__name__ for cls in ACTIVATION_CLASSES),
     "SGD", "Adam", "AdamW", "Optimizer", "gradcheck", "kernels", "fit",
-    "History", "TrainingDiverged", "load", "LRSchedule", "ConstantLR", "StepLR", "CosineLR",
+    "History", "TrainingDiverged", "CSVLogger", "load", "LRSchedule", "ConstantLR", "StepLR", "CosineLR",
     "InverseScalingLR", "ReduceLROnPlateau", "MLPClassifier", "MLPRegressor", "to_onnx",
 ]
 

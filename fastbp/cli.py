@@ -300,7 +300,8 @@ def cmd_train(args):
                       early_stopping=args.early_stopping, patience=args.patience,
                       lr_schedule=args.lr_schedule,
                       verbose=0 if (args.quiet or not rank0) else 1, comm=comm,
-                      checkpoint_dir=checkpoint_dir, resume=args.resume)
+                      checkpoint_dir=checkpoint_dir, resume=args.resume,
+                      log_csv=os.path.join(args.out, "history.csv"))
     train_time = time.perf_counter() - t0
     if hist.interrupted:
         say("interrupted: keeping the model as trained so far"
@@ -336,7 +337,8 @@ def cmd_train(args):
     say(f"{result}; {hist.epochs} epochs in {train_time:.2f} s, "
         f"{summary['samples_per_s']} samples/s (median epoch)")
     if rank0:
-        say(f"wrote {model_path}, {png_path} and {os.path.join(args.out, 'summary.json')}")
+        say(f"wrote {model_path}, {png_path}, {os.path.join(args.out, 'history.csv')} and "
+            f"{os.path.join(args.out, 'summary.json')}")
     return 0
 
 

@@ -18,6 +18,8 @@ def test_train_main_job_reaches_097_on_digits(tmp_path, capsys):
     assert summary["test_accuracy"] >= 0.97
     png = (out / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    rows = (out / "history.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,loss,accuracy,val_loss") and len(rows) >= 2
     # predict with the saved model, on an .npz of raw (unscaled) digits
     from sklearn.datasets import load_digits
     d = load_digits()

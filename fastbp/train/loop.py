@@ -18,6 +18,7 @@ from ..kernels.cpu.losses import weight_total
 from ..schedules import make_schedule
 from .compiled import Compiled, epoch_compiled
 from .cuda import epoch_cuda
+from .callbacks import CSVLogger, hook
 from .state import (
     History,
     Interrupts,
@@ -40,6 +41,9 @@ def _split(n, fraction, rng):
                          f"{n_val} validation samples out of {n}; both need at least one")
     perm = rng.permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")
 
 
 def _epoch_cpu(model, optimizer, X, y, w, run, bs, shuffle, l2, l2_per_weight, has_acc, bar,
@@ -97,7 +101,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         validation_data=None, validation_split=0.0, early_stopping=False, patience=10,
         min_delta=0.0, lr_schedule=None, callbacks=(), verbose=1, l2=0.0, comm=None,
         checkpoint_dir=None, checkpoint_every=None, resume=False, sample_weight=None,
-        _l2_per_weight=False):
+        log_csv=None, _l2_per_weight=False):
     """Train `model` on (X, y) with `optimizer` in mini-batches; returns a History.
 
     X: (n, n_features), dense or a SciPy sparse matrix (CSR, CSC, ...; CPU: batches are
@@ -112,8 +116,10 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     validation_split: a fraction of (X, y) (and of sample_weight) held out.
     early_stopping: stop when the monitored loss (val_loss if there is validation data,
     else loss) has not improved by min_delta for `patience` epochs, and restore the best
-    weights.  lr_schedule: see fastbp.schedules.  callbacks: objects with
-    on_epoch_end(epoch, logs) or callables (epoch, logs); returning True stops training.
+    weights.  lr_schedule: see fastbp.schedules.  callbacks: objects with any of
+    on_train_begin(logs), on_epoch_end(epoch, logs) and on_train_end(logs), or callables
+    (epoch, logs); on_epoch_end returning True stops training.  log_csv: a path, for a
+    fastbp.CSVLogger (one row per epoch; continued with resume=True; rank 0 with MPI).
     verbose: 0 silent, 1 progress bar, 2 also a line per epoch.  l2: see loss_and_grad.
     comm: an MPI communicator (mpi4py) for data-parallel training (fastbp.distributed):
     each rank passes the same data and seed and trains on its shard of every batch.
@@ -167,8 +173,10 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                                                 "sample_weight_val")
             callbacks = list(callbacks)
             for cb in callbacks:
-                if not (callable(cb) or hasattr(cb, "on_epoch_end")):
-                    raise TypeError(f"callback {cb!r} has no on_epoch_end and is not callable")
+                if not (callable(cb) or any(hasattr(cb, h) for h in HOOKS)):
+                    raise TypeError(f"callback {cb!r} has none of {HOOKS} and is not callable")
+            if log_csv is not None and (comm is None or comm.Get_rank() == 0):
+                callbacks.append(CSVLogger(log_csv, append=bool(resume)))
             schedule = make_schedule(lr_schedule)
             optimizer.lr = schedule.start(optimizer.lr, epochs)
             if comm is not None:
@@ -257,6 +265,10 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
         if not on_gpu and Compiled.eligible(model, optimizer, dp, X):
             compiled = Compiled(model, optimizer, X, y, w, bs, l2, _l2_per_weight, has_acc,
                                 checkpoint_every)
+        for cb in callbacks:
+            fn = hook(cb, "on_train_begin")
+            if fn is not None:
+                fn({"epochs": epochs, "samples": n, "resumed_epoch": run.epoch})
         bar = progress(verbose, n * (epochs - run.epoch))
         if interrupts.requested:            # Ctrl-C while setting up: no step taken
             history.interrupted = True
@@ -344,8 +356,9 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
                 optimizer.lr = schedule.on_epoch_end(epoch, logs)
                 stop = False
                 for cb in callbacks:
-                    fn = cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb
-                    stop = bool(fn(epoch, logs)) or stop
+                    fn = hook(cb, "on_epoch_end")
+                    if fn is not None:
+                        stop = bool(fn(epoch, logs)) or stop
                 if early_stopping and run.bad_epochs >= patience:
                     history.stopped_early = True
                     stop = True
@@ -362,6 +375,11 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
             bar.close()
         if early_stopping and best_params is not None:
             model.backend.restore(best_params)
+        for cb in callbacks:
+            fn = hook(cb, "on_train_end")
+            if fn is not None:
+                fn({"epochs": history.epochs, "stopped_early": history.stopped_early,
+                    "interrupted": history.interrupted})
         return history
     finally:
         interrupts.stop()
