@@ -487,7 +487,7 @@ def test_cross_entropy_rows_nan_logit_gives_nan_row(n, k, dtype, rng):
     z[1, k] = np.nan
     g = np.empty_like(z)
     row_loss = np.empty(3)
-    L.cross_entropy_labels_rows(z, np.array([0, 1, 2]), g, row_loss, 1.0 / 3, np.empty(0))
+    L.cross_entropy_labels_rows(z, np.array([0, 1, 2]), g, row_loss, 1.0 / 3, np.empty(0), 0.0)
     assert np.isnan(row_loss[1]) and np.all(np.isnan(g[1]))
     assert np.all(np.isfinite(row_loss[[0, 2]])) and np.all(np.isfinite(g[[0, 2]]))
 
