@@ -3,6 +3,7 @@ logs) and on_train_end(logs) (Keras' names), or plain callables (epoch, logs).""
 import csv
 import math
 
+HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")
 COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "samples_per_s",
            "time")
 

@@ -16,9 +16,9 @@ from .._validation import CSRRows, check_float, check_positive_int, check_sample
 from ..backends.cpu import SparseBatch
 from ..kernels.cpu.losses import weight_total
 from ..schedules import make_schedule
+from .callbacks import HOOKS, CSVLogger, hook
 from .compiled import Compiled, epoch_compiled
 from .cuda import epoch_cuda
-from .callbacks import CSVLogger, hook
 from .state import (
     History,
     Interrupts,
@@ -43,9 +43,6 @@ def _split(n, fraction, rng):
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")
-
-
 def _epoch_cpu(model, optimizer, X, y, w, run, bs, shuffle, l2, l2_per_weight, has_acc, bar,
                dp, buffers, good_params, history, after_step):
     """Train from row run.pos of the epoch's order to its end, updating run's sums.
@@ -55,9 +52,11 @@ def _epoch_cpu(model, optimizer, X, y, w, run, bs, shuffle, l2, l2_per_weight, h
         stop = min(start + bs, n)
         lo, hi = dp.shard(start, stop) if dp is not None else (start, stop)
         m = hi - lo
-        # the batch's weight total, summed in batch order as the compiled path does
+        # the batch's weight total, summed in batch order as the compiled path does, and
+        # this rank's rows' weights (all of the batch without MPI)
         total = stop - start if w is None else weight_total(w[run.order[start:stop]], 0)
-        local = m if w is None else weight_total(w[run.order[lo:hi]], 0)
+        wb = None if w is None else w[run.order[lo:hi]]
+        local = m if w is None else weight_total(wb, 0)
         if m == 0:  # more ranks than rows in this batch
             model.grads[...] = 0
             loss = 0.0
@@ -77,7 +76,6 @@ def _epoch_cpu(model, optimizer, X, y, w, run, bs, shuffle, l2, l2_per_weight, h
                 np.take(y, idx, axis=0, out=ybb)
             else:
                 xb, ybb = X[lo:hi], y[lo:hi]
-            wb = None if w is None else w[run.order[lo:hi]]
             loss = model.backend.loss_and_grad(xb, ybb, batch_l2(l2, l2_per_weight, total),
                                                wb)
         if not math.isfinite(loss):
@@ -125,9 +123,9 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     each rank passes the same data and seed and trains on its shard of every batch.
     checkpoint_dir / checkpoint_every: write a checkpoint (fastbp.checkpoint) every
     checkpoint_every optimizer steps and at the end of every epoch (and on Ctrl-C);
-    _l2_per_weight: l2 is divided by each batch's weight total (the estimators' alpha).
     resume=True continues from the checkpoint in checkpoint_dir if there is one, so that
     an interrupted and resumed run ends with the weights of an uninterrupted one.
+    _l2_per_weight: l2 is divided by each batch's weight total (the estimators' alpha).
 
     A NaN/inf loss raises TrainingDiverged with the model set back to the last finite
     epoch.  Ctrl-C stops training after the current step (or chunk of compiled steps) and
