@@ -38,6 +38,16 @@ def _hidden(text):
     return sizes
 
 
+def _activations(text):
+    """One activation name, or comma-separated names, one per hidden layer."""
+    names = [s.strip() for s in text.split(",")]
+    for n in names:
+        if n not in codes.ACTIVATION_BY_NAME:
+            raise argparse.ArgumentTypeError(
+                f"unknown activation {n!r}; expected one of {sorted(codes.ACTIVATION_BY_NAME)}")
+    return names[0] if len(names) == 1 else names
+
+
 def _positive(kind):
     def parse(text):
         try:
@@ -76,8 +86,9 @@ def build_parser():
                    help="auto: text or few distinct integer labels are classes, other numbers "
                         "a regression target (standardised for training)")
     t.add_argument("--hidden", type=_hidden, default=[128, 64], help="hidden widths, e.g. 128,64")
-    t.add_argument("--activation", default="relu", help="hidden activation",
-                   choices=sorted(codes.ACTIVATION_BY_NAME))
+    t.add_argument("--activation", type=_activations, default="relu",
+                   help="hidden activation, or one per hidden layer (e.g. relu,tanh): "
+                        + ", ".join(codes.ACTIVATION_NAMES))
     t.add_argument("--optimizer", choices=codes.OPTIMIZERS, default="adam", help="optimizer")
     t.add_argument("--lr", type=_positive(float), default=argparse.SUPPRESS,
                    help="learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")

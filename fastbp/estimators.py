@@ -67,8 +67,12 @@ class _BaseMLP(BaseEstimator):
         for h in hidden:
             if isinstance(h, (bool, np.bool_)) or not isinstance(h, (int, np.integer)) or h <= 0:
                 raise ValueError(f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
+        acts = [self.activation] if isinstance(self.activation, str) else self.activation
+        if not (isinstance(acts, (list, tuple))
+                and all(isinstance(a, str) and a in _ACTIVATIONS for a in acts)
+                and (isinstance(self.activation, str) or len(acts) == len(hidden))):
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, or a list of one of "
+                             f"them per hidden layer ({len(hidden)}), got {self.activation!r}")
         if self.solver not in ("sgd", "adam"):
             raise ValueError(f"solver must be 'sgd' or 'adam' (fastbp has no 'lbfgs'), got {self.solver!r}")
         if self.learning_rate not in ("constant", "invscaling", "adaptive"):

@@ -51,16 +51,15 @@ class Graph:
         return self.tensor(value, "c")
 
 
-def network(g, x, weights, biases, activation, slope=None):
+def network(g, x, weights, biases, activations):
     """Add the hidden layers and the output layer's affine map; returns the logits' name.
-    weights[l]: (out, in); activation: a registry name."""
-    entry = codes.activation(activation)
-    slope = entry.slope if slope is None else slope
+    weights[l]: (out, in); activations: one registry name per hidden layer."""
     h = x
     for l, (W, b) in enumerate(zip(weights, biases)):
         h = g.op("Gemm", h, g.tensor(W, f"W{l}"), g.tensor(b, f"b{l}"), transB=1)
         if l < len(weights) - 1:
-            h = entry.onnx(g, h, slope)
+            entry = codes.activation(activations[l])
+            h = entry.onnx(g, h, entry.slope)
     return h
 
 
@@ -181,7 +180,7 @@ def to_onnx(obj, path=None, opset=DEFAULT_OPSET):
 def _from_mlp(model, opset):
     m = model.to_cpu()
     g = Graph(m.dtype)
-    logits = network(g, "X", m.weights, m.biases, m.activation, m.slope)
+    logits = network(g, "X", m.weights, m.biases, m.activations)
     name = "output" if m.loss in ("mse", "poisson", "huber") else "probabilities"
     output(g, logits, m.loss, out=name)
     return to_proto(g, [("X", m.dtype, (None, m.n_features))],
@@ -193,7 +192,7 @@ def _from_estimator(est, opset):
     from sklearn.base import is_classifier
     m = est._model.to_cpu()
     g = Graph(m.dtype)
-    logits = network(g, "X", m.weights, m.biases, m.activation, m.slope)
+    logits = network(g, "X", m.weights, m.biases, m.activations)
     inputs = [("X", m.dtype, (None, m.n_features))]
     if is_classifier(est):
         classifier_outputs(g, logits, est.classes_, est._multilabel, "label", "probabilities")
@@ -227,7 +226,7 @@ def _from_file(path, opset):
         x = g.op("Where", g.op("IsNaN", x), fill, x)
         x = g.op("Div", g.op("Sub", x, g.tensor([f["mean"] for f in prep.features], "mean")),
                  g.tensor([f["scale"] for f in prep.features], "scale"))
-    logits = network(g, x, model.weights, model.biases, model.activation, model.slope)
+    logits = network(g, x, model.weights, model.biases, model.activations)
     if prep.task == "regression":
         g.op("Add", g.op("Mul", logits, g.const(prep.y_scale)), g.const(prep.y_mean),
              out="variable")
@@ -287,7 +286,7 @@ def skl2onnx_converter(scope, operator, container):
     g = Graph(dtype, fresh=scope.get_unique_variable_name)
     x = operator.inputs[0].full_name
     logits = network(g, x, [w.astype(dtype) for w in m.weights],
-                     [b.astype(dtype) for b in m.biases], m.activation, m.slope)
+                     [b.astype(dtype) for b in m.biases], m.activations)
     if is_classifier(est):
         classifier_outputs(g, logits, est.classes_, est._multilabel,
                            operator.outputs[0].full_name, operator.outputs[1].full_name)

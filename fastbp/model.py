@@ -40,8 +40,9 @@ class MLP:
     """Multi-layer perceptron trained by backpropagation on fastbp's kernels.
 
     sizes: [n_features, hidden..., n_outputs], at least two positive ints.
-    activation: hidden activation, a name in fastbp.kernels.codes.ACTIVATIONS (identity,
-    relu, leaky_relu, sigmoid/logistic, tanh, gelu, silu/swish, softplus).
+    activation: the hidden layers' activation, a name in fastbp.kernels.codes.ACTIVATIONS
+    (identity, relu, leaky_relu, sigmoid/logistic, tanh, gelu, silu/swish, softplus), or a
+    list of one name per hidden layer (["relu", "tanh"] for sizes [d, h1, h2, k]).
     loss: "cross_entropy" (softmax over outputs; integer labels or probability targets),
           "mse" (regression outputs), "binary_cross_entropy" (sigmoid per output,
           multi-label), "poisson" (counts: the outputs are log-means, predict gives
@@ -55,7 +56,9 @@ class MLP:
     label_smoothing: cross_entropy's, as PyTorch's (targets (1 - eps) onehot + eps / C),
     in [0, 1).  delta: the Huber loss's threshold (> 0).
 
-    Attributes: params / grads (flat buffers, on the device); weights, biases,
+    Attributes: params / grads (flat buffers, on the device); activations (one canonical
+    name per hidden layer); act_codes, slopes (per layer, the output layer's identity last:
+    what the kernels take); weights, biases,
     weight_grads, bias_grads (per-layer views, W shaped (out, in)); layers (the Sequential
     module view, CPU only); layout (fastbp.layout.Layout); backend.
     """
@@ -84,10 +87,14 @@ class MLP:
         if matmul == "blas":
             _check_blas_available()
         self.matmul = matmul
-        self.activation = activation
-        entry = codes.activation(activation)
-        self.act_code = entry.code
-        self.slope = entry.slope
+        entries = codes.hidden_activations(activation, len(self._sizes) - 2)
+        self.activation = activation if isinstance(activation, str) else [
+            e.name for e in entries]
+        self.activations = tuple(e.name for e in entries)
+        # per layer, the output layer's identity last: what every kernel is given
+        self.act_codes = np.array([e.code for e in entries] + [codes.IDENTITY], np.int64)
+        self.slopes = np.array([e.slope for e in entries] + [0.0], np.float64)
+        self.act_codes.flags.writeable = self.slopes.flags.writeable = False
         self.loss = loss
         self.dtype = check_dtype(dtype)
         self.init = init
@@ -109,7 +116,7 @@ class MLP:
                 modules.append(Linear(self.sizes[l], self.sizes[l + 1], dtype=self.dtype,
                                       _views=views))
                 if l < self.n_layers - 1:
-                    modules.append(activation_module(activation))
+                    modules.append(activation_module(self.activations[l]))
             self.layers = Sequential(*modules)
 
     # ------------------------------------------------------------------ properties

@@ -41,7 +41,7 @@ def torch_model(model):
             lin.bias.copy_(torch.from_numpy(model.biases[l].copy()))
         mods.append(lin)
         if l < model.n_layers - 1:
-            mods.append(TORCH_ACT[model.activation]())
+            mods.append(TORCH_ACT[model.activations[l]]())
     return torch.nn.Sequential(*mods)
 
 

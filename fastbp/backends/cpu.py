@@ -15,6 +15,7 @@ nothing and shares nothing, so threads may predict at once.
 import numba
 import numpy as np
 
+from ..kernels import codes
 from ..kernels.cpu import activations as _act
 from ..kernels.cpu import gemm as _gemm
 from ..kernels.cpu import infer as _infer
@@ -93,14 +94,14 @@ class Workspace:
     """Activations Z, A and deltas G (one (batch, width) array per layer), the row losses,
     and the GEMM's packing buffers, for one batch size."""
 
-    def __init__(self, sizes, batch, dtype, identity_hidden, sparse=False):
-        """sparse: the first layer takes sparse rows (its products are not the GEMM's, so
-        nothing is packed for them)."""
+    def __init__(self, sizes, batch, dtype, act_codes, sparse=False):
+        """act_codes: each layer's activation code (MLP.act_codes).  sparse: the first layer
+        takes sparse rows (its products are not the GEMM's, so nothing is packed for them)."""
         L = len(sizes) - 1
         self.batch = batch
         self.Z = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
         # A_l is Z_l itself where f is the identity (and for the output layer).
-        self.A = [self.Z[l] if (l == L - 1 or identity_hidden) else np.empty_like(self.Z[l])
+        self.A = [self.Z[l] if act_codes[l] == 0 else np.empty_like(self.Z[l])
                   for l in range(L)]
         self.G = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
         self.row_loss = np.empty(batch)
@@ -156,22 +157,24 @@ class CPUBackend:
 
         def make():
             ensure_threads()
-            return Workspace(m.sizes, batch, m.dtype, m.act_code == 0, sparse)
+            return Workspace(m.sizes, batch, m.dtype, m.act_codes, sparse)
         return cached_workspace(self._workspaces, (batch, sparse), make)
 
     # ------------------------------------------------------------------ compute
     def _chunk_address(self):
-        """gemm's chunk_addr for this model's dtype and activation (0 for the BLAS variant,
+        """gemm's chunk_addr for this model's dtype and activations (0 for the BLAS variant,
         which has none)."""
         m = self.model
-        return _gemm.column_chunk_address(m.dtype, m.act_code) if m.matmul == "own" else 0
+        if m.matmul != "own":
+            return 0
+        return _gemm.column_chunk_address(m.dtype, codes.epilogue_code(m.act_codes))
 
-    def _sparse_first_layer(self, X, Z, A, code):
-        """Z = X W_0^T + b_0 and A = f(Z) (A is Z for the identity) for CSRRows X."""
+    def _sparse_first_layer(self, X, Z, A):
+        """Z = X W_0^T + b_0 and A = f_0(Z) (A is Z for the identity) for CSRRows X."""
         m = self.model
         _sparse.csr_linear(X.indptr, X.indices, X.values, self.weights[0], self.biases[0], Z)
-        if code != 0:
-            _act.activation_forward(Z, A, code, m.slope)
+        if m.act_codes[0] != 0:
+            _act.activation_forward(Z, A, m.act_codes[0], m.slopes[0])
 
     def _forward(self, X, ws):
         """Fused forward pass into the workspace; returns the output pre-activation Z_L.
@@ -181,13 +184,12 @@ class CPUBackend:
         last = m.n_layers - 1
         chunk = self._chunk_address()
         for l in range(m.n_layers):
-            code = 0 if l == last else m.act_code
             if l == 0 and isinstance(X, CSRRows):
-                self._sparse_first_layer(X, ws.Z[0], ws.A[0], code)
+                self._sparse_first_layer(X, ws.Z[0], ws.A[0])
                 A_prev = ws.A[0]
                 continue
-            epi = (_gemm.EPI_BIAS_ACT, self.biases[l], code, m.slope, ws.A[l], self._empty2,
-                   self._empty2)
+            epi = (_gemm.EPI_BIAS_ACT, self.biases[l], m.act_codes[l], m.slopes[l], ws.A[l],
+                   self._empty2, self._empty2)
             self._gemm(A_prev, False, self.weights[l], True, ws.Z[l], epi, self._none,
                        ws.apack, ws.bpack, True, chunk)
             A_prev = ws.A[l]
@@ -220,8 +222,8 @@ class CPUBackend:
                        self.bias_grads[l], ws.apack, ws.bpack, True, chunk)
             if l > 0:
                 # G_{l-1} = (G_l W_l) * f'(Z_{l-1})
-                epi = (_gemm.EPI_ACT_GRAD, self._none, m.act_code, m.slope, self._empty2,
-                       ws.Z[l - 1], ws.A[l - 1])
+                epi = (_gemm.EPI_ACT_GRAD, self._none, m.act_codes[l - 1], m.slopes[l - 1],
+                       self._empty2, ws.Z[l - 1], ws.A[l - 1])
                 self._gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1], epi,
                            self._none, ws.apack, ws.bpack, True, chunk)
 
@@ -264,7 +266,7 @@ class CPUBackend:
         for r0 in range(0, n, chunk):
             r1 = min(n, r0 + chunk)
             Z = np.empty((r1 - r0, m.sizes[1]), m.dtype)
-            self._sparse_first_layer(row_slice(X, r0, r1), Z, Z, 0 if last else m.act_code)
+            self._sparse_first_layer(row_slice(X, r0, r1), Z, Z)
             if not last:
                 out[r0:r1] = self._infer_dense(Z, probabilities, 1)
             elif not probabilities:
@@ -284,8 +286,9 @@ class CPUBackend:
             ensure_threads()
             lay = m.layout
             layers = np.array([(lay.weight_range(l)[0], lay.bias_range(l)[0], m.sizes[l],
-                                m.sizes[l + 1]) for l in range(first, m.n_layers)], np.int64)
-            net = (self.params, layers, m.act_code, float(m.slope), 0,
+                                m.sizes[l + 1], m.act_codes[l])
+                               for l in range(first, m.n_layers)], np.int64)
+            net = (self.params, layers, np.array(m.slopes[first:]), 0,
                    _infer.gemm_address(m.dtype, blas=m.matmul == "blas"),
                    self._chunk_address())
             self._infer_net[first] = net
@@ -306,7 +309,7 @@ class CPUBackend:
         out = np.empty((n, m.n_outputs), dt)
         if probabilities:
             kind = _infer.OUT_SOFTMAX if m.loss == "cross_entropy" else _infer.OUT_SIGMOID
-            net = net[:4] + (kind,) + net[5:]
+            net = net[:3] + (kind,) + net[4:]
         if parts > 1:
             addr = self._infer_addr.get(X.flags.writeable)
             if addr is None:

@@ -26,11 +26,11 @@ def is_device_array(x):
 class DeviceWorkspace:
     """Z, A, G per layer and the row losses for one batch size, on the device."""
 
-    def __init__(self, sizes, batch, identity_hidden):
+    def __init__(self, sizes, batch, act_codes):
         cuda = _cuda()
         L = len(sizes) - 1
         self.Z = [cuda.device_array((batch, sizes[l + 1]), np.float32) for l in range(L)]
-        self.A = [self.Z[l] if (l == L - 1 or identity_hidden) else
+        self.A = [self.Z[l] if act_codes[l] == 0 else
                   cuda.device_array((batch, sizes[l + 1]), np.float32) for l in range(L)]
         self.G = [cuda.device_array((batch, sizes[l + 1]), np.float32) for l in range(L)]
         self.row_loss = cuda.device_array(batch, np.float64)
@@ -86,7 +86,7 @@ class CUDABackend:
     def workspace(self, batch):
         m = self.model
         return cached_workspace(self._workspaces, batch,
-                                lambda: DeviceWorkspace(m.sizes, batch, m.act_code == 0))
+                                lambda: DeviceWorkspace(m.sizes, batch, m.act_codes))
 
     # ------------------------------------------------------------------ compute (device)
     def _forward(self, X, ws, plan=None):
@@ -94,9 +94,9 @@ class CUDABackend:
         A_prev = X
         last = m.n_layers - 1
         for l in range(m.n_layers):
-            code = 0 if l == last else m.act_code
             K.gemm(A_prev, False, self.weights[l], True, ws.Z[l], K.EPI_BIAS_ACT,
-                   self.biases[l], code, m.slope, ws.A[l], self._empty2, self._empty2,
+                   self.biases[l], int(m.act_codes[l]), float(m.slopes[l]), ws.A[l],
+                   self._empty2, self._empty2,
                    plan=plan, workspace=self._split_ws)
             A_prev = ws.A[l]
         return ws.Z[last]
@@ -127,7 +127,8 @@ class CUDABackend:
             K.column_sum(ws.G[l], self.bias_grads[l], plan=plan)
             if l > 0:
                 K.gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1], K.EPI_ACT_GRAD,
-                       self._none, m.act_code, m.slope, self._empty2, ws.Z[l - 1],
+                       self._none, int(m.act_codes[l - 1]), float(m.slopes[l - 1]),
+                       self._empty2, ws.Z[l - 1],
                        ws.A[l - 1], plan=plan, workspace=self._split_ws)
 
     def step(self, X, y, l2=0.0, w=None, total=None):

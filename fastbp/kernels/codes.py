@@ -252,6 +252,28 @@ def activation_code(name):
     return activation(name).code
 
 
+def hidden_activations(spec, n_hidden):
+    """The Activation of each of n_hidden hidden layers: spec is one name for all of them,
+    or a sequence of n_hidden names (first hidden layer first)."""
+    if isinstance(spec, str):
+        return (activation(spec),) * n_hidden
+    try:
+        names = list(spec)
+    except TypeError:
+        raise TypeError("activation must be a name (str) or a list of one name per hidden "
+                        f"layer, got {spec!r}") from None
+    if len(names) != n_hidden:
+        raise ValueError(f"activation lists {len(names)} names for {n_hidden} hidden "
+                         f"layer{'s' if n_hidden != 1 else ''}: give one per hidden layer")
+    return tuple(activation(n) for n in names)
+
+
+def epilogue_code(act_codes):
+    """The one code column_chunk_address needs for a network's activation codes: the
+    first that is not piecewise linear, else IDENTITY (the lean epilogue serves them all)."""
+    return next((int(c) for c in act_codes if int(c) not in PIECEWISE_LINEAR), IDENTITY)
+
+
 # ----------------------------------------------------------------------------- losses
 # Loss codes as the compiled training steps use them.  cross_entropy takes integer labels
 # (CE_LABELS) or probability targets (CE_TARGETS).  Cross-entropy averages over rows, the

@@ -97,11 +97,13 @@ class Compiled:
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
-        self.cfg = tuple(S.Config(self.sizes, model.act_code, model.slope, self.loss_code,
-                                  model.loss_param, l2, l2_per_weight, has_acc))
+        self.cfg = tuple(S.Config(self.sizes, np.array(model.act_codes),
+                                  np.array(model.slopes), self.loss_code, model.loss_param, l2,
+                                  l2_per_weight, has_acc))
         kern, self.steps = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
                                              numba.typeof(self.ytgt), model.matmul,
-                                             model.act_code, self.loss_code, not self.serial)
+                                             codes.epilogue_code(model.act_codes),
+                                             self.loss_code, not self.serial)
         self.kern = tuple(kern)     # plain tuples for run_steps (see there)
 
     @staticmethod

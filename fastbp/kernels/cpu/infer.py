@@ -97,8 +97,9 @@ def forward(X, r_begin, r_end, net, work, out):
     (M, n_out)), tile by tile on this thread, each product split over columns between
     the threads (work's parallel) when it is large.
 
-    net = (params (P,), layers (L, 4) int64 rows of (weight offset, bias offset, n_in,
-    n_out) as Layout gives them, code, slope, out_kind, gemm_addr, chunk_addr).
+    net = (params (P,), layers (L, 5) int64 rows of (weight offset, bias offset, n_in,
+    n_out) as Layout gives them and the layer's activation code (the last layer's is
+    ignored), slopes (L,) float64, out_kind, gemm_addr, chunk_addr).
     work = (scratch, offset, segments, tile, parallel): from `offset` elements past
     scratch's first 64-byte boundary, one after the other, segments = (s0, s1, sl, sa, sb)
     elements of z0, z1 (>= tile * widest hidden), zl (>= tile * n_out), apack, bpack (for
@@ -106,7 +107,7 @@ def forward(X, r_begin, r_end, net, work, out):
     (segment_sizes; scratch holds 16 elements more).  One allocation a call: the five
     arrays it replaced cost Python ~5 us of a 10 us small-network call.
     All arrays C-contiguous of one float dtype (X may be read-only); nothing is checked."""
-    params, layers, code, slope, out_kind, gemm_addr, chunk_addr = net
+    params, layers, slopes, out_kind, gemm_addr, chunk_addr = net
     scratch, offset, segments, tile, parallel = work
     z0, z1, zl, apack, bpack = _segments(scratch, offset, segments)
     gemm = _gemm_at(gemm_addr, z0)
@@ -131,8 +132,8 @@ def forward(X, r_begin, r_end, net, work, out):
                 act = 0
             else:
                 C = reshape_c((z0 if l % 2 == 0 else z1)[:m * n_out], (m, n_out))
-                act = code
-            gemm(A, False, W, True, C, (EPI_BIAS_ACT, bias, act, slope, C, empty2, empty2),
+                act = layers[l, 4]
+            gemm(A, False, W, True, C, (EPI_BIAS_ACT, bias, act, slopes[l], C, empty2, empty2),
                  none, apack, bpack, parallel, chunk_addr)
             A = C
         n_out = layers[L - 1, 3]

@@ -137,7 +137,7 @@ def _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, parallel, kern):
     (the packing of an edge panel may read past them into the panel's padding, which
     nothing stores).  For the last layer that view runs o0 values past the block, so gbuf
     has max(sizes) values of slack."""
-    sizes, act_code = cfg[0], cfg[1]
+    sizes, acts = cfg.sizes, cfg.acts
     params, grads, zbuf, abuf, gbuf, xbuf = bufs[0], bufs[1], bufs[4], bufs[5], bufs[6], bufs[10]
     gemm_fn, chunk_addr = kern[0], kern[1]
     fan_in = sizes[l]
@@ -150,7 +150,7 @@ def _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, parallel, kern):
     if l == 0:
         a_prev = _rows(xbuf, 0, m, fan_in, 0, m)
     else:
-        a_prev = _rows(abuf if act_code != 0 else zbuf, off - m * fan_in, m, fan_in, 0, m)
+        a_prev = _rows(abuf if acts[l - 1] != 0 else zbuf, off - m * fan_in, m, fan_in, 0, m)
     none = params[:0]
     empty2 = reshape_c(params[:0], (0, 0))
     gemm_fn(G, np.bool_(True), a_prev, np.bool_(False), dW,
@@ -192,10 +192,11 @@ Data = namedtuple("Data", "X ylab ytgt w order")
 """The data set: X (n, d); ylab (n,) int64 labels for LOSS_CE_LABELS, else ytgt (n, k)
 (the other one an empty placeholder); w (n,) float64 sample weights (empty: none);
 order (n,) int64, the epoch's order of rows."""
-Config = namedtuple("Config", "sizes act_code slope loss_code loss_param l2 l2_per_weight "
+Config = namedtuple("Config", "sizes acts slopes loss_code loss_param l2 l2_per_weight "
                                "count_acc")
-"""The network and what a step computes: sizes (L + 1,) int64 widths, the activation's
-code and slope, the loss code and its parameter (codes.py), the L2 factor (divided by the
+"""The network and what a step computes: sizes (L + 1,) int64 widths, each layer's
+activation code acts (L,) int64 and slope slopes (L,) float64 (MLP.act_codes, the last
+layer's the identity), the loss code and its parameter (codes.py), the L2 factor (divided by the
 batch's weight total with l2_per_weight: see l2_factor), and whether to count correct
 predictions."""
 Buffers = namedtuple("Buffers", "params grads state1 state2 zbuf abuf gbuf row_loss apack "
@@ -237,7 +238,7 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
     array view or argument otherwise costs an atomic operation on the parent buffer's count,
     and two threads doing that on the same buffers made a split step slower than one thread."""
     X, ylab, ytgt, order = data.X, data.ylab, data.ytgt, data.order
-    sizes, act_code, slope, loss_code = cfg.sizes, cfg.act_code, cfg.slope, cfg.loss_code
+    sizes, acts, slopes, loss_code = cfg.sizes, cfg.acts, cfg.slopes, cfg.loss_code
     params, zbuf, abuf, gbuf = bufs.params, bufs.zbuf, bufs.abuf, bufs.gbuf
     xbuf, ylab_buf, ytgt_buf = bufs.xbuf, bufs.ylab_buf, bufs.ytgt_buf
     gemm_fn, chunk_addr = kern.gemm, kern.chunk_addr
@@ -256,7 +257,6 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
     # and Numba would compile (and LLVM optimise) another copy of the GEMM for every layout.
     no, yes = np.bool_(False), np.bool_(True)
     epi_bias_act, epi_act_grad = np.int64(EPI_BIAS_ACT), np.int64(EPI_ACT_GRAD)
-    identity = np.int64(0)
     total = batch_total(data, bufs, pos, m)
     l2 = l2_factor(cfg, total)
     if not weight_grads and l2 != 0.0:
@@ -292,10 +292,10 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
         W = reshape_c(params[w_off:w_off + fan_out * fan_in], (fan_out, fan_in))
         b = params[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)]
         Z = _rows(zbuf, off, m, fan_out, r0, r1)
-        code = identity if l == L - 1 else act_code
+        code = acts[l]
         A = Z if (code == 0) else _rows(abuf, off, m, fan_out, r0, r1)
-        gemm_fn(a_prev, no, W, yes, Z, (epi_bias_act, b, code, slope, A, empty2, empty2), none,
-                apack, bpack, parallel, chunk_addr)
+        gemm_fn(a_prev, no, W, yes, Z, (epi_bias_act, b, code, slopes[l], A, empty2, empty2),
+                none, apack, bpack, parallel, chunk_addr)
         a_prev = A
         off += m * fan_out
     # loss rows and dL/dZ_L
@@ -319,10 +319,10 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
             G = _rows(gbuf, off, m, fan_out, r0, r1)
             off_prev = off - m * fan_in
             Zp = _rows(zbuf, off_prev, m, fan_in, r0, r1)
-            Ap = _rows(abuf, off_prev, m, fan_in, r0, r1) if act_code != 0 else Zp
+            Ap = _rows(abuf, off_prev, m, fan_in, r0, r1) if acts[l - 1] != 0 else Zp
             Gp = _rows(gbuf, off_prev, m, fan_in, r0, r1)
-            gemm_fn(G, no, W, no, Gp, (epi_act_grad, none, act_code, slope, empty2, Zp, Ap), none,
-                    apack, bpack, parallel, chunk_addr)
+            gemm_fn(G, no, W, no, Gp, (epi_act_grad, none, acts[l - 1], slopes[l - 1], empty2,
+                                       Zp, Ap), none, apack, bpack, parallel, chunk_addr)
             off = off_prev
 
 
@@ -512,7 +512,7 @@ def step_signatures(f, X_type, ylab_type, ytgt_type):
                                   types.FunctionType(t["update"]),
                                   types.FunctionType(t["loss"])), Kernels)
     t["data"] = types.NamedTuple((X_type, ylab_type, ytgt_type, vd, vi), Data)
-    t["cfg"] = types.NamedTuple((vi, i, d, i, d, d, b, b), Config)
+    t["cfg"] = types.NamedTuple((vi, vi, vd, i, d, d, b, b), Config)
     t["bufs"] = types.NamedTuple((vec, vec, vec, vec, vec, vec, vec, vd, vec, vec, vec, vi, vec,
                                   vd, vd), Buffers)
     t["split"] = types.NamedTuple((i, mi, vd, vi), Split)
@@ -574,8 +574,8 @@ def kernel_pointers(dtype, X_type=None, ylab_type=None, ytgt_type=None, matmul="
     the Numba types of the data arguments (``numba.typeof``: read-only data such as a
     memory map has its own); by default writable C-contiguous arrays of dtype (int64
     labels).  matmul="blas": gemm.gemm_blas in place of the GEMM (same signature; its
-    chunk_addr is 0 and unused).  act_code: the network's activation
-    (gemm.column_chunk_address; None: the chunk for every activation).  loss_code: the
+    chunk_addr is 0 and unused).  act_code: codes.epilogue_code of the network's
+    activations (gemm.column_chunk_address; None: the chunk for every activation).  loss_code: the
     loss run_steps will be given (_label_loss_rows or _target_loss_rows).  parallel: the
     one run_steps will be given; False gives optimizer_update_serial (same signature),
     which compiles without a parallel loop.
