@@ -6,7 +6,7 @@ from .export import to_onnx
 from .gradcheck import gradcheck
 from .layers import ACTIVATION_CLASSES, Linear, Module, Sequential
 from .model import MLP, load
-from .optim import SGD, Adam, AdamW, Optimizer
+from .optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
 from .schedules import (
     ConstantLR,
     CosineLR,
@@ -23,7 +23,7 @@ globals().update({cls.__name__: cls for cls in ACTIVATION_CLASSES})
 
 __all__ = [
     "MLP", "Linear", "Sequential", "Module", *(cls.__name__ for cls in ACTIVATION_CLASSES),
-    "SGD", "Adam", "AdamW", "Optimizer", "gradcheck", "kernels", "fit",
+    "SGD", "Adam", "AdamW", "Optimizer", "clip_grad_norm_", "gradcheck", "kernels", "fit",
     "History", "TrainingDiverged", "CSVLogger", "load", "LRSchedule", "ConstantLR", "StepLR", "CosineLR",
     "InverseScalingLR", "ReduceLROnPlateau", "MLPClassifier", "MLPRegressor", "to_onnx",
 ]

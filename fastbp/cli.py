@@ -95,6 +95,8 @@ def build_parser():
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
                    help="weight decay (decoupled for adamw; default 0)")
+    t.add_argument("--clip-grad-norm", type=_positive(float), default=None,
+                   help="clip each step's gradient to this global L2 norm (default: none)")
     t.add_argument("--lr-schedule", choices=["constant", "step", "cosine", "invscaling",
                                              "plateau"], default="constant",
                    help="learning-rate schedule")
@@ -284,10 +286,11 @@ def cmd_train(args):
                        seed=args.seed, device=args.device)
     lr = getattr(args, "lr", None) or (0.05 if args.optimizer == "sgd" else 1e-3)
     if args.optimizer == "sgd":
-        opt = fastbp.SGD(model, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        opt = fastbp.SGD(model, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                         clip_grad_norm=args.clip_grad_norm)
     else:
         opt = (fastbp.AdamW if args.optimizer == "adamw" else fastbp.Adam)(
-            model, lr=lr, weight_decay=args.weight_decay)
+            model, lr=lr, weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad_norm)
     from .checkpoint import path_in
     checkpoint_dir = (os.path.join(args.out, "checkpoint") if args.checkpoint or args.resume
                       else None)

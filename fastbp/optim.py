@@ -43,12 +43,49 @@ def _buffer(name):
                              "(read-only attribute; its values may be changed in place)")
 
 
+def _check_clip(value):
+    """clip_grad_norm: None (no clipping) or a positive float."""
+    if value is None:
+        return None
+    return check_float(value, "clip_grad_norm", 0.0, low_open=True)
+
+
+def _unit_square_sums(model):
+    """Each output unit's squared gradient (its row of dW and its entry of db), every
+    layer in order: the sums the compiled step clips by (kernels/cpu/steps.py)."""
+    out = np.empty(sum(model.sizes[1:]))
+    off = 0
+    for dW, db in zip(model.weight_grads, model.bias_grads):
+        _optim.unit_square_sums(dW, db, out[off:off + db.shape[0]])
+        off += db.shape[0]
+    return out
+
+
+def clip_grad_norm_(model, max_norm):
+    """Scale model.grads in place so that their global L2 norm (every weight and bias) is at
+    most max_norm, as torch.nn.utils.clip_grad_norm_: by min(1, max_norm / (norm + 1e-6)).
+    Returns the norm before clipping.  CPU models."""
+    if _on_device(model):
+        raise ValueError("clip_grad_norm_ runs on CPU models; device='cuda' has no clipping yet")
+    max_norm = _check_clip(max_norm)
+    if max_norm is None:
+        raise TypeError("max_norm must be a positive number, got None")
+    coef, norm = _optim.clip_coefficient(_unit_square_sums(model), max_norm)
+    if coef != 1.0:
+        g = model.grads
+        g *= g.dtype.type(coef)
+    return float(norm)
+
+
 class Optimizer:
-    """Base class.  `lr` may be changed between steps (learning-rate schedules do)."""
+    """Base class.  `lr` may be changed between steps (learning-rate schedules do).
+    clip_grad_norm: clip the gradient to this global L2 norm before each update
+    (torch.nn.utils.clip_grad_norm_ before optimizer.step(); None: no clipping).  The
+    update uses the clipped gradient; model.grads keep the unclipped values."""
 
     _NON_NEGATIVE = ()    # state buffers that hold squares (Adam's second moment)
 
-    def __init__(self, model, lr):
+    def __init__(self, model, lr, clip_grad_norm=None):
         if not hasattr(model, "params") or not hasattr(model, "grads"):
             raise TypeError(
                 f"{type(self).__name__} needs a model with flat .params and .grads buffers "
@@ -56,8 +93,17 @@ class Optimizer:
             )
         self.model = model
         self.lr = check_float(lr, "lr", 0.0)
+        self.clip_grad_norm = _check_clip(clip_grad_norm)
+        if self.clip_grad_norm is not None and _on_device(model):
+            raise ValueError("clip_grad_norm is not available for device='cuda' models yet")
         self.step_count = 0
         self._buffers = {}
+
+    def _grad_scale(self):
+        """The update's gradient scale: clipping's coefficient, or 1.0."""
+        if self.clip_grad_norm is None:
+            return 1.0
+        return _optim.clip_coefficient(_unit_square_sums(self.model), self.clip_grad_norm)[0]
 
     def _add_buffer(self, name):
         self._buffers[name] = _zeros_like_params(self.model)
@@ -85,6 +131,11 @@ class Optimizer:
                     or value < 0:
                 raise ValueError(f"step_count must be an integer >= 0, got {value!r}")
             return int(value)
+        if name == "clip_grad_norm":
+            try:
+                return _check_clip(value)
+            except TypeError as exc:
+                raise ValueError(str(exc)) from None
         if name == "nesterov":
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"nesterov must be a bool, got {value!r}")
@@ -140,8 +191,9 @@ class SGD(Optimizer):
 
     velocity = _buffer("velocity")
 
-    def __init__(self, model, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(model, lr)
+    def __init__(self, model, lr, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 clip_grad_norm=None):
+        super().__init__(model, lr, clip_grad_norm)
         self.momentum = check_float(momentum, "momentum", 0.0)
         self.weight_decay = check_float(weight_decay, "weight_decay", 0.0)
         self.nesterov = bool(nesterov)
@@ -156,7 +208,7 @@ class SGD(Optimizer):
                 self.weight_decay, self.nesterov)
         if not _on_device(self.model):
             ensure_threads()   # sgd_update reaches a parallel kernel (see runtime.py)
-            _optim.sgd_update(*args, _cpu_parallel(self.model))
+            _optim.sgd_update(*args, _cpu_parallel(self.model), self._grad_scale())
             return
         # the launch is recorded once and replayed while the hyper-parameters stay put
         key = (id(self.model.params), *args[3:])
@@ -175,8 +227,9 @@ class Adam(Optimizer):
     exp_avg = _buffer("exp_avg")
     exp_avg_sq = _buffer("exp_avg_sq")
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(model, lr)
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 clip_grad_norm=None):
+        super().__init__(model, lr, clip_grad_norm)
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         self.beta1 = check_float(betas[0], "betas[0]", 0.0, 1.0)
@@ -201,7 +254,7 @@ class Adam(Optimizer):
             _cuda_kernels().adam_update(*args)
         else:
             ensure_threads()   # adam_update reaches a parallel kernel (see runtime.py)
-            _optim.adam_update(*args, _cpu_parallel(self.model))
+            _optim.adam_update(*args, _cpu_parallel(self.model), self._grad_scale())
 
 
 class AdamW(Adam):
@@ -209,5 +262,6 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(model, lr, betas, eps, weight_decay)
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 clip_grad_norm=None):
+        super().__init__(model, lr, betas, eps, weight_decay, clip_grad_norm)

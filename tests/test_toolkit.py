@@ -102,7 +102,85 @@ def test_estimators_and_cli_take_one_activation_per_layer(tmp_path):
         fastbp.MLPClassifier((10, 6), activation=["tanh"]).fit(X, y)
     from fastbp.cli import main
     assert main(["train", "--hidden", "16,8", "--activation", "tanh,relu", "--epochs", "1",
-                 "--out", str(tmp_path), "--quiet"]) == 0
+                 "--clip-grad-norm", "0.5", "--out", str(tmp_path), "--quiet"]) == 0
     assert fastbp.load(tmp_path / "model.npz").activations == ("tanh", "relu")
     assert main(["train", "--hidden", "16,8", "--activation", "tanh", "--epochs", "1",
                  "--out", str(tmp_path / "b"), "--quiet", "--activation", "tanh,relu,gelu"]) == 1
+
+
+# ----------------------------------------------------------------- gradient clipping
+def _torch_sgd_with_clipping(model, X, y, steps, max_norm, lr=0.05, momentum=0.9):
+    """Parameters after `steps` full-batch SGD steps in torch with clip_grad_norm_."""
+    tm = torch_model(model)
+    opt = torch.optim.SGD(tm.parameters(), lr=lr, momentum=momentum)
+    norms = []
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(tm(torch.from_numpy(X)), torch.from_numpy(y)).backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(tm.parameters(), max_norm).item())
+        opt.step()
+    params = np.concatenate([p.detach().numpy().ravel() for m in tm
+                             if isinstance(m, torch.nn.Linear) for p in (m.weight, m.bias)])
+    return params, norms
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clipping_against_torch(dtype):
+    X, y = _problem(dtype, 40)
+    model = fastbp.MLP([8, 12, 7, 3], activation=["tanh", "relu"], dtype=dtype, seed=3)
+    want, t_norms = _torch_sgd_with_clipping(model, X, y, 6, max_norm=0.1)
+    # the function, as torch's: returns the norm, scales the gradient in place
+    twin = model.copy()
+    twin.loss_and_grad(X, y)
+    unclipped = twin.grads.copy()
+    norm = fastbp.clip_grad_norm_(twin, 0.1)
+    limit = 1e-9 if dtype == np.float64 else 1e-3
+    assert abs(norm - t_norms[0]) <= limit * t_norms[0]
+    assert rel_err(twin.grads, unclipped * (0.1 / (norm + 1e-6))) <= limit
+    # the optimizer's option: the update takes the clipped gradient
+    opt = fastbp.SGD(model, 0.05, momentum=0.9, clip_grad_norm=0.1)
+    for _ in range(6):
+        model.loss_and_grad(X, y)
+        opt.step()
+    assert min(t_norms) > 0.1                      # every step was clipped
+    assert rel_err(model.params, want) <= limit
+    # a norm under the limit leaves the gradient alone, bit for bit
+    model.loss_and_grad(X, y)
+    g = model.grads.copy()
+    assert fastbp.clip_grad_norm_(model, 1e9) > 0 and np.array_equal(model.grads, g)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clipped_compiled_steps_equal_python_steps(monkeypatch, dtype):
+    """Serial, split over 2 and 3 threads (a third phase: every thread's rows of dW before
+    any update) and large parallel steps shared out by rows: the same bits as the Python
+    path, with L2 and a clipping norm that cuts most steps."""
+    from fastbp.train import split as T
+    from test_train import _assert_compiled_equals_python
+    X, y = _problem(dtype, 69, 12, 4, seed=5)
+    make = lambda: fastbp.MLP([12, 16, 9, 4], activation=["gelu", "relu"], dtype=dtype, seed=0)  # noqa: E731
+    _assert_compiled_equals_python(make, X, y, 1e-3, clip=0.3)
+    for n_split in (2, 3):
+        monkeypatch.setattr(T, "split_threads", lambda sizes, bs: n_split)
+        _assert_compiled_equals_python(make, X, y, 1e-3, clip=0.3)
+    monkeypatch.setattr(T, "SERIAL_STEP_FLOPS", 0.0)
+    monkeypatch.setattr(T, "ROW_SPLIT_MAX_FLOPS", np.inf)
+    monkeypatch.setattr(T, "split_threads", lambda sizes, bs: 2)
+    X, y = _problem(dtype, 69, 300, 10, seed=6)
+    _assert_compiled_equals_python(lambda: fastbp.MLP([300, 70, 10], dtype=dtype, seed=0), X, y,
+                                   1e-3, 1e-3, clip=0.3)
+
+
+def test_clipping_is_checked_and_kept():
+    model = fastbp.MLP([3, 4, 2], seed=0)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="clip_grad_norm"):
+            fastbp.Adam(model, clip_grad_norm=bad)
+    opt = fastbp.AdamW(model, clip_grad_norm=2.5)
+    state = opt.state_dict()
+    assert state["clip_grad_norm"] == 2.5
+    other = fastbp.AdamW(model)
+    other.load_state_dict(state)
+    assert other.clip_grad_norm == 2.5
+    with pytest.raises(ValueError, match="clip_grad_norm"):
+        other.load_state_dict({**state, "clip_grad_norm": -1})

@@ -254,14 +254,16 @@ def test_epoch_loss_over_several_compiled_calls_equals_python_steps(monkeypatch)
     _assert_compiled_equals_python(lambda: fastbp.MLP([12, 16, 4], seed=0), X, y, 1e-3)
 
 
-def _assert_compiled_equals_python(make_model, X, y, l2, adam_lr=1e-2, check=None):
+def _assert_compiled_equals_python(make_model, X, y, l2, adam_lr=1e-2, check=None,
+                                   clip=None):
     """Two epochs of batches of 17 with SGD (momentum) and Adam, on the compiled path and on
     the Python path (an optimizer whose step is replaced): the same parameters and losses,
-    bit for bit.  check(model, optimizer) runs before each compiled fit."""
+    bit for bit.  check(model, optimizer) runs before each compiled fit; clip: the
+    optimizers' clip_grad_norm."""
     results = []
     for python_path in (False, True):
-        for make in (lambda m: fastbp.SGD(m, 0.05, momentum=0.9),
-                     lambda m: fastbp.Adam(m, adam_lr)):
+        for make in (lambda m: fastbp.SGD(m, 0.05, momentum=0.9, clip_grad_norm=clip),
+                     lambda m: fastbp.Adam(m, adam_lr, clip_grad_norm=clip)):
             m = make_model()
             opt = make(m)
             if python_path:

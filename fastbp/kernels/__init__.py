@@ -406,7 +406,7 @@ def sgd_update(params, grads, velocity, lr, momentum=0.0, weight_decay=0.0, nest
     _optim.sgd_update(params, grads, velocity, check_float(lr, "lr", 0.0),
                       check_float(momentum, "momentum", 0.0),
                       check_float(weight_decay, "weight_decay", 0.0), bool(nesterov),
-                      bool(parallel))
+                      bool(parallel), 1.0)
 
 
 def adam_update(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
@@ -424,4 +424,4 @@ def adam_update(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0
     _optim.adam_update(params, grads, exp_avg, exp_avg_sq, check_float(lr, "lr", 0.0), beta1,
                        beta2, check_float(eps, "eps", 0.0),
                        check_float(weight_decay, "weight_decay", 0.0), bool(decoupled), step,
-                       bool(parallel))
+                       bool(parallel), 1.0)

@@ -97,9 +97,9 @@ class Compiled:
         self.apack, self.bpack = _split_pack_buffers(model, bs, self.n_split)
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
-        self.cfg = tuple(S.Config(self.sizes, np.array(model.act_codes),
-                                  np.array(model.slopes), self.loss_code, model.loss_param, l2,
-                                  l2_per_weight, has_acc))
+        self.cfg = S.Config(self.sizes, np.array(model.act_codes), np.array(model.slopes),
+                            self.loss_code, model.loss_param, l2, l2_per_weight, has_acc, 0.0)
+        self.unit_sq = np.zeros(width)
         kern, self.steps = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
                                              numba.typeof(self.ytgt), model.matmul,
                                              codes.epilogue_code(model.act_codes),
@@ -134,11 +134,12 @@ class Compiled:
             state, step0 = (opt.exp_avg, opt.exp_avg_sq), opt.step_count
         bufs = S.Buffers(model.params, model.grads, *state, self.zbuf, self.abuf, self.gbuf,
                          self.row_loss, self.apack, self.bpack, self.xbuf, self.ylab_buf,
-                         self.ytgt_buf, self.w_buf, self.out)
+                         self.ytgt_buf, self.w_buf, self.unit_sq, self.out)
+        cfg = tuple(self.cfg._replace(clip=float(opt.clip_grad_norm or 0.0)))
         n_split = self.chooser.pick()
         t = time.perf_counter()
         # plain tuples: see run_steps
-        pos = S.run_steps((X, self.ylab, self.ytgt, self.w, order), pos, n_steps, bs, self.cfg,
+        pos = S.run_steps((X, self.ylab, self.ytgt, self.w, order), pos, n_steps, bs, cfg,
                           tuple(bufs), hyper, step0, not self.serial,
                           (n_split, self.row_split[n_split], self.layer_loss, self.sync),
                           self.kern, self.steps)

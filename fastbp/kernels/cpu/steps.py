@@ -57,8 +57,11 @@ from .losses import (
     weight_total,
 )
 from .optim import (
+    clip_coefficient,
     optimizer_update,
     optimizer_update_serial,
+    unit_square_sums,
+    with_grad_scale,
 )
 from .sync import claim_part, part_done, reset_phases, wait_for_phase
 
@@ -84,6 +87,15 @@ def activation_offset(sizes, l, m):
     off = 0
     for q in range(l):
         off += m * sizes[q + 1]
+    return off
+
+
+@njit(cache=True)
+def unit_offset(sizes, l):
+    """Index of layer l's first output unit among all layers' units (Buffers.unit_sq)."""
+    off = 0
+    for q in range(l):
+        off += sizes[q + 1]
     return off
 
 
@@ -138,7 +150,8 @@ def _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, parallel, kern):
     nothing stores).  For the last layer that view runs o0 values past the block, so gbuf
     has max(sizes) values of slack."""
     sizes, acts = cfg.sizes, cfg.acts
-    params, grads, zbuf, abuf, gbuf, xbuf = bufs[0], bufs[1], bufs[4], bufs[5], bufs[6], bufs[10]
+    params, grads, zbuf, abuf, gbuf, xbuf = (bufs.params, bufs.grads, bufs.zbuf, bufs.abuf,
+                                             bufs.gbuf, bufs.xbuf)
     gemm_fn, chunk_addr = kern[0], kern[1]
     fan_in = sizes[l]
     fan_out = sizes[l + 1]
@@ -193,20 +206,23 @@ Data = namedtuple("Data", "X ylab ytgt w order")
 (the other one an empty placeholder); w (n,) float64 sample weights (empty: none);
 order (n,) int64, the epoch's order of rows."""
 Config = namedtuple("Config", "sizes acts slopes loss_code loss_param l2 l2_per_weight "
-                               "count_acc")
+                               "count_acc clip")
 """The network and what a step computes: sizes (L + 1,) int64 widths, each layer's
 activation code acts (L,) int64 and slope slopes (L,) float64 (MLP.act_codes, the last
 layer's the identity), the loss code and its parameter (codes.py), the L2 factor (divided by the
-batch's weight total with l2_per_weight: see l2_factor), and whether to count correct
-predictions."""
+batch's weight total with l2_per_weight: see l2_factor), whether to count correct
+predictions, and the gradient's largest norm (clipping, after the L2 term, before the
+update, as torch.nn.utils.clip_grad_norm_; 0: none)."""
 Buffers = namedtuple("Buffers", "params grads state1 state2 zbuf abuf gbuf row_loss apack "
-                                "bpack xbuf ylab_buf ytgt_buf w_buf out")
+                                "bpack xbuf ylab_buf ytgt_buf w_buf unit_sq out")
 """The arrays a step reads and writes.  params, grads, state1, state2: the flat buffers
 (P,) (state: the optimizer's, see optim.optimizer_update).  zbuf/abuf/gbuf: flat float
 workspace of bs * sum(widths[1:]) each (abuf unused where A is Z; gbuf with max(sizes) of
 zeroed slack).  row_loss (bs,) float64.  apack, bpack: the GEMM's packing buffers, n_split
 equal parts, each a multiple of 64 bytes.  xbuf (bs*d), ylab_buf (bs), ytgt_buf (bs*k),
-w_buf (bs) float64 (empty without weights): gather buffers.  out (2,) float64: out[0] +=
+w_buf (bs) float64 (empty without weights): gather buffers.  unit_sq (sum(sizes[1:]),)
+float64: each output unit's squared gradient (clipping; optim.unit_square_sums).
+out (2,) float64: out[0] +=
 sum of batch loss * batch weight total (rows, unweighted), out[1] += correct."""
 Split = namedtuple("Split", "n_split row_split layer_loss sync")
 """Split steps: n_split threads (1: none); row_split (L, n_split + 1) int64, thread t
@@ -326,13 +342,20 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
             off = off_prev
 
 
+GRADS_AND_UPDATE, GRADS, UPDATE = 0, 1, 2   # _layer_rows_update's stages
+
+
 @njit(cache=True, _nrt=False)
-def _layer_rows_update(th, split, m, cfg, bufs, hyper, step, kern):
+def _layer_rows_update(th, split, m, cfg, bufs, hyper, step, kern, stage):
     """Thread th's share of a split step's second half: for each layer l, its output rows
     split.row_split[l, th]:row_split[l, th + 1] (often none, or all), and for those rows
     dW and db over all m rows, the L2 gradient and the optimizer update of W's rows and b's
     entries, all on this thread (parallel=False) with part th of the packing workspace.
-    Elementwise updates and per-element sums over the batch: the same bits as one thread."""
+    Elementwise updates and per-element sums over the batch: the same bits as one thread.
+
+    stage: GRADS_AND_UPDATE; or, with clipping (cfg.clip), GRADS (dW, db, the L2 gradient
+    and the rows' squared sums into bufs.unit_sq) then, once every thread has done that,
+    UPDATE, with hyper from _clip_hyper."""
     sizes = cfg.sizes
     l2 = l2_factor(cfg, weight_total(bufs.w_buf[:m], m))
     params, grads, state1, state2 = bufs.params, bufs.grads, bufs.state1, bufs.state2
@@ -349,18 +372,49 @@ def _layer_rows_update(th, split, m, cfg, bufs, hyper, step, kern):
         o1 = row_split[l, th + 1]
         if o0 >= o1:
             continue
-        _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, no, kern)
         w_off = layer_offset(sizes, l)
         w0 = w_off + o0 * fan_in                  # W's rows o0:o1
         w1 = w0 + (o1 - o0) * fan_in
         b0 = w_off + fan_out * fan_in + o0        # b[o0:o1]
         b1 = b0 + (o1 - o0)
-        if l2 != 0.0:
-            add_l2_grad(params[w0:w1], grads[w0:w1], l2)
+        if stage != UPDATE:
+            _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, no, kern)
+            if l2 != 0.0:
+                add_l2_grad(params[w0:w1], grads[w0:w1], l2)
+            if stage == GRADS:
+                u0 = unit_offset(sizes, l)
+                unit_square_sums(reshape_c(grads[w0:w1], (o1 - o0, fan_in)), grads[b0:b1],
+                                 bufs.unit_sq[u0 + o0:u0 + o1])
+                continue
         kern.update(hyper, params[w0:w1], grads[w0:w1], state1[w0:w1], state2[w0:w1], step,
                     no)
         kern.update(hyper, params[b0:b1], grads[b0:b1], state1[b0:b1], state2[b0:b1], step,
                     no)
+
+
+@njit(cache=True, _nrt=False)
+def _clip_hyper(cfg, bufs, hyper):
+    """hyper with the clipping coefficient of the units' squared sums bufs.unit_sq (all
+    filled) as its grad_scale."""
+    return with_grad_scale(hyper, clip_coefficient(bufs.unit_sq, cfg.clip)[0])
+
+
+@njit(cache=True, _nrt=False)
+def _clipped(cfg, bufs, hyper):
+    """hyper with the clipping coefficient of the whole gradient (bufs.grads, L2 term
+    included) as its grad_scale; hyper itself without clipping."""
+    if cfg.clip == 0.0:
+        return hyper
+    sizes = cfg.sizes
+    for l in range(sizes.shape[0] - 1):
+        fan_in, fan_out = sizes[l], sizes[l + 1]
+        w_off = layer_offset(sizes, l)
+        u0 = unit_offset(sizes, l)
+        unit_square_sums(reshape_c(bufs.grads[w_off:w_off + fan_out * fan_in],
+                                   (fan_out, fan_in)),
+                         bufs.grads[w_off + fan_out * fan_in:w_off + fan_out * (fan_in + 1)],
+                         bufs.unit_sq[u0:u0 + fan_out])
+    return _clip_hyper(cfg, bufs, hyper)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -387,7 +441,8 @@ def _split_steps(me, data, pos, n_steps, bs, cfg, bufs, hyper, step0, split, ker
     arguments are run_steps'; split.sync reset by reset_phases).  Phase 2s is step s's rows
     (the batch's rows shared out: _batch_rows), phase 2s + 1 its layers' rows
     (_layer_rows_update), each in n_split parts, the threads waiting for each other between
-    phases (sync.py).  Thread t runs part t where it can, so that it updates the same rows
+    phases (sync.py).  With clipping, three phases a step: rows, the layers' gradient rows,
+    their updates (every gradient is in the norm before any update).  Thread t runs part t where it can, so that it updates the same rows
     of W every step."""
     sizes, loss_code = cfg.sizes, cfg.loss_code
     n_split, layer_loss, sync = split.n_split, split.layer_loss, split.sync
@@ -395,25 +450,34 @@ def _split_steps(me, data, pos, n_steps, bs, cfg, bufs, hyper, step0, split, ker
     n = data.order.shape[0]   # the epoch's rows (a subset of X with a validation split)
     n_out = sizes[L]
     no = np.bool_(False)
-    for q in range(2 * n_steps):
-        start = min(pos + (q // 2) * bs, n)
+    # phases of a step: rows, then layers (GRADS_AND_UPDATE), or with clipping layers'
+    # GRADS and then their UPDATE
+    phases = 3 if cfg.clip != 0.0 else 2
+    for q in range(phases * n_steps):
+        s, phase = q // phases, q % phases
+        start = min(pos + s * bs, n)
         m = min(start + bs, n) - start
         wait_for_phase(sync, q, n_split)
         for k in range(n_split):
             part = (me + k) % n_split
             if not claim_part(sync, q, part):
                 continue
-            if q % 2 == 0:
+            if phase == 0:
                 inner.rows(data, start, m, part, n_split, cfg, bufs, no, no, layer_loss, kern)
             else:
-                if part == 0:   # the rows phase is finished and W not yet updated
+                if phase == 1 and part == 0:   # the rows phase is finished, W not updated
                     total = weight_total(bufs.w_buf[:m], m)
                     loss = mean_row_loss(bufs.row_loss[:m], loss_scale(loss_code, total, n_out))
                     if l2_factor(cfg, total) != 0.0:
                         for l in range(L):
                             loss += layer_loss[l]
                     _record_step(loss, m, total, cfg, bufs)
-                inner.layers(part, split, m, cfg, bufs, hyper, step0 + q // 2 + 1, kern)
+                if phase == UPDATE:    # every thread's rows of the gradient are summed
+                    inner.layers(part, split, m, cfg, bufs, _clip_hyper(cfg, bufs, hyper),
+                                 step0 + s + 1, kern, np.int64(UPDATE))
+                else:
+                    inner.layers(part, split, m, cfg, bufs, hyper, step0 + s + 1, kern,
+                                 np.int64(GRADS_AND_UPDATE if phases == 2 else GRADS))
             part_done(sync)
 
 
@@ -438,7 +502,9 @@ def run_steps(data_t, pos, n_steps, bs, cfg_t, bufs_t, hyper, step0, parallel, s
     same kernel calls with the same summation order as one thread would, so results are
     bit-identical to n_split = 1.  The whole chunk of steps runs in one parallel region,
     whose threads wait for each other between the two halves of a step and between steps
-    (sync.py).  Large steps (parallel) with n_split > 1 keep the first half on the calling
+    (sync.py).  Clipping (cfg.clip) scales the update's gradient by the norm of the whole
+    gradient, summed unit by unit in one order (optim.unit_square_sums), so split steps
+    keep the same bits.  Large steps (parallel) with n_split > 1 keep the first half on the calling
     thread with parallel products, and share out the second half the same way, each
     thread updating the rows of W it has just computed dW for (train/split.py decides up
     to which size; docs/performance.md has the measurements)."""
@@ -476,8 +542,23 @@ def run_steps(data_t, pos, n_steps, bs, cfg_t, bufs_t, hyper, step0, parallel, s
         loss = mean_row_loss(bufs.row_loss[:m], loss_scale(loss_code, total, n_out))
         l2 = l2_factor(cfg, total)
         if n_split > 1:
-            for t in prange(n_split):
-                layers_fn(np.int64(t), split, m, cfg, bufs, hyper, step0 + s + 1, kern)
+            if cfg.clip == 0.0:
+                for t in prange(n_split):
+                    layers_fn(np.int64(t), split, m, cfg, bufs, hyper, step0 + s + 1, kern,
+                              np.int64(GRADS_AND_UPDATE))
+            else:
+                for t in prange(n_split):
+                    layers_fn(np.int64(t), split, m, cfg, bufs, hyper, step0 + s + 1, kern,
+                              np.int64(GRADS))
+                # Between the loops, a call: Numba fuses adjacent parallel loops over the
+                # same range (it cannot see that UPDATE reads what GRADS writes through the
+                # kernels' pointers), and each thread then updated before the other's rows
+                # of dW were in the norm.  (parallel={"fusion": False} held for the first
+                # specialisation only: Numba pops the options out of the decorator's dict.)
+                clipped = _clip_hyper(cfg, bufs, hyper)
+                for t in prange(n_split):
+                    layers_fn(np.int64(t), split, m, cfg, bufs, clipped, step0 + s + 1, kern,
+                              np.int64(UPDATE))
             if l2 != 0.0:
                 for l in range(L):
                     loss += layer_loss[l]
@@ -487,8 +568,8 @@ def run_steps(data_t, pos, n_steps, bs, cfg_t, bufs_t, hyper, step0, parallel, s
                     w_off = layer_offset(sizes, l)
                     nw = sizes[l + 1] * sizes[l]
                     loss += add_l2(params[w_off:w_off + nw], grads[w_off:w_off + nw], l2)
-            kern.update(hyper, params, grads, bufs.state1, bufs.state2, step0 + s + 1,
-                        parallel)
+            kern.update(_clipped(cfg, bufs, hyper), params, grads, bufs.state1, bufs.state2,
+                        step0 + s + 1, parallel)
         _record_step(loss, m, total, cfg, bufs)
         pos = stop
     return pos
@@ -504,7 +585,7 @@ def step_signatures(f, X_type, ylab_type, ytgt_type):
     vi, vd, mi = types.Array(i, 1, "C"), types.Array(d, 1, "C"), types.Array(i, 2, "C")
     t = {}
     t["gemm"] = gemm_mod.gemm_signature(f)
-    t["hyper"] = types.Tuple((i, d, d, d, b, d, d, d, b))    # optim.optimizer_update's
+    t["hyper"] = types.Tuple((i, d, d, d, b, d, d, d, b, d))    # optim.optimizer_update's
     t["update"] = types.none(t["hyper"], vec, vec, vec, vec, i, b)
     #                      loss ZL   ylab Y    GL   rl  scale w   param
     t["loss"] = types.none(i, mat, vi, mat, mat, vd, d, vd, d)
@@ -512,12 +593,13 @@ def step_signatures(f, X_type, ylab_type, ytgt_type):
                                   types.FunctionType(t["update"]),
                                   types.FunctionType(t["loss"])), Kernels)
     t["data"] = types.NamedTuple((X_type, ylab_type, ytgt_type, vd, vi), Data)
-    t["cfg"] = types.NamedTuple((vi, vi, vd, i, d, d, b, b), Config)
+    t["cfg"] = types.NamedTuple((vi, vi, vd, i, d, d, b, b, d), Config)
     t["bufs"] = types.NamedTuple((vec, vec, vec, vec, vec, vec, vec, vd, vec, vec, vec, vi, vec,
-                                  vd, vd), Buffers)
+                                  vd, vd, vd), Buffers)
     t["split"] = types.NamedTuple((i, mi, vd, vi), Split)
     t["rows"] = types.none(t["data"], i, i, i, i, t["cfg"], t["bufs"], b, b, vd, t["kern"])
-    t["layers"] = types.none(i, t["split"], i, t["cfg"], t["bufs"], t["hyper"], i, t["kern"])
+    t["layers"] = types.none(i, t["split"], i, t["cfg"], t["bufs"], t["hyper"], i, t["kern"],
+                             i)
     t["inner"] = types.NamedTuple((types.FunctionType(t["rows"]),
                                    types.FunctionType(t["layers"])), Inner)
     t["split_steps"] = types.none(i, t["data"], i, i, i, t["cfg"], t["bufs"], t["hyper"], i,
