@@ -4,7 +4,7 @@ from . import kernels
 from ._version import __version__
 from .export import to_onnx
 from .gradcheck import gradcheck
-from .layers import ACTIVATION_CLASSES, Linear, Module, Sequential
+from .layers import ACTIVATION_CLASSES, Dropout, Linear, Module, Sequential
 from .model import MLP, load
 from .optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm_
 from .schedules import (
@@ -22,7 +22,8 @@ from .train import CSVLogger, History, TrainingDiverged, fit
 globals().update({cls.__name__: cls for cls in ACTIVATION_CLASSES})
 
 __all__ = [
-    "MLP", "Linear", "Sequential", "Module", *(cls.__name__ for cls in ACTIVATION_CLASSES),
+    "MLP", "Linear", "Sequential", "Module", "Dropout",
+    *(cls.__name__ for cls in ACTIVATION_CLASSES),
     "SGD", "Adam", "AdamW", "Optimizer", "clip_grad_norm_", "gradcheck", "kernels", "fit",
     "History", "TrainingDiverged", "CSVLogger", "load", "LRSchedule", "ConstantLR", "StepLR", "CosineLR",
     "InverseScalingLR", "ReduceLROnPlateau", "MLPClassifier", "MLPRegressor", "to_onnx",

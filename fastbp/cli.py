@@ -48,6 +48,18 @@ def _activations(text):
     return names[0] if len(names) == 1 else names
 
 
+def _dropout(text):
+    """A dropout rate, or comma-separated rates, one per hidden layer."""
+    try:
+        rates = [float(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate like 0.2 or rates like 0.2,0.1, "
+                                         f"got {text!r}") from None
+    if any(not 0.0 <= r < 1.0 for r in rates):
+        raise argparse.ArgumentTypeError(f"dropout rates must be in [0, 1), got {text!r}")
+    return rates[0] if len(rates) == 1 else rates
+
+
 def _positive(kind):
     def parse(text):
         try:
@@ -95,6 +107,8 @@ def build_parser():
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
                    help="weight decay (decoupled for adamw; default 0)")
+    t.add_argument("--dropout", type=_dropout, default=0.0,
+                   help="dropout rate after each hidden layer, or one per layer (e.g. 0.2,0.1)")
     t.add_argument("--clip-grad-norm", type=_positive(float), default=None,
                    help="clip each step's gradient to this global L2 norm (default: none)")
     t.add_argument("--lr-schedule", choices=["constant", "step", "cosine", "invscaling",
@@ -283,7 +297,7 @@ def cmd_train(args):
 
     sizes = [X.shape[1]] + args.hidden + [n_out]
     model = fastbp.MLP(sizes, activation=args.activation, loss=loss, dtype=args.dtype,
-                       seed=args.seed, device=args.device)
+                       seed=args.seed, device=args.device, dropout=args.dropout)
     lr = getattr(args, "lr", None) or (0.05 if args.optimizer == "sgd" else 1e-3)
     if args.optimizer == "sgd":
         opt = fastbp.SGD(model, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay,
@@ -324,7 +338,7 @@ def cmd_train(args):
         say(f"early stopping after epoch {hist.epochs}: keeping epoch "
             f"{hist.best_epoch + 1}'s weights (best validation loss)")
     summary = {"data": name, "task": task, "target": target, "sizes": sizes,
-               "activation": args.activation,
+               "activation": args.activation, "dropout": args.dropout,
                "optimizer": args.optimizer, "lr": lr, "weight_decay": args.weight_decay,
                "lr_schedule": args.lr_schedule, "batch_size": args.batch_size,
                "epochs_run": hist.epochs, "train_seconds": round(train_time, 3),

@@ -82,6 +82,7 @@ class DataParallel:
         self.size = comm.Get_size()
         self.model = model
         comm.Bcast(model.params, root=0)
+        model.set_dropout_seed(comm.bcast(model.dropout_seed, root=0))   # the same masks
 
     def shard(self, start, stop):
         """This rank's rows [lo, hi) of the global batch [start, stop)."""

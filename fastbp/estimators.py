@@ -16,6 +16,9 @@ fitted attributes, trained by fastbp's kernels.  Differences worth knowing:
     term alpha / (2 sum w_i) ||W||^2; MLPClassifier also takes class_weight (None,
     "balanced" or a dict, multiplied into sample_weight as scikit-learn's linear models do);
   - weights are initialised with Glorot/Xavier uniform bounds, from fastbp's own RNG;
+  - fastbp's additions: activation may list one name per hidden layer, and dropout (a
+    rate for every hidden layer, or a list of one per layer; off in predict) regularises
+    as torch.nn.Dropout does (fastbp.MLP's dropout);
   - device="cuda" trains on an NVIDIA GPU (float32; see fastbp.backends.cuda).
 
 This module is the only one that imports scikit-learn (an optional dependency).
@@ -115,7 +118,9 @@ class _BaseMLP(BaseEstimator):
         act = self.activation
         self._model = MLP([n_features] + hidden + [n_outputs], activation=act,
                           loss=self._loss_name, dtype=check_dtype(self.dtype), seed=seed,
-                          init="xavier", device=self.device)
+                          init="xavier", device=self.device,
+                          dropout=list(self.dropout) if isinstance(self.dropout, tuple)
+                          else self.dropout)
         if self.solver == "sgd":
             self._optimizer = SGD(self._model, lr=self.learning_rate_init, momentum=self.momentum,
                                   nesterov=self.nesterovs_momentum and self.momentum > 0)
@@ -341,7 +346,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 class_weight=None, dtype="float32", device="cpu"):
+                 class_weight=None, dropout=0.0, dtype="float32", device="cpu"):
         _set_params(self, locals())
 
     def __sklearn_tags__(self):
@@ -505,7 +510,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 dtype="float32", device="cpu"):
+                 dropout=0.0, dtype="float32", device="cpu"):
         _set_params(self, locals())
 
     def __sklearn_tags__(self):

@@ -21,7 +21,7 @@ def gradcheck(model, X, y, eps=1e-6, rtol=1e-5, atol=1e-8, max_params=200, seed=
     from .model import MLP
 
     m64 = MLP(model.sizes, model.activation, model.loss, np.float64, init=model.init,
-              **model._loss_options())
+              **model._options())
     m64.params[...] = model.params
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)

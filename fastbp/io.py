@@ -122,14 +122,18 @@ def read_model(path):
     return config, files["params"], extra
 
 
-def to_torch_state_dict(weights, biases):
+def to_torch_state_dict(weights, biases, dropout=None):
     """Weights under the keys of torch.nn.Sequential(Linear, act, Linear, ..., Linear):
-    "0.weight", "0.bias", "2.weight", ...; values are NumPy copies (MLP.to_torch_state_dict
-    turns them into tensors on request)."""
+    "0.weight", "0.bias", "2.weight", ...; with dropout (one bool per hidden layer), a
+    Dropout module after the activations of those layers shifts the later keys ("0.weight",
+    "3.weight", ...).  Values are NumPy copies (MLP.to_torch_state_dict turns them into
+    tensors on request)."""
     sd = {}
+    i = 0
     for l in range(len(weights)):
-        sd[f"{2 * l}.weight"] = np.array(weights[l])
-        sd[f"{2 * l}.bias"] = np.array(biases[l])
+        sd[f"{i}.weight"] = np.array(weights[l])
+        sd[f"{i}.bias"] = np.array(biases[l])
+        i += 3 if dropout is not None and l < len(dropout) and dropout[l] else 2
     return sd
 
 
@@ -141,15 +145,15 @@ def _to_numpy(value):
 
 def state_dict_layers(state_dict):
     """(sizes, weights, biases) from the state dict of a torch.nn.Sequential whose Linear
-    layers sit at the even indices 0, 2, 4, ... (activations between them);
-    MLP.from_torch_state_dict builds the model."""
+    layers sit at indices 0, 2, 4, ... (an activation between them, and perhaps a Dropout:
+    the next Linear 3 further on); MLP.from_torch_state_dict builds the model."""
     keys = [k for k in state_dict if k.endswith(".weight")]
     try:
         idx = sorted(int(k.split(".")[0]) for k in keys)
     except ValueError:
         raise ValueError(f"state dict keys must look like '0.weight', '2.bias', ...; got "
                          f"{list(state_dict)[:4]}") from None
-    if not idx or idx != list(range(0, 2 * len(idx), 2)):
+    if not idx or idx[0] != 0 or any(b - a not in (2, 3) for a, b in zip(idx, idx[1:])):
         raise ValueError("expected the keys of torch.nn.Sequential(Linear, act, Linear, ...): "
                          f"'0.weight', '0.bias', '2.weight', ...; got {list(state_dict)[:6]}")
     weights = [_to_numpy(state_dict[f"{i}.weight"]) for i in idx]
@@ -158,6 +162,6 @@ def state_dict_layers(state_dict):
     sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
     for l, (w, b) in enumerate(zip(weights, biases)):
         if w.ndim != 2 or w.shape[1] != sizes[l] or b.shape != (w.shape[0],):
-            raise ValueError(f"layer {2 * l}: weight {w.shape} / bias {b.shape} do not chain "
+            raise ValueError(f"layer {idx[l]}: weight {w.shape} / bias {b.shape} do not chain "
                              f"with the previous layer's {sizes[l]} outputs")
     return sizes, weights, biases

@@ -13,9 +13,10 @@ import inspect
 import numpy as np
 
 from . import kernels as K
-from ._validation import as_float_array, check_dtype, check_positive_int
+from ._validation import as_float_array, check_dtype, check_float, check_positive_int
 from .kernels import codes
 from .kernels.cpu import activations as _act
+from .kernels.cpu import dropout as _drop
 from .layout import Layout
 
 INITS = ("torch", "he", "xavier")
@@ -172,6 +173,60 @@ def _activation_class(entry):
 ACTIVATION_CLASSES = tuple(_activation_class(a) for a in codes.ACTIVATIONS)
 globals().update({cls.__name__: cls for cls in ACTIVATION_CLASSES})
 ACTIVATION_MODULES = {n: ACTIVATION_CLASSES[a.code] for n, a in codes.ACTIVATION_BY_NAME.items()}
+
+
+class Dropout(Module):
+    """Inverted dropout, as torch.nn.Dropout: in training, y = x * mask / (1 - p) with each
+    element kept with probability 1 - p; y = x in evaluation (eval()).  Each forward in
+    training draws a new mask (kernels/cpu/dropout.py, keyed by seed, a count of forward
+    calls and layer); backward multiplies by the same mask."""
+
+    def __init__(self, p=0.5, seed=None, layer=0):
+        self.p = check_float(p, "p", 0.0)
+        if self.p >= 1.0:
+            raise ValueError(f"p must be in [0, 1), got {p}")
+        self.seed = int(np.random.default_rng(seed).integers(1 << 62)) if seed is None \
+            else int(seed)
+        self.layer = int(layer)
+        self.training = True
+        self.calls = 0
+        self._stream = self._shape = None
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def forward(self, x):
+        dtype = x.dtype if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) \
+            else np.float64
+        x = as_float_array(x, "x", dtype)
+        self._shape = x.shape
+        if not self.training or self.p == 0.0:
+            self._stream = None
+            return x
+        self.calls += 1
+        self._stream = _drop.stream(self.seed, self.calls, self.layer)
+        y = np.empty_like(x)
+        _drop.dropout_forward(x, y, self._stream, 0, self.p)
+        return y
+
+    def backward(self, grad_out):
+        if self._shape is None:
+            raise RuntimeError("Dropout.backward called before forward")
+        g = np.array(as_float_array(grad_out, "grad_out", np.asarray(grad_out).dtype
+                                    if np.asarray(grad_out).dtype in (np.float32, np.float64)
+                                    else np.float64), copy=True)
+        if g.shape != self._shape:
+            raise ValueError(f"grad_out must have shape {self._shape}, got {g.shape}")
+        if self._stream is not None:
+            _drop.dropout_backward(g, self._stream, 0, self.p)
+        return g
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
 
 
 def activation_module(name):

@@ -21,10 +21,30 @@ from ._validation import (
     is_sparse,
 )
 from .kernels import codes
-from .layers import INITS, Linear, Sequential, activation_module, init_linear
+from .layers import INITS, Dropout, Linear, Sequential, activation_module, init_linear
 from .layout import Layout
 
 LOSSES = codes.LOSSES
+OPTIONS = ("label_smoothing", "delta", "dropout", "dropout_seed")   # MLP._options' keys
+
+
+def _check_dropout(dropout, n_hidden):
+    """(dropout as given: a float or a list of floats, each hidden layer's rate and 0 for
+    the output layer as an (L,) float64 array)."""
+    if isinstance(dropout, (list, tuple, np.ndarray)):
+        rates = [check_float(p, f"dropout[{i}]", 0.0) for i, p in enumerate(dropout)]
+        if len(rates) != n_hidden:
+            raise ValueError(f"dropout lists {len(rates)} rates for {n_hidden} hidden "
+                             f"layer{'s' if n_hidden != 1 else ''}: give one per hidden layer")
+        given = rates
+    else:
+        given = check_float(dropout, "dropout", 0.0)
+        rates = [given] * n_hidden
+    if any(p >= 1.0 for p in rates):
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    out = np.array(rates + [0.0], np.float64)
+    out.flags.writeable = False
+    return given, out
 
 
 def _check_blas_available():
@@ -55,6 +75,12 @@ class MLP:
     device: "cpu" or "cuda" (numba.cuda, float32; see fastbp.backends.cuda).
     label_smoothing: cross_entropy's, as PyTorch's (targets (1 - eps) onehot + eps / C),
     in [0, 1).  delta: the Huber loss's threshold (> 0).
+    dropout: the probability of zeroing each hidden unit's output in training, after every
+    hidden layer (a number in [0, 1)) or one per hidden layer (a list); inverted (the kept
+    outputs scaled by 1 / (1 - p)), as torch.nn.Dropout, and off outside training
+    (forward, predict, evaluate).  Masks are hashed from (dropout_seed, optimizer step,
+    layer, row of the batch, unit): the same whatever the threads, ranks or a resume.
+    dropout_seed: an int; by default drawn from seed (or at random without one).
 
     Attributes: params / grads (flat buffers, on the device); activations (one canonical
     name per hidden layer); act_codes, slopes (per layer, the output layer's identity last:
@@ -65,7 +91,7 @@ class MLP:
 
     def __init__(self, sizes, activation="relu", loss="cross_entropy", dtype=np.float32,
                  seed=None, init="torch", matmul="own", device="cpu", *, label_smoothing=0.0,
-                 delta=1.0):
+                 delta=1.0, dropout=0.0, dropout_seed=None):
         backends.check_device(device)
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
             raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
@@ -80,6 +106,15 @@ class MLP:
         if self.label_smoothing and loss != "cross_entropy":
             raise ValueError("label_smoothing applies to loss='cross_entropy' only")
         self.delta = check_float(delta, "delta", 0.0, low_open=True)
+        self.dropout, self.drop_rates = _check_dropout(dropout, len(self._sizes) - 2)
+        if device != "cpu" and self.drop_rates.any():
+            raise ValueError("dropout is not available for device='cuda' models yet; train "
+                             "on the CPU, or without dropout")
+        if dropout_seed is None:
+            dropout_seed = int(np.random.default_rng(
+                None if seed is None else [seed, 0xD509]).integers(1 << 62))
+        self.layers = None
+        self.set_dropout_seed(dropout_seed)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
         if matmul not in ("own", "blas"):
@@ -117,6 +152,9 @@ class MLP:
                                       _views=views))
                 if l < self.n_layers - 1:
                     modules.append(activation_module(self.activations[l]))
+                    if self.drop_rates[l]:
+                        modules.append(Dropout(self.drop_rates[l], seed=self.dropout_seed,
+                                               layer=l))
             self.layers = Sequential(*modules)
 
     # ------------------------------------------------------------------ properties
@@ -149,8 +187,9 @@ class MLP:
 
     def __repr__(self):
         where = f", device={self.device!r}" if self.device != "cpu" else ""
+        drop = f", dropout={self.dropout!r}" if self.has_dropout else ""
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
-                f"dtype={self.dtype.name}{where})")
+                f"dtype={self.dtype.name}{drop}{where})")
 
     @property
     def loss_param(self):
@@ -160,21 +199,38 @@ class MLP:
             return self.label_smoothing
         return self.delta if self.loss == "huber" else 0.0
 
-    def _loss_options(self):
-        """label_smoothing / delta where they matter (so that the configs of the models
-        without them read as before)."""
+    @property
+    def has_dropout(self):
+        return bool(self.drop_rates.any())
+
+    def set_dropout_seed(self, seed):
+        """Key dropout's masks by seed (a non-negative int) from now on."""
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+                or seed < 0:
+            raise ValueError(f"dropout_seed must be a non-negative int, got {seed!r}")
+        self.dropout_seed = int(seed)
+        for module in self.layers or ():
+            if isinstance(module, Dropout):
+                module.seed = self.dropout_seed
+
+    def _options(self):
+        """label_smoothing, delta and dropout where they matter (so that the configs of the
+        models without them read as before): keyword arguments of the constructor."""
         options = {}
         if self.label_smoothing:
             options["label_smoothing"] = self.label_smoothing
         if self.loss == "huber":
             options["delta"] = self.delta
+        if self.has_dropout:
+            options["dropout"] = self.dropout
+            options["dropout_seed"] = self.dropout_seed
         return options
 
     def config(self):
         """The constructor arguments that rebuild this architecture (device aside)."""
         return {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss,
                 "dtype": self.dtype.name, "init": self.init, "matmul": self.matmul,
-                **self._loss_options()}
+                **self._options()}
 
     # ------------------------------------------------------------------ checks
     def check_X(self, X, name="X"):
@@ -215,7 +271,7 @@ class MLP:
                                                        and y.ndim == 1)
 
     # ------------------------------------------------------------------ compute
-    def loss_and_grad(self, X, y, l2=0.0, sample_weight=None):
+    def loss_and_grad(self, X, y, l2=0.0, sample_weight=None, train_step=None):
         """Mean loss on (X, y) as a float; fills self.grads (overwriting, not accumulating).
 
         X: (b, n_features).  y: (b,) integer labels or (b, n_outputs) targets for
@@ -225,10 +281,16 @@ class MLP:
         sample_weight: (b,) non-negative weights (or a scalar): the loss becomes the
         weighted mean sum_i w_i l_i / sum_i w_i (l_i: row i's loss), as scikit-learn's MLP,
         so an integer weight counts as that many copies of the row.
+        train_step: with dropout, the optimizer step (1, 2, ...) this gradient is for: its
+        masks are hashed from it (kernels/cpu/dropout.py), so the same step gives the same
+        masks; None (default): no dropout, as in evaluation.
         """
         X, y = self.backend.prepare(X, y)
         w = check_sample_weight(sample_weight, X.shape[0])
-        return self.backend.loss_and_grad(X, y, l2, w)
+        if train_step is None or not self.has_dropout:
+            return self.backend.loss_and_grad(X, y, l2, w)
+        step = check_positive_int(train_step, "train_step")
+        return self.backend.loss_and_grad(X, y, l2, w, dropout=(step, 0))
 
     def compute_loss(self, X, y, sample_weight=None):
         """Mean loss on (X, y) (weighted as loss_and_grad) without touching the gradients."""
@@ -284,7 +346,7 @@ class MLP:
         if self.device == "cpu":
             return self
         m = MLP(self.sizes, self.activation, self.loss, self.dtype, init=self.init,
-                matmul=self.matmul, **self._loss_options())
+                matmul=self.matmul, **self._options())
         m.params[...] = self.host_params()
         return m
 
@@ -296,7 +358,7 @@ class MLP:
         """State dict of the equivalent torch.nn.Sequential (see fastbp.io): NumPy arrays
         (copies), or torch tensors with tensors=True (for load_state_dict)."""
         host = self.to_cpu()
-        sd = _io.to_torch_state_dict(host.weights, host.biases)
+        sd = _io.to_torch_state_dict(host.weights, host.biases, host.drop_rates[:-1] > 0)
         if tensors:
             import torch
             sd = {k: torch.from_numpy(v) for k, v in sd.items()}
@@ -304,10 +366,12 @@ class MLP:
 
     @classmethod
     def from_torch_state_dict(cls, state_dict, activation="relu", loss="cross_entropy",
-                              dtype=np.float32):
-        """An MLP holding the weights of a torch.nn.Sequential of Linear layers."""
+                              dtype=np.float32, **options):
+        """An MLP holding the weights of a torch.nn.Sequential of Linear layers (with
+        activations, and Dropout modules, between them); options: the constructor's
+        keyword arguments (dropout=, label_smoothing=, ...)."""
         sizes, weights, biases = _io.state_dict_layers(state_dict)
-        model = cls(sizes, activation=activation, loss=loss, dtype=dtype)
+        model = cls(sizes, activation=activation, loss=loss, dtype=dtype, **options)
         for l, (w, b) in enumerate(zip(weights, biases)):
             model.weights[l][...] = w
             model.biases[l][...] = b
@@ -324,8 +388,7 @@ class MLP:
         self.__init__(cfg["sizes"], cfg["activation"], cfg["loss"], cfg["dtype"],
                       seed=state["seed"], init=cfg["init"], matmul=cfg.get("matmul", "own"),
                       device=state.get("device", "cpu"),
-                      label_smoothing=cfg.get("label_smoothing", 0.0),
-                      delta=cfg.get("delta", 1.0))
+                      **{k: cfg[k] for k in OPTIONS if k in cfg})
         self.backend.copy_into(self.params, state["params"])
         self.backend.copy_into(self.grads, state["grads"])
 
@@ -335,7 +398,7 @@ class MLP:
     def copy(self):
         """An independent model with the same architecture and parameters."""
         other = MLP(self.sizes, self.activation, self.loss, self.dtype, init=self.init,
-                    matmul=self.matmul, device=self.device, **self._loss_options())
+                    matmul=self.matmul, device=self.device, **self._options())
         self.backend.copy_into(other.params, self.params)
         return other
 
@@ -353,8 +416,7 @@ def load(path, return_extra=False):
     model = MLP(config["sizes"], activation=config["activation"], loss=config["loss"],
                 dtype=config["dtype"], init=config.get("init", "torch"),
                 matmul=config.get("matmul", "own"),
-                label_smoothing=config.get("label_smoothing", 0.0),
-                delta=config.get("delta", 1.0))
+                **{k: config[k] for k in OPTIONS if k in config})
     if params.shape != model.params.shape or params.dtype != model.params.dtype:
         raise ValueError(f"{path!r}: parameter buffer {params.dtype}{params.shape} does not "
                          f"match the architecture ({model.params.dtype}{model.params.shape})")

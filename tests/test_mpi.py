@@ -55,6 +55,25 @@ def test_two_ranks_equal_single_process(tmp_path):
         assert np.allclose(got[name + "_loss"], losses, rtol=tol)
 
 
+def test_two_ranks_with_dropout_and_clipping_equal_single_process(tmp_path):
+    """Each rank's rows of a batch draw their rows of the whole batch's dropout masks
+    (keyed by the row's offset in the batch), with rank 0's dropout seed; clipping acts on
+    the summed gradient."""
+    out = tmp_path / "mpi.npz"
+    r = mpirun(2, CHILD, "dropout", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = np.load(out)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((203, 12))
+    y = rng.integers(0, 4, size=203)
+    model = fastbp.MLP([12, 16, 16, 4], dtype=np.float64, seed=0, dropout=[0.3, 0.1])
+    h = fastbp.fit(model, X, y, optimizer=fastbp.Adam(model, clip_grad_norm=0.5),
+                   batch_size=32, epochs=3, seed=5, verbose=0)
+    diff = np.linalg.norm(got["params"] - model.params) / np.linalg.norm(model.params)
+    assert diff <= 1e-10, diff
+    assert np.allclose(got["loss"], h["loss"], rtol=1e-10)
+
+
 def test_two_ranks_with_sample_weights_equal_single_process(tmp_path):
     """Each rank's shard gradient is weighted by its share of the batch's weight total;
     sparse rows on the ranks equal the dense rows in one process."""

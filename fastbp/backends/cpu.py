@@ -17,6 +17,7 @@ import numpy as np
 
 from ..kernels import codes
 from ..kernels.cpu import activations as _act
+from ..kernels.cpu import dropout as _drop
 from ..kernels.cpu import gemm as _gemm
 from ..kernels.cpu import infer as _infer
 from ..kernels.cpu import losses as _losses
@@ -94,9 +95,11 @@ class Workspace:
     """Activations Z, A and deltas G (one (batch, width) array per layer), the row losses,
     and the GEMM's packing buffers, for one batch size."""
 
-    def __init__(self, sizes, batch, dtype, act_codes, sparse=False):
+    def __init__(self, sizes, batch, dtype, act_codes, sparse=False, drop_rates=None):
         """act_codes: each layer's activation code (MLP.act_codes).  sparse: the first layer
-        takes sparse rows (its products are not the GEMM's, so nothing is packed for them)."""
+        takes sparse rows (its products are not the GEMM's, so nothing is packed for them).
+        drop_rates: each layer's dropout rate (MLP.drop_rates): D_l, the dropped-out A_l,
+        for the layers that have one (None elsewhere)."""
         L = len(sizes) - 1
         self.batch = batch
         self.Z = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
@@ -104,6 +107,8 @@ class Workspace:
         self.A = [self.Z[l] if act_codes[l] == 0 else np.empty_like(self.Z[l])
                   for l in range(L)]
         self.G = [np.empty((batch, sizes[l + 1]), dtype) for l in range(L)]
+        self.D = [np.empty_like(self.Z[l]) if drop_rates is not None and drop_rates[l] else None
+                  for l in range(L)]
         self.row_loss = np.empty(batch)
         # Packing buffers for the largest of the layer products (forward, dW, dX): a_part
         # elements hold one packed A, apack a copy for each thread (see gemm.pack_copies).
@@ -157,7 +162,7 @@ class CPUBackend:
 
         def make():
             ensure_threads()
-            return Workspace(m.sizes, batch, m.dtype, m.act_codes, sparse)
+            return Workspace(m.sizes, batch, m.dtype, m.act_codes, sparse, m.drop_rates)
         return cached_workspace(self._workspaces, (batch, sparse), make)
 
     # ------------------------------------------------------------------ compute
@@ -176,23 +181,39 @@ class CPUBackend:
         if m.act_codes[0] != 0:
             _act.activation_forward(Z, A, m.act_codes[0], m.slopes[0])
 
-    def _forward(self, X, ws):
+    def _dropping(self, dropout):
+        """The layers whose outputs drop out in a pass with dropout = (step, row0) or None
+        (dropout_streams: each one's mask stream, or None)."""
+        m = self.model
+        if dropout is None or not m.has_dropout:
+            return [None] * m.n_layers
+        step = dropout[0]
+        return [_drop.stream(m.dropout_seed, step, l) if m.drop_rates[l] else None
+                for l in range(m.n_layers)]
+
+    def _forward(self, X, ws, dropout=None):
         """Fused forward pass into the workspace; returns the output pre-activation Z_L.
-        X dense, or CSRRows (the first layer's product: kernels/cpu/sparse.py)."""
+        X dense, or CSRRows (the first layer's product: kernels/cpu/sparse.py).  dropout:
+        (optimizer step, the batch's first row's index in the whole batch) in training, to
+        drop out the hidden layers' outputs (ws.D), or None."""
         m = self.model
         A_prev = X
         last = m.n_layers - 1
         chunk = self._chunk_address()
+        streams = self._dropping(dropout)
         for l in range(m.n_layers):
             if l == 0 and isinstance(X, CSRRows):
                 self._sparse_first_layer(X, ws.Z[0], ws.A[0])
-                A_prev = ws.A[0]
-                continue
-            epi = (_gemm.EPI_BIAS_ACT, self.biases[l], m.act_codes[l], m.slopes[l], ws.A[l],
-                   self._empty2, self._empty2)
-            self._gemm(A_prev, False, self.weights[l], True, ws.Z[l], epi, self._none,
-                       ws.apack, ws.bpack, True, chunk)
+            else:
+                epi = (_gemm.EPI_BIAS_ACT, self.biases[l], m.act_codes[l], m.slopes[l],
+                       ws.A[l], self._empty2, self._empty2)
+                self._gemm(A_prev, False, self.weights[l], True, ws.Z[l], epi, self._none,
+                           ws.apack, ws.bpack, True, chunk)
             A_prev = ws.A[l]
+            if streams[l] is not None:
+                _drop.dropout_forward(ws.A[l], ws.D[l], streams[l], dropout[1], m.drop_rates[l])
+                A_prev = ws.D[l]
+        self._streams = streams
         return ws.Z[last]
 
     def _loss(self, Z, y, G, row_loss, w=None):
@@ -207,12 +228,14 @@ class CPUBackend:
             return _losses.huber(Z, y, G, row_loss, w, m.loss_param)
         return _LOSS_KERNELS[m.loss](Z, y, G, row_loss, w)
 
-    def _backward(self, X, ws):
-        """Backward pass from ws.G[last] = dL/dZ_L; fills the flat gradient buffer."""
+    def _backward(self, X, ws, dropout=None):
+        """Backward pass from ws.G[last] = dL/dZ_L; fills the flat gradient buffer.
+        dropout: the forward pass's."""
         m = self.model
         chunk = self._chunk_address()
+        streams = self._streams
         for l in range(m.n_layers - 1, -1, -1):
-            A_prev = X if l == 0 else ws.A[l - 1]
+            A_prev = X if l == 0 else (ws.A[l - 1] if streams[l - 1] is None else ws.D[l - 1])
             # dW_l = G_l^T A_{l-1}, and db_l = column sums of G_l from the same pass
             if l == 0 and isinstance(X, CSRRows):
                 _sparse.csr_weight_grad(X.indptr, X.indices, X.values, ws.G[0],
@@ -226,12 +249,15 @@ class CPUBackend:
                        self._empty2, ws.Z[l - 1], ws.A[l - 1])
                 self._gemm(ws.G[l], False, self.weights[l], False, ws.G[l - 1], epi,
                            self._none, ws.apack, ws.bpack, True, chunk)
+                if streams[l - 1] is not None:
+                    _drop.dropout_backward(ws.G[l - 1], streams[l - 1], dropout[1],
+                                           m.drop_rates[l - 1])
 
-    def loss_and_grad(self, X, y, l2=0.0, w=None):
+    def loss_and_grad(self, X, y, l2=0.0, w=None, dropout=None):
         ws = self.workspace(X.shape[0], isinstance(X, CSRRows))
-        Z = self._forward(X, ws)
+        Z = self._forward(X, ws, dropout)
         loss = self._loss(Z, y, ws.G[-1], ws.row_loss, w)
-        self._backward(X, ws)
+        self._backward(X, ws, dropout)
         self._last_output = Z
         if l2:
             for w, dw in zip(self._flat_w, self._flat_dw):

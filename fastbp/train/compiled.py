@@ -48,6 +48,7 @@ class Compiled:
         # their own wherever their rows start on a line
         self.zbuf = pack_buffer(bs * width, dt)
         self.abuf = pack_buffer(bs * width, dt)
+        self.dbuf = pack_buffer(bs * width if model.has_dropout else 0, dt)
         # slack past the last layer's block for _layer_weight_grad's shifted views of G,
         # zeroed: packing may copy it into a panel's padding rows, where uninitialised
         # memory could hold NaNs or denormals (slow arithmetic, though never stored)
@@ -98,7 +99,8 @@ class Compiled:
         self.checkpoint_every = checkpoint_every
         self.out = np.zeros(2)
         self.cfg = S.Config(self.sizes, np.array(model.act_codes), np.array(model.slopes),
-                            self.loss_code, model.loss_param, l2, l2_per_weight, has_acc, 0.0)
+                            self.loss_code, model.loss_param, l2, l2_per_weight, has_acc, 0.0,
+                            np.array(model.drop_rates), model.dropout_seed)
         self.unit_sq = np.zeros(width)
         kern, self.steps = S.kernel_pointers(dt, numba.typeof(X), numba.typeof(self.ylab),
                                              numba.typeof(self.ytgt), model.matmul,
@@ -127,13 +129,13 @@ class Compiled:
         if self.sgd:
             hyper = hyper_tuple(codes.OPT_SGD, opt.lr, opt.momentum, opt.weight_decay,
                                 opt.nesterov)
-            state, step0 = (opt.velocity, self.none), 0
+            state, step0 = (opt.velocity, self.none), opt.step_count
         else:
             hyper = hyper_tuple(codes.OPT_ADAM, opt.lr, 0.0, opt.weight_decay, False,
                                 opt.beta1, opt.beta2, opt.eps, opt.decoupled)
             state, step0 = (opt.exp_avg, opt.exp_avg_sq), opt.step_count
         bufs = S.Buffers(model.params, model.grads, *state, self.zbuf, self.abuf, self.gbuf,
-                         self.row_loss, self.apack, self.bpack, self.xbuf, self.ylab_buf,
+                         self.dbuf, self.row_loss, self.apack, self.bpack, self.xbuf, self.ylab_buf,
                          self.ytgt_buf, self.w_buf, self.unit_sq, self.out)
         cfg = tuple(self.cfg._replace(clip=float(opt.clip_grad_norm or 0.0)))
         n_split = self.chooser.pick()

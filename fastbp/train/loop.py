@@ -76,8 +76,10 @@ def _epoch_cpu(model, optimizer, X, y, w, run, bs, shuffle, l2, l2_per_weight, h
                 np.take(y, idx, axis=0, out=ybb)
             else:
                 xb, ybb = X[lo:hi], y[lo:hi]
+            # dropout's masks: this step's, for rows from lo - start of the batch
+            dropout = (optimizer.step_count + 1, lo - start) if model.has_dropout else None
             loss = model.backend.loss_and_grad(xb, ybb, batch_l2(l2, l2_per_weight, total),
-                                               wb)
+                                               wb, dropout=dropout)
         if not math.isfinite(loss):
             raise diverged(model, good_params, history, loss,
                             f"at epoch {run.epoch + 1}, samples {start}-{stop}")
@@ -180,7 +182,9 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
             if comm is not None:
                 from ..distributed import data_digest
                 fields = {
-                    "model": model.config(), "optimizer": type(optimizer).__name__,
+                    # dropout's seed, like the weights, is rank 0's (DataParallel)
+                    "model": {k: v for k, v in model.config().items() if k != "dropout_seed"},
+                    "optimizer": type(optimizer).__name__,
                     "hyper-parameters": {k: v for k, v in vars(optimizer).items()
                                          if isinstance(v, (bool, int, float, str))},
                     "X": [list(X.shape), str(X.values.dtype if isinstance(X, CSRRows)
@@ -245,6 +249,7 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
             resuming = run.pos > 0
             if dp is not None:  # every rank continues from rank 0's checkpoint
                 dp.comm.Bcast(model.params, root=0)
+                model.set_dropout_seed(dp.comm.bcast(model.dropout_seed, root=0))
 
         def checkpoint_now():
             if checkpoint_dir is not None and rank0:

@@ -200,7 +200,12 @@ def load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histor
     missing = sorted(set(_META_KEYS) - set(meta))
     if missing:
         raise ValueError(f"the {where} is damaged: it lacks {missing}")
-    if meta["model"] != model.config() or meta["n"] != run.order.shape[0] \
+    # dropout's seed is state, restored like the weights (a model built without a seed
+    # draws its own); the rest of the architecture must match
+    saved, ours = dict(meta["model"]), model.config()
+    dropout_seed = saved.pop("dropout_seed", None)
+    ours.pop("dropout_seed", None)
+    if saved != ours or meta["n"] != run.order.shape[0] \
             or meta["batch_size"] != batch_size:
         raise ValueError(
             f"the {where} is for another run (model "
@@ -216,6 +221,8 @@ def load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histor
     except (ValueError, TypeError) as exc:
         raise ValueError(f"the {where} is damaged: {exc}") from None
     model.params[...] = arrays["params"]
+    if dropout_seed is not None:
+        model.set_dropout_seed(dropout_seed)
     for k in ("epoch", "pos", "total_loss", "correct", "seen", "step", "best_metric",
               "bad_epochs"):
         setattr(run, k, meta[k])

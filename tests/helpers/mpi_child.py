@@ -1,6 +1,7 @@
 """Child of the MPI tests, run as:  mpiexec -n 2 python mpi_child.py MODE OUT
 
 MODE "train": data-parallel training (float64 and float32); rank 0 saves the parameters.
+MODE "dropout": dropout and clipping (float64).
 MODE "raise": rank 1 raises in the middle of an epoch; the job must abort, not hang.
 """
 import sys
@@ -27,6 +28,15 @@ if mode == "estimator":
                                dtype="float64").fit(X, y, comm=comm)
     if comm.Get_rank() == 0:
         np.savez(out, coef=clf.coefs_[0], loss=np.array(clf.loss_curve_))
+    sys.exit(0)
+if mode == "dropout":
+    # a different seed on each rank: rank 0's parameters and dropout seed must win
+    model = fastbp.MLP([12, 16, 16, 4], dtype=np.float64, seed=comm.Get_rank(),
+                       dropout=[0.3, 0.1])
+    h = fastbp.fit(model, X, y, optimizer=fastbp.Adam(model, clip_grad_norm=0.5),
+                   batch_size=32, epochs=3, seed=5, verbose=0, comm=comm)
+    if comm.Get_rank() == 0:
+        np.savez(out, params=model.params, loss=np.array(h["loss"]))
     sys.exit(0)
 for dtype in (np.float64, np.float32):
     # a different seed on each rank: rank 0's parameters must win the broadcast

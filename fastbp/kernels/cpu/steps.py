@@ -39,6 +39,7 @@ from .gemm import (
     gemm,
     gemm_blas,
 )
+from .dropout import dropout_backward, dropout_forward, stream
 from .linking import function_at, jit_address, reshape_c
 from .losses import (
     add_l2,
@@ -152,6 +153,7 @@ def _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, parallel, kern):
     sizes, acts = cfg.sizes, cfg.acts
     params, grads, zbuf, abuf, gbuf, xbuf = (bufs.params, bufs.grads, bufs.zbuf, bufs.abuf,
                                              bufs.gbuf, bufs.xbuf)
+    drops = cfg.drops
     gemm_fn, chunk_addr = kern[0], kern[1]
     fan_in = sizes[l]
     fan_out = sizes[l + 1]
@@ -163,7 +165,8 @@ def _layer_weight_grad(l, o0, o1, m, cfg, bufs, apack, bpack, parallel, kern):
     if l == 0:
         a_prev = _rows(xbuf, 0, m, fan_in, 0, m)
     else:
-        a_prev = _rows(abuf if acts[l - 1] != 0 else zbuf, off - m * fan_in, m, fan_in, 0, m)
+        src = bufs.dbuf if drops[l - 1] != 0.0 else (abuf if acts[l - 1] != 0 else zbuf)
+        a_prev = _rows(src, off - m * fan_in, m, fan_in, 0, m)
     none = params[:0]
     empty2 = reshape_c(params[:0], (0, 0))
     gemm_fn(G, np.bool_(True), a_prev, np.bool_(False), dW,
@@ -206,19 +209,20 @@ Data = namedtuple("Data", "X ylab ytgt w order")
 (the other one an empty placeholder); w (n,) float64 sample weights (empty: none);
 order (n,) int64, the epoch's order of rows."""
 Config = namedtuple("Config", "sizes acts slopes loss_code loss_param l2 l2_per_weight "
-                               "count_acc clip")
+                               "count_acc clip drops drop_seed")
 """The network and what a step computes: sizes (L + 1,) int64 widths, each layer's
 activation code acts (L,) int64 and slope slopes (L,) float64 (MLP.act_codes, the last
 layer's the identity), the loss code and its parameter (codes.py), the L2 factor (divided by the
 batch's weight total with l2_per_weight: see l2_factor), whether to count correct
-predictions, and the gradient's largest norm (clipping, after the L2 term, before the
-update, as torch.nn.utils.clip_grad_norm_; 0: none)."""
-Buffers = namedtuple("Buffers", "params grads state1 state2 zbuf abuf gbuf row_loss apack "
-                                "bpack xbuf ylab_buf ytgt_buf w_buf unit_sq out")
+predictions, the gradient's largest norm (clipping, after the L2 term, before the
+update, as torch.nn.utils.clip_grad_norm_; 0: none), and each layer's dropout rate drops
+(L,) float64 (MLP.drop_rates) with the masks' seed (MLP.dropout_seed)."""
+Buffers = namedtuple("Buffers", "params grads state1 state2 zbuf abuf gbuf dbuf row_loss "
+                                "apack bpack xbuf ylab_buf ytgt_buf w_buf unit_sq out")
 """The arrays a step reads and writes.  params, grads, state1, state2: the flat buffers
-(P,) (state: the optimizer's, see optim.optimizer_update).  zbuf/abuf/gbuf: flat float
-workspace of bs * sum(widths[1:]) each (abuf unused where A is Z; gbuf with max(sizes) of
-zeroed slack).  row_loss (bs,) float64.  apack, bpack: the GEMM's packing buffers, n_split
+(P,) (state: the optimizer's, see optim.optimizer_update).  zbuf/abuf/gbuf/dbuf: flat
+float workspace of bs * sum(widths[1:]) each (abuf unused where A is Z; gbuf with
+max(sizes) of zeroed slack; dbuf, the dropped-out A, empty without dropout).  row_loss (bs,) float64.  apack, bpack: the GEMM's packing buffers, n_split
 equal parts, each a multiple of 64 bytes.  xbuf (bs*d), ylab_buf (bs), ytgt_buf (bs*k),
 w_buf (bs) float64 (empty without weights): gather buffers.  unit_sq (sum(sizes[1:]),)
 float64: each output unit's squared gradient (clipping; optim.unit_square_sums).
@@ -237,7 +241,7 @@ Inner = namedtuple("Inner", "rows layers")
 
 @njit(cache=True, _nrt=False)
 def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, layer_loss,
-                kern):
+                kern, step):
     """Part `part` of n_parts of a batch of m rows (rows r0:r1, r0 = part * m // n_parts,
     of the batch, i.e. rows order[pos + r0:pos + r1] of X and the targets): gather them,
     forward, the loss's row terms and dL/dZ_L (scaled for all m rows), and backward through
@@ -248,7 +252,8 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
     (they need all rows), and, with L2, this part puts the L2 loss of layers part,
     part + n_parts, ... into layer_loss: it must be summed before any thread updates a
     layer's weights, and the sum over a whole layer in one order gives the same bits as
-    the one-thread step.
+    the one-thread step.  step: the optimizer step being taken (dropout's masks are
+    hashed from it).
 
     Compiled without reference counting, like everything a split step's threads run: every
     array view or argument otherwise costs an atomic operation on the parent buffer's count,
@@ -313,6 +318,9 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
         gemm_fn(a_prev, no, W, yes, Z, (epi_bias_act, b, code, slopes[l], A, empty2, empty2),
                 none, apack, bpack, parallel, chunk_addr)
         a_prev = A
+        if cfg.drops[l] != 0.0:
+            a_prev = _rows(bufs.dbuf, off, m, fan_out, r0, r1)
+            dropout_forward(A, a_prev, stream(cfg.drop_seed, step, l), r0, cfg.drops[l])
         off += m * fan_out
     # loss rows and dL/dZ_L
     off_last = off - m * n_out
@@ -339,6 +347,8 @@ def _batch_rows(data, pos, m, part, n_parts, cfg, bufs, weight_grads, parallel, 
             Gp = _rows(gbuf, off_prev, m, fan_in, r0, r1)
             gemm_fn(G, no, W, no, Gp, (epi_act_grad, none, acts[l - 1], slopes[l - 1], empty2,
                                        Zp, Ap), none, apack, bpack, parallel, chunk_addr)
+            if cfg.drops[l - 1] != 0.0:
+                dropout_backward(Gp, stream(cfg.drop_seed, step, l - 1), r0, cfg.drops[l - 1])
             off = off_prev
 
 
@@ -463,7 +473,8 @@ def _split_steps(me, data, pos, n_steps, bs, cfg, bufs, hyper, step0, split, ker
             if not claim_part(sync, q, part):
                 continue
             if phase == 0:
-                inner.rows(data, start, m, part, n_split, cfg, bufs, no, no, layer_loss, kern)
+                inner.rows(data, start, m, part, n_split, cfg, bufs, no, no, layer_loss, kern,
+                           step0 + s + 1)
             else:
                 if phase == 1 and part == 0:   # the rows phase is finished, W not updated
                     total = weight_total(bufs.w_buf[:m], m)
@@ -537,7 +548,7 @@ def run_steps(data_t, pos, n_steps, bs, cfg_t, bufs_t, hyper, step0, parallel, s
         # all rows on the calling thread; with n_split > 1 (a large step, parallel
         # products) the weight gradients and updates are shared out by rows below
         rows_fn(data, pos, m, zero, one, cfg, bufs, np.bool_(n_split == 1), parallel,
-                layer_loss, kern)
+                layer_loss, kern, step0 + s + 1)
         total = weight_total(bufs.w_buf[:m], m)
         loss = mean_row_loss(bufs.row_loss[:m], loss_scale(loss_code, total, n_out))
         l2 = l2_factor(cfg, total)
@@ -593,11 +604,11 @@ def step_signatures(f, X_type, ylab_type, ytgt_type):
                                   types.FunctionType(t["update"]),
                                   types.FunctionType(t["loss"])), Kernels)
     t["data"] = types.NamedTuple((X_type, ylab_type, ytgt_type, vd, vi), Data)
-    t["cfg"] = types.NamedTuple((vi, vi, vd, i, d, d, b, b, d), Config)
-    t["bufs"] = types.NamedTuple((vec, vec, vec, vec, vec, vec, vec, vd, vec, vec, vec, vi, vec,
-                                  vd, vd, vd), Buffers)
+    t["cfg"] = types.NamedTuple((vi, vi, vd, i, d, d, b, b, d, vd, i), Config)
+    t["bufs"] = types.NamedTuple((vec, vec, vec, vec, vec, vec, vec, vec, vd, vec, vec, vec, vi,
+                                  vec, vd, vd, vd), Buffers)
     t["split"] = types.NamedTuple((i, mi, vd, vi), Split)
-    t["rows"] = types.none(t["data"], i, i, i, i, t["cfg"], t["bufs"], b, b, vd, t["kern"])
+    t["rows"] = types.none(t["data"], i, i, i, i, t["cfg"], t["bufs"], b, b, vd, t["kern"], i)
     t["layers"] = types.none(i, t["split"], i, t["cfg"], t["bufs"], t["hyper"], i, t["kern"],
                              i)
     t["inner"] = types.NamedTuple((types.FunctionType(t["rows"]),
