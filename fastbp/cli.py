@@ -8,6 +8,7 @@
     fastbp bench                 the side-by-side speed comparison (benchmarks/compare.py)
     fastbp bench --inference     predict_proba against PyTorch and ONNX Runtime
     fastbp bench --sparse        training on sparse input against scikit-learn
+    fastbp bench --toolkit       dropout and gradient clipping against PyTorch
 """
 import argparse
 import io
@@ -157,6 +158,9 @@ def build_parser():
     b.add_argument("--inference", action="store_true",
                    help="predict_proba against PyTorch and ONNX Runtime, each in its own "
                         "process (fastbp.bench.infer)")
+    b.add_argument("--toolkit", action="store_true",
+                   help="dropout and gradient clipping on 784-512-512-10 against PyTorch, each "
+                        "in its own process (fastbp.bench.toolkit)")
     b.add_argument("--sparse", action="store_true",
                    help="training on a sparse TF-IDF-like matrix against scikit-learn, each "
                         "in its own process (fastbp.bench.sparse)")
@@ -438,6 +442,11 @@ def cmd_info(args):
 
 
 def cmd_bench(args):
+    if args.toolkit:
+        if args.device != "cpu":
+            raise ValueError("--toolkit measures the CPU; leave out --device cuda")
+        from .bench.toolkit import main as toolkit_main
+        return toolkit_main(quick=args.quick)
     if args.sparse:
         if args.device != "cpu":
             raise ValueError("--sparse measures the CPU; leave out --device cuda")

@@ -107,9 +107,6 @@ class MLP:
             raise ValueError("label_smoothing applies to loss='cross_entropy' only")
         self.delta = check_float(delta, "delta", 0.0, low_open=True)
         self.dropout, self.drop_rates = _check_dropout(dropout, len(self._sizes) - 2)
-        if device != "cpu" and self.drop_rates.any():
-            raise ValueError("dropout is not available for device='cuda' models yet; train "
-                             "on the CPU, or without dropout")
         if dropout_seed is None:
             dropout_seed = int(np.random.default_rng(
                 None if seed is None else [seed, 0xD509]).integers(1 << 62))

@@ -64,9 +64,11 @@ def _unit_square_sums(model):
 def clip_grad_norm_(model, max_norm):
     """Scale model.grads in place so that their global L2 norm (every weight and bias) is at
     most max_norm, as torch.nn.utils.clip_grad_norm_: by min(1, max_norm / (norm + 1e-6)).
-    Returns the norm before clipping.  CPU models."""
+    Returns the norm before clipping.  CPU models (a CUDA model's optimizers clip on the
+    device: clip_grad_norm=)."""
     if _on_device(model):
-        raise ValueError("clip_grad_norm_ runs on CPU models; device='cuda' has no clipping yet")
+        raise ValueError("fastbp.clip_grad_norm_ takes CPU models; on the GPU, give the "
+                         "optimizer clip_grad_norm=")
     max_norm = _check_clip(max_norm)
     if max_norm is None:
         raise TypeError("max_norm must be a positive number, got None")
@@ -94,16 +96,43 @@ class Optimizer:
         self.model = model
         self.lr = check_float(lr, "lr", 0.0)
         self.clip_grad_norm = _check_clip(clip_grad_norm)
-        if self.clip_grad_norm is not None and _on_device(model):
-            raise ValueError("clip_grad_norm is not available for device='cuda' models yet")
         self.step_count = 0
         self._buffers = {}
+        self._gscale = None              # CUDA: [scale, norm] on the device (_device_scale)
+        self._clip_plan = (None, None, None)
 
     def _grad_scale(self):
         """The update's gradient scale: clipping's coefficient, or 1.0."""
         if self.clip_grad_norm is None:
             return 1.0
         return _optim.clip_coefficient(_unit_square_sums(self.model), self.clip_grad_norm)[0]
+
+    def _device_scale(self):
+        """CUDA: the update's gradient scale as a (2,) float64 device array [scale, norm]:
+        [1, 0] without clipping; with it, computed on the device from the gradient (the
+        launches recorded once and replayed: no synchronisation)."""
+        from numba import cuda
+        K = _cuda_kernels()
+        model = self.model
+        if self._gscale is None:
+            self._gscale = cuda.to_device(np.array([1.0, 0.0]))
+        if self.clip_grad_norm is None:
+            if self._clip_plan[0] is not None:        # clipping was on: back to 1
+                K.fill(self._gscale, 1.0)
+                self._clip_plan = (None, None, None)
+            return self._gscale
+        key = (id(model.grads), self.clip_grad_norm)
+        if self._clip_plan[0] != key:
+            plan = []
+            unit_sq = cuda.device_array(sum(model.sizes[1:]), np.float64)
+            off = 0
+            for dW, db in zip(model.weight_grads, model.bias_grads):
+                K.unit_square_sums(dW, db, unit_sq, off, plan=plan)
+                off += db.shape[0]
+            K.clip_scale(unit_sq, float(self.clip_grad_norm), self._gscale, plan=plan)
+            self._clip_plan = (key, plan, unit_sq)
+        K.run_plan(self._clip_plan[1])
+        return self._gscale
 
     def _add_buffer(self, name):
         self._buffers[name] = _zeros_like_params(self.model)
@@ -211,10 +240,11 @@ class SGD(Optimizer):
             _optim.sgd_update(*args, _cpu_parallel(self.model), self._grad_scale())
             return
         # the launch is recorded once and replayed while the hyper-parameters stay put
+        gscale = self._device_scale()
         key = (id(self.model.params), *args[3:])
         if self._plan[0] != key:
             plan = []
-            _cuda_kernels().sgd_update(*args, plan=plan)
+            _cuda_kernels().sgd_update(*args, gscale, plan=plan)
             self._plan = (key, plan)
         _cuda_kernels().run_plan(self._plan[1])
 
@@ -247,14 +277,17 @@ class Adam(Optimizer):
 
     def step(self):
         self.step_count += 1
-        args = (self.model.params, self.model.grads, self.exp_avg, self.exp_avg_sq, self.lr,
-                self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled,
-                self.step_count)
+        p, g = self.model.params, self.model.grads
         if _on_device(self.model):
-            _cuda_kernels().adam_update(*args)
+            _cuda_kernels().adam_update(p, g, self.exp_avg, self.exp_avg_sq, self.lr,
+                                        self.beta1, self.beta2, self.eps, self.weight_decay,
+                                        self.decoupled, self.step_count, self._device_scale())
         else:
             ensure_threads()   # adam_update reaches a parallel kernel (see runtime.py)
-            _optim.adam_update(*args, _cpu_parallel(self.model), self._grad_scale())
+            _optim.adam_update(p, g, self.exp_avg, self.exp_avg_sq, self.lr,
+                               (self.beta1, self.beta2), self.eps, self.weight_decay,
+                               self.decoupled, self.step_count, _cpu_parallel(self.model),
+                               self._grad_scale())
 
 
 class AdamW(Adam):

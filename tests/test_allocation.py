@@ -57,8 +57,8 @@ def test_hot_path_kernels_allocate_only_their_argument_wrappers():
         (L.binary_cross_entropy, (z, z * 0, c, np.empty(64), np.empty(0))),
         (L.poisson, (z, z * 0, c, np.empty(64), np.ones(64))),
         (O.sgd_update, (bias, bias, bias.copy(), 0.1, 0.9, 0.0, True, True, 1.0)),
-        (O.adam_update, (bias, bias, bias.copy(), bias.copy(), 0.1, 0.9, 0.99, 1e-8, 0.0, False, 1,
-                         True, 1.0)),
+        (O.adam_update, (bias, bias, bias.copy(), bias.copy(), 0.1, (0.9, 0.99), 1e-8, 0.0, False,
+                         1, True, 1.0)),
     ]
     for fn, args in cases:
         # gemm is compiled without reference counting: not even the argument wrappers

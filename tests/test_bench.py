@@ -59,6 +59,17 @@ def test_inference_bench_worker_and_table_smoke():
     assert "| 8-16-4 |" in table and "latency" in table
 
 
+def test_toolkit_bench_workers_and_table_smoke(monkeypatch):
+    """fastbp bench --toolkit's workers on a tiny network, in this process, and its table."""
+    from fastbp.bench import toolkit
+    monkeypatch.setattr(toolkit, "SIZES", [8, 16, 16, 4])
+    monkeypatch.setattr(toolkit, "BATCH", 8)
+    row = {"fastbp": toolkit.fastbp_worker(64, 1), "torch": toolkit.torch_worker(64, 1)}
+    assert all(row["fastbp"][v] > 0 for v in toolkit.VARIANTS)
+    table = toolkit.format_table([row, row], "test machine")
+    assert "| dropout+clip |" in table and "+0.0%" not in table.splitlines()[6]
+
+
 def test_asv_summary_draws_a_png_per_group(tmp_path):
     """tools/asv_summary.py on asv results (format 2) of two commits: one PNG per class."""
     import json

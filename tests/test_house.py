@@ -62,7 +62,7 @@ def test_no_import_cycle_inside_fastbp():
 def test_mlp_signature_lists_its_real_parameters():
     params = list(inspect.signature(fastbp.MLP).parameters)
     assert params == ["sizes", "activation", "loss", "dtype", "seed", "init", "matmul",
-                      "device", "label_smoothing", "delta"]
+                      "device", "label_smoothing", "delta", "dropout", "dropout_seed"]
     assert type(fastbp.MLP([3, 2])) is fastbp.MLP
 
 

@@ -9,6 +9,7 @@ not synchronise inside an epoch.
 """
 import numpy as np
 
+from ..kernels.cpu import dropout as _drop
 from ..kernels.cpu.losses import mean_scale, weight_total
 from .cpu import cached_workspace, host_probabilities
 
@@ -26,12 +27,15 @@ def is_device_array(x):
 class DeviceWorkspace:
     """Z, A, G per layer and the row losses for one batch size, on the device."""
 
-    def __init__(self, sizes, batch, act_codes):
+    def __init__(self, sizes, batch, act_codes, drop_rates):
         cuda = _cuda()
         L = len(sizes) - 1
         self.Z = [cuda.device_array((batch, sizes[l + 1]), np.float32) for l in range(L)]
         self.A = [self.Z[l] if act_codes[l] == 0 else
                   cuda.device_array((batch, sizes[l + 1]), np.float32) for l in range(L)]
+        # D_l: A_l dropped out, for the layers with dropout (the derivative still needs A)
+        self.D = [cuda.device_array((batch, sizes[l + 1]), np.float32) if drop_rates[l]
+                  else None for l in range(L)]
         self.G = [cuda.device_array((batch, sizes[l + 1]), np.float32) for l in range(L)]
         self.row_loss = cuda.device_array(batch, np.float64)
         self.step_plan = None     # (X, y, recorded launches) of the last training step
@@ -86,10 +90,23 @@ class CUDABackend:
     def workspace(self, batch):
         m = self.model
         return cached_workspace(self._workspaces, batch,
-                                lambda: DeviceWorkspace(m.sizes, batch, m.act_codes))
+                                lambda: DeviceWorkspace(m.sizes, batch, m.act_codes,
+                                                        m.drop_rates))
 
     # ------------------------------------------------------------------ compute (device)
-    def _forward(self, X, ws, plan=None):
+    def _dropout(self, l, out, A, dropout, plan, drops):
+        """out = A with layer l's dropout for dropout = (step, row0); with a plan, the
+        launch is recorded and listed in drops as (launch, l), its keys set each step."""
+        m = self.model
+        step, row0 = dropout
+        self._K.dropout(A, out, _drop.stream(m.dropout_seed, step, l), row0,
+                        float(m.drop_rates[l]), plan=plan)
+        if plan is not None:
+            drops.append((plan[-1], l))
+
+    def _forward(self, X, ws, plan=None, dropout=None, drops=None):
+        """Z_L of X into ws; dropout = (optimizer step, first row's offset in the batch) in
+        training, or None (see _dropout for plan and drops)."""
         K, m = self._K, self.model
         A_prev = X
         last = m.n_layers - 1
@@ -99,6 +116,9 @@ class CUDABackend:
                    self._empty2, self._empty2,
                    plan=plan, workspace=self._split_ws)
             A_prev = ws.A[l]
+            if dropout is not None and m.drop_rates[l]:
+                self._dropout(l, ws.D[l], ws.A[l], dropout, plan, drops)
+                A_prev = ws.D[l]
         return ws.Z[last]
 
     def _loss(self, Z, y, G, row_loss, w, total, plan=None):
@@ -117,10 +137,11 @@ class CUDABackend:
         self._K.accumulate(row_loss, 1.0 / self._count, self._loss_acc, plan=plan)
         return launched
 
-    def _backward(self, X, ws, plan=None):
+    def _backward(self, X, ws, plan=None, dropout=None, drops=None):
         K, m = self._K, self.model
+        dropping = [dropout is not None and bool(p) for p in m.drop_rates]
         for l in range(m.n_layers - 1, -1, -1):
-            A_prev = X if l == 0 else ws.A[l - 1]
+            A_prev = X if l == 0 else (ws.D[l - 1] if dropping[l - 1] else ws.A[l - 1])
             K.gemm(ws.G[l], True, A_prev, False, self.weight_grads[l], K.EPI_NONE,
                    self._none, 0, 0.0, self._empty2, self._empty2, self._empty2, plan=plan,
                    workspace=self._split_ws)
@@ -130,8 +151,10 @@ class CUDABackend:
                        self._none, int(m.act_codes[l - 1]), float(m.slopes[l - 1]),
                        self._empty2, ws.Z[l - 1],
                        ws.A[l - 1], plan=plan, workspace=self._split_ws)
+                if dropping[l - 1]:
+                    self._dropout(l - 1, ws.G[l - 1], ws.G[l - 1], dropout, plan, drops)
 
-    def step(self, X, y, l2=0.0, w=None, total=None):
+    def step(self, X, y, l2=0.0, w=None, total=None, dropout=None):
         """One forward/backward on device arrays; the batch's loss times its weight total
         is added to the device accumulator.  l2 as MLP.loss_and_grad (weights only).
         w: the rows' sample weights (b,) float64 on the device, or None; total: their sum
@@ -140,18 +163,26 @@ class CUDABackend:
         The step's launches are recorded once per workspace and inputs (X, y, w) and
         replayed (kernels/cuda/launch.py): inside fit, they are the same gather buffers
         every step, so the arguments are converted for the driver once per fit; only the
-        loss's scale changes with the batch's weight total."""
+        loss's scale changes with the batch's weight total, and dropout's keys with the
+        step.  dropout: (optimizer step, the batch's first row's offset) in training with
+        dropout, else None."""
         ws = self.workspace(X.shape[0])
         w = self._no_weights if w is None else w
         total = float(X.shape[0]) if total is None else float(total)
+        dropping = dropout is not None and self.model.has_dropout
         plan = ws.step_plan
-        if plan is None or plan[0] is not X or plan[1] is not y or plan[2] is not w:
-            launches = []
-            Z = self._forward(X, ws, launches)
+        if plan is None or plan[0] is not X or plan[1] is not y or plan[2] is not w \
+                or plan[5] != dropping:
+            launches, drops = [], []
+            Z = self._forward(X, ws, launches, dropout if dropping else None, drops)
             loss_launch = self._loss(Z, y, ws.G[-1], ws.row_loss, w, total, launches)
-            self._backward(X, ws, launches)
-            plan = ws.step_plan = (X, y, w, launches, loss_launch)
+            self._backward(X, ws, launches, dropout if dropping else None, drops)
+            plan = ws.step_plan = (X, y, w, launches, loss_launch, dropping, drops)
         plan[4].set_scalar(self._K.SCALE_ARG, mean_scale(total, self._count))
+        m = self.model
+        for launch, l in plan[6]:
+            launch.set_scalar(self._K.STREAM_ARG, int(_drop.stream(m.dropout_seed,
+                                                                   dropout[0], l)))
         self._K.run_plan(plan[3])
         if l2:
             for W, dW in zip(self.weights, self.weight_grads):
@@ -189,10 +220,10 @@ class CUDABackend:
             return None, None
         return _cuda().to_device(w), weight_total(w, 0)
 
-    def loss_and_grad(self, X, y, l2=0.0, w=None):
+    def loss_and_grad(self, X, y, l2=0.0, w=None, dropout=None):
         self.read_counters()
         wd, total = self._device_weights(w)
-        self.step(X, y, l2, wd, total)
+        self.step(X, y, l2, wd, total, dropout)
         total = X.shape[0] if total is None else total
         return self.read_counters()[0] / total if total > 0 else 0.0
 

@@ -421,7 +421,7 @@ def adam_update(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0
     if beta1 >= 1.0 or beta2 >= 1.0:     # a bias correction of 0: every parameter NaN
         raise ValueError(f"betas must be in [0, 1), got {tuple(betas)!r}")
     step = check_positive_int(step, "step")   # Adam counts its steps from 1
-    _optim.adam_update(params, grads, exp_avg, exp_avg_sq, check_float(lr, "lr", 0.0), beta1,
-                       beta2, check_float(eps, "eps", 0.0),
+    _optim.adam_update(params, grads, exp_avg, exp_avg_sq, check_float(lr, "lr", 0.0),
+                       (beta1, beta2), check_float(eps, "eps", 0.0),
                        check_float(weight_decay, "weight_decay", 0.0), bool(decoupled), step,
                        bool(parallel), 1.0)

@@ -293,6 +293,38 @@ def loss_code(name, labels):
             "huber": LOSS_HUBER}[name]
 
 
+# ----------------------------------------------------------------------------- dropout
+# Dropout's mask, one formula for both devices (kernels/cpu/dropout.py, kernels/cuda/
+# dropout.py compile it): an element is kept when the top 24 bits of its hash are at least
+# p * 2^24.  The hash: two rounds of MurmurHash3's 32-bit finaliser over the element's
+# index in its layer's block of the batch, XORed with the low key, then plus the high key
+# (s: the two 32-bit keys of one layer at one step, from SplitMix64 in kernels/cpu/
+# dropout.stream).  32-bit products: they vectorise on AVX2, where 64-bit ones do not.
+# Written over int64 with masks, so that Python, Numba and CUDA compute the same bits.
+
+
+def dropout_threshold(p):
+    """Elements whose hash's top 24 bits fall below this are dropped (p * 2^24, rounded)."""
+    return int(p * 16777216.0 + 0.5)
+
+
+def dropout_kept(s, index, threshold):
+    """Whether element `index` (< 2^32) of a layer's block is kept, for keys s."""
+    h = (index ^ s) & 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h + (s >> 32)) & 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    h ^= h >> 16
+    return (h >> 8) >= threshold
+
+
 # ----------------------------------------------------------------------------- optimizers
 OPT_SGD, OPT_ADAM = 0, 1
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -51,7 +51,8 @@ def epoch_cuda(model, optimizer, Xd, yd, w, order, bs, has_acc, bar, dev, l2,
             g.set_scalar(2, start)
             g()
         total = float(m) if w is None else weight_total(w[order[start:stop]], 0)
-        backend.step(xb, ybb, batch_l2(l2, l2_per_weight, total), wb, total)
+        backend.step(xb, ybb, batch_l2(l2, l2_per_weight, total), wb, total,
+                     dropout=(optimizer.step_count + 1, 0) if model.has_dropout else None)
         optimizer.step()
         if has_acc:
             if count is None or count[0] is not backend.last_output:

@@ -202,8 +202,13 @@ def load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histor
         raise ValueError(f"the {where} is damaged: it lacks {missing}")
     # dropout's seed is state, restored like the weights (a model built without a seed
     # draws its own); the rest of the architecture must match
-    saved, ours = dict(meta["model"]), model.config()
-    dropout_seed = saved.pop("dropout_seed", None)
+    saved, ours = meta["model"], model.config()
+    dropout_seed = None
+    if isinstance(saved, dict):
+        saved = dict(saved)
+        dropout_seed = saved.pop("dropout_seed", None)
+        if dropout_seed is not None and (not _is_int(dropout_seed) or dropout_seed < 0):
+            raise ValueError(f"the {where} is damaged: dropout_seed {dropout_seed!r}")
     ours.pop("dropout_seed", None)
     if saved != ours or meta["n"] != run.order.shape[0] \
             or meta["batch_size"] != batch_size:

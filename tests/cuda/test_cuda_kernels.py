@@ -276,6 +276,7 @@ def test_gather_and_optimizers_against_cpu():
     assert np.array_equal(out.copy_to_host(), X[idx])
     p = RNG.standard_normal(1001).astype(F)
     g = RNG.standard_normal(1001).astype(F)
+    one = dev(np.array([1.0, 0.0]))           # the gradient's scale (no clipping)
     for kind in ("sgd", "adam", "adamw"):
         pc, pg = p.copy(), dev(p)
         s1, s2 = np.zeros_like(p), np.zeros_like(p)
@@ -283,40 +284,64 @@ def test_gather_and_optimizers_against_cpu():
         for step in (1, 2, 3):
             if kind == "sgd":
                 K.sgd_update(pc, g, s1, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
-                KC.sgd_update(pg, dev(g), d1, 0.1, 0.9, 0.01, True)
+                KC.sgd_update(pg, dev(g), d1, 0.1, 0.9, 0.01, True, one)
             else:
                 dec = kind == "adamw"
                 K.adam_update(pc, g, s1, s2, step, lr=0.01, weight_decay=0.01, decoupled=dec)
-                KC.adam_update(pg, dev(g), d1, d2, 0.01, 0.9, 0.999, 1e-8, 0.01, dec, step)
+                KC.adam_update(pg, dev(g), d1, d2, 0.01, 0.9, 0.999, 1e-8, 0.01, dec, step, one)
         assert rel_err(pg.copy_to_host(), pc) <= TOL, kind
 
 
 def test_device_model_matches_cpu_model():
+    """Training on the device as on the CPU, with per-layer activations, dropout (the
+    CPU's masks) and gradient clipping (on the device, in the recorded SGD step too)."""
     X = RNG.standard_normal((23, 7)).astype(F)
     y = RNG.integers(0, 3, size=23)
-    cpu_m = fastbp.MLP([7, 9, 3], activation="tanh", seed=0)
-    gpu_m = fastbp.MLP([7, 9, 3], activation="tanh", seed=0, device="cuda")
+    options = dict(activation=["tanh", "relu"], dropout=[0.25, 0.0], seed=0)
+    cpu_m = fastbp.MLP([7, 9, 6, 3], **options)
+    gpu_m = fastbp.MLP([7, 9, 6, 3], device="cuda", **options)
     assert type(gpu_m) is fastbp.MLP and gpu_m.device == "cuda"
     assert type(gpu_m.backend).__name__ == "CUDABackend"
     l_cpu = cpu_m.loss_and_grad(X, y, l2=1e-3)
     l_gpu = gpu_m.loss_and_grad(X, y, l2=1e-3)
     assert abs(l_cpu - l_gpu) <= 1e-5 * l_cpu
     assert rel_err(gpu_m.grads.copy_to_host(), cpu_m.grads) <= 1e-4
-    h_cpu = fastbp.fit(cpu_m, X, y, optimizer=fastbp.Adam(cpu_m, 1e-2), batch_size=8, epochs=2,
-                       seed=1, verbose=0)
-    h_gpu = fastbp.fit(gpu_m, X, y, optimizer=fastbp.Adam(gpu_m, 1e-2), batch_size=8, epochs=2,
-                       seed=1, verbose=0)
+    h_cpu = fastbp.fit(cpu_m, X, y, optimizer=fastbp.Adam(cpu_m, 1e-2, clip_grad_norm=0.5),
+                       batch_size=8, epochs=2, seed=1, verbose=0)
+    h_gpu = fastbp.fit(gpu_m, X, y, optimizer=fastbp.Adam(gpu_m, 1e-2, clip_grad_norm=0.5),
+                       batch_size=8, epochs=2, seed=1, verbose=0)
     assert np.allclose(h_cpu["loss"], h_gpu["loss"], rtol=1e-4)
     assert h_cpu["accuracy"] == h_gpu["accuracy"]
     assert rel_err(gpu_m.host_params(), cpu_m.params) <= 1e-4
     assert np.array_equal(gpu_m.predict(X), cpu_m.predict(X))
     # SGD (its launch is recorded and replayed) with a learning rate that changes
     for m in (cpu_m, gpu_m):
-        opt = fastbp.SGD(m, 0.05, momentum=0.9)
+        opt = fastbp.SGD(m, 0.05, momentum=0.9, clip_grad_norm=0.3)
         fastbp.fit(m, X, y, optimizer=opt, batch_size=8, epochs=1, seed=2, verbose=0)
         opt.lr = 0.01
         fastbp.fit(m, X, y, optimizer=opt, batch_size=8, epochs=1, seed=3, verbose=0)
     assert rel_err(gpu_m.host_params(), cpu_m.params) <= 1e-4
+
+
+def test_dropout_clipping_and_per_layer_activations_on_device_match_cpu():
+    """The device draws the CPU's dropout masks (the kernel against the CPU's, bit for
+    bit), with per-layer activations."""
+    from fastbp.kernels.cpu import dropout as D
+    A = RNG.standard_normal((5, 40)).astype(F)
+    s = D.stream(3, 8, 1)
+    out, want = cuda.device_array_like(A), np.empty_like(A)
+    KC.dropout(dev(A), out, s, 7, 0.3)
+    D.dropout_forward(A, want, s, 7, 0.3)
+    assert np.array_equal(out.copy_to_host(), want)
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((26, 6)).astype(F)
+    y = rng.integers(0, 3, size=26)
+    models = [fastbp.MLP([6, 10, 8, 3], activation=["tanh", "relu"], dropout=[0.3, 0.2],
+                         seed=0, device=d) for d in ("cpu", "cuda")]
+    losses = [m.loss_and_grad(X, y, train_step=3) for m in models]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert rel_err(models[1].grads.copy_to_host(), models[0].grads) <= 1e-4
+    # training with them: test_device_model_matches_cpu_model
 
 
 @pytest.mark.parametrize("loss", ["poisson"])

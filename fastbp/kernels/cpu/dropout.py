@@ -6,15 +6,14 @@
 An element's mask bit is a hash of (seed, optimizer step, layer, its row in the batch, its
 unit), nothing else: no generator state, so any thread, any rank of an MPI run (given its
 rows' offset in the batch) and a resumed run draw the same mask, and the backward pass
-recomputes it instead of storing it.  Per layer and step, SplitMix64 makes two 32-bit keys;
-an element's hash is two rounds of MurmurHash3's 32-bit finaliser over its index in the
-batch's (m, n) block and the keys (32-bit multiplies vectorise on AVX2, 64-bit ones do
-not); it is kept when the top 24 bits are >= p * 2^24 (p rounded to a multiple of 2^-24).
+recomputes it instead of storing it.  Per layer and step, SplitMix64 makes two 32-bit keys
+(stream); each element's bit is codes.dropout_kept, the formula the CUDA kernels share.
 """
 import numpy as np
 from numba import njit
 
-MASK_BITS = 24
+from .. import codes
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -37,31 +36,8 @@ def stream(seed, step, layer):
     return np.int64(_mix(z ^ (np.uint64(layer) + np.uint64(1)) * _M1))
 
 
-_LOW = 0xFFFFFFFF
-
-
-@njit(cache=True, inline="always")
-def _fmix32(h):
-    """MurmurHash3's 32-bit finaliser on the low 32 bits of an int64 (kept there)."""
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & _LOW
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & _LOW
-    return h ^ (h >> 16)
-
-
-@njit(cache=True, inline="always")
-def _threshold(p):
-    """Elements whose hash's top MASK_BITS bits are below this are dropped."""
-    return np.int64(p * (1 << MASK_BITS) + 0.5)
-
-
-@njit(cache=True, inline="always")
-def _kept(s, index, threshold):
-    """Whether element `index` (< 2^32) of the block is kept, for keys s (stream())."""
-    h = _fmix32((index ^ s) & _LOW)
-    h = _fmix32((h + (s >> 32)) & _LOW)
-    return (h >> (32 - MASK_BITS)) >= threshold
+_threshold = njit(cache=True, inline="always")(codes.dropout_threshold)
+_kept = njit(cache=True, inline="always")(codes.dropout_kept)
 
 
 @njit(cache=True, _nrt=False)
@@ -81,14 +57,7 @@ def dropout_forward(A, D, s, row0, p):
 @njit(cache=True, _nrt=False)
 def dropout_backward(G, s, row0, p):
     """G *= mask / (1 - p) in place: dL/dA from dL/dD (the forward's mask, recomputed)."""
-    t = _threshold(p)
-    scale = G.dtype.type(1.0 / (1.0 - p))
-    zero = G.dtype.type(0.0)
-    m, n = G.shape
-    for r in range(m):
-        base = (row0 + r) * n
-        for j in range(n):
-            G[r, j] = G[r, j] * scale if _kept(s, base + j, t) else zero
+    dropout_forward(G, G, s, row0, p)
 
 
 @njit(cache=True)

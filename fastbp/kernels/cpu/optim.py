@@ -207,12 +207,12 @@ def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov, parallel, grad_sca
 
 
 @njit(cache=True)
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step, parallel,
+def adam_update(p, g, m, v, lr, betas, eps, weight_decay, decoupled, step, parallel,
                 grad_scale):
-    """p, g, m, v: (P,) flat buffers; step is 1 on the first call. Updates p, m, v in place.
-    parallel: False to stay on the calling thread (see optimizer_update); grad_scale: as
-    optimizer_update's."""
+    """p, g, m, v: (P,) flat buffers; betas: (beta1, beta2); step is 1 on the first call.
+    Updates p, m, v in place.  parallel: False to stay on the calling thread (see
+    optimizer_update); grad_scale: as optimizer_update's."""
     hyper = (np.int64(OPT_ADAM), np.float64(lr), 0.0, np.float64(weight_decay),
-             np.bool_(False), np.float64(beta1), np.float64(beta2), np.float64(eps),
+             np.bool_(False), np.float64(betas[0]), np.float64(betas[1]), np.float64(eps),
              np.bool_(decoupled), np.float64(grad_scale))
     optimizer_update(hyper, p, g, m, v, np.int64(step), parallel)

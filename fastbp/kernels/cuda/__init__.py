@@ -23,10 +23,12 @@ from .losses import (
     poisson,
     softmax_rows,
 )
-from .optim import adam_update, add_scaled, fill, sgd_update
+from .dropout import STREAM_ARG, dropout
+from .optim import adam_update, add_scaled, clip_scale, fill, sgd_update, unit_square_sums
 
 __all__ = [
     "SCALE_ARG",
+    "STREAM_ARG",
     "EPI_ACT_GRAD",
     "EPI_BIAS_ACT",
     "EPI_NONE",
@@ -41,9 +43,11 @@ __all__ = [
     "binary_cross_entropy",
     "column_sum",
     "count_correct_labels",
+    "clip_scale",
     "count_correct_multilabel",
     "cross_entropy_labels",
     "cross_entropy_targets",
+    "dropout",
     "fill",
     "gather_rows",
     "gemm",
@@ -54,4 +58,5 @@ __all__ = [
     "run_plan",
     "sgd_update",
     "softmax_rows",
+    "unit_square_sums",
 ]

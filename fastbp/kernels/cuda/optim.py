@@ -2,7 +2,7 @@
 parameter.  Formulas and operation order as fastbp.kernels.cpu.optim (torch.optim)."""
 import math
 
-from numba import cuda
+from numba import cuda, float32, float64
 
 from .launch import launch
 
@@ -14,10 +14,10 @@ def _grid(n):
 
 
 @cuda.jit(cache=True)
-def _sgd(p, g, v, lr, momentum, weight_decay, nesterov):
+def _sgd(p, g, v, lr, momentum, weight_decay, nesterov, gscale):
     i = cuda.grid(1)
     if i < p.shape[0]:
-        d = g[i]
+        d = g[i] * float32(gscale[0])
         if weight_decay != 0.0:
             d = d + weight_decay * p[i]
         if momentum != 0.0:
@@ -30,33 +30,75 @@ def _sgd(p, g, v, lr, momentum, weight_decay, nesterov):
 
 
 @cuda.jit(cache=True)
-def _adam(p, g, m, v, beta1, beta2, eps, weight_decay, decoupled, step_size, sqrt_bias2,
-          decay):
+def _adam(p, g, m, v, beta1, beta2, eps, l2, step_size, sqrt_bias2, decay, gscale):
+    # l2: the L2 weight decay added to the gradient (Adam), 0 for AdamW; decay: AdamW's
+    # decoupled factor 1 - lr * weight_decay, 1 for Adam
     i = cuda.grid(1)
     if i < p.shape[0]:
-        d = g[i]
-        if decoupled:
+        d = g[i] * float32(gscale[0])
+        if decay != 1.0:
             p[i] = p[i] * decay
-        elif weight_decay != 0.0:
-            d = d + weight_decay * p[i]
+        if l2 != 0.0:
+            d = d + l2 * p[i]
         m[i] = beta1 * m[i] + (1.0 - beta1) * d
         v[i] = beta2 * v[i] + (1.0 - beta2) * d * d
         p[i] = p[i] - step_size * (m[i] / (math.sqrt(v[i]) / sqrt_bias2 + eps))
 
 
-def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov, stream=0, plan=None):
-    launch(_sgd, *_grid(p.shape[0]), (p, g, v, lr, momentum, weight_decay, nesterov),
+def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov, gscale, stream=0, plan=None):
+    """gscale: (1,) float64 device array, the gradient's scale (clip_scale; 1: none)."""
+    launch(_sgd, *_grid(p.shape[0]), (p, g, v, lr, momentum, weight_decay, nesterov, gscale),
            stream, plan)
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step, stream=0,
-                plan=None):
-    """step counts from 1; the bias corrections are scalars computed here on the host."""
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step, gscale,
+                stream=0, plan=None):
+    """step counts from 1; the bias corrections are scalars computed here on the host.
+    gscale: as sgd_update's."""
     step_size = lr / (1.0 - beta1 ** step)
     sqrt_bias2 = math.sqrt(1.0 - beta2 ** step)
-    launch(_adam, *_grid(p.shape[0]), (p, g, m, v, beta1, beta2, eps, weight_decay,
-                                       decoupled, step_size, sqrt_bias2,
-                                       1.0 - lr * weight_decay), stream, plan)
+    launch(_adam, *_grid(p.shape[0]), (p, g, m, v, beta1, beta2, eps,
+                                       0.0 if decoupled else weight_decay, step_size,
+                                       sqrt_bias2, 1.0 - lr * weight_decay if decoupled else 1.0,
+                                       gscale), stream, plan)
+
+
+@cuda.jit(cache=True)
+def _unit_square_sums(dW, db, out, offset):
+    o = cuda.grid(1)
+    if o < dW.shape[0]:
+        s = 0.0
+        for j in range(dW.shape[1]):
+            x = float64(dW[o, j])
+            s += x * x
+        b = float64(db[o])
+        out[offset + o] = s + b * b
+
+
+def unit_square_sums(dW, db, out, offset, stream=0, plan=None):
+    """out[offset + o] = sum_j dW[o, j]^2 + db[o]^2 (float64) for each unit o of a layer
+    (the CPU's optim.unit_square_sums, summed in another order)."""
+    launch(_unit_square_sums, *_grid(dW.shape[0]), (dW, db, out, offset), stream, plan)
+
+
+@cuda.jit(cache=True)
+def _clip_scale(unit_sq, max_norm, gscale):
+    if cuda.grid(1) == 0:
+        total = 0.0
+        for i in range(unit_sq.shape[0]):
+            total += unit_sq[i]
+        norm = math.sqrt(total)
+        coef = max_norm / (norm + 1e-6)
+        if coef > 1.0:
+            coef = 1.0
+        gscale[0] = coef
+        gscale[1] = norm
+
+
+def clip_scale(unit_sq, max_norm, gscale, stream=0, plan=None):
+    """gscale[0] = min(1, max_norm / (norm + 1e-6)) and gscale[1] = norm, the norm of the
+    gradient whose units' squared sums are unit_sq (as the CPU's optim.clip_coefficient)."""
+    launch(_clip_scale, 1, 1, (unit_sq, max_norm, gscale), stream, plan)
 
 
 @cuda.jit(cache=True)
