@@ -307,9 +307,9 @@ def test_device_model_matches_cpu_model():
     assert abs(l_cpu - l_gpu) <= 1e-5 * l_cpu
     assert rel_err(gpu_m.grads.copy_to_host(), cpu_m.grads) <= 1e-4
     h_cpu = fastbp.fit(cpu_m, X, y, optimizer=fastbp.Adam(cpu_m, 1e-2, clip_grad_norm=0.5),
-                       batch_size=8, epochs=2, seed=1, verbose=0)
+                       batch_size=8, epochs=1, seed=1, verbose=0)
     h_gpu = fastbp.fit(gpu_m, X, y, optimizer=fastbp.Adam(gpu_m, 1e-2, clip_grad_norm=0.5),
-                       batch_size=8, epochs=2, seed=1, verbose=0)
+                       batch_size=8, epochs=1, seed=1, verbose=0)
     assert np.allclose(h_cpu["loss"], h_gpu["loss"], rtol=1e-4)
     assert h_cpu["accuracy"] == h_gpu["accuracy"]
     assert rel_err(gpu_m.host_params(), cpu_m.params) <= 1e-4
