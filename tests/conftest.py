@@ -11,6 +11,22 @@ settings.load_profile("fastbp")
 
 from fastbp.kernels import codes  # noqa: E402
 
+
+def pytest_collection_modifyitems(session, config, items):
+    """The CUDA simulator's child (tests/test_cuda.py) starts now, in the background, and
+    its test runs last and collects it."""
+    sim = [it for it in items if it.name == "test_cuda_kernels_under_simulator"]
+    if sim and len(items) > 1:
+        from test_cuda import start_simulator_child
+        config._fastbp_simulator = start_simulator_child()
+        items[:] = [it for it in items if it not in sim] + sim
+
+
+def pytest_unconfigure(config):
+    child = getattr(config, "_fastbp_simulator", None)
+    if child is not None and child.poll() is None:     # the session stopped before it
+        child.kill()
+
 # Every activation of the registry (new ones are tested without editing the tests' lists);
 # the references below are written independently of it.
 ACTIVATIONS = list(codes.ACTIVATION_NAMES)

@@ -109,26 +109,31 @@ def test_resume_rejects_a_checkpoint_of_another_run(tmp_path):
                    checkpoint_dir=tmp_path, resume=True)
 
 
+def train_with_ctrl_c(m, X, y, interrupt_at=None, resume=False, ck=None):
+    """(m, history) of 3 epochs of SGD at batch 16 on m, with a Ctrl-C at optimizer step
+    interrupt_at (its steps then run on the Python path), checkpoints in ck, resume."""
+    opt = fastbp.SGD(m, 0.05, momentum=0.9)
+    if interrupt_at:
+        real, n = opt.step, [0]
+
+        def step():
+            n[0] += 1
+            if n[0] == interrupt_at:
+                raise KeyboardInterrupt
+            real()
+        opt.step = step
+    h = fastbp.fit(m, X, y, optimizer=opt, batch_size=16, epochs=3, seed=3, verbose=0,
+                   checkpoint_dir=ck, resume=resume)
+    return m, h
+
+
 def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((96, 5)).astype(np.float32)
     y = rng.integers(0, 3, size=96)
 
-    def train(interrupt_at=None, resume=False, ck=None):
-        m = fastbp.MLP([5, 8, 3], seed=0)
-        opt = fastbp.SGD(m, 0.05, momentum=0.9)
-        if interrupt_at:
-            real, n = opt.step, [0]
-
-            def step():
-                n[0] += 1
-                if n[0] == interrupt_at:
-                    raise KeyboardInterrupt
-                real()
-            opt.step = step
-        h = fastbp.fit(m, X, y, optimizer=opt, batch_size=16, epochs=3, seed=3, verbose=0,
-                       checkpoint_dir=ck, resume=resume)
-        return m, h
+    def train(**options):
+        return train_with_ctrl_c(fastbp.MLP([5, 8, 3], seed=0), X, y, **options)
 
     full, _ = train()
     ck = tmp_path / "ck"

@@ -289,23 +289,12 @@ def test_dropout_is_the_same_on_one_or_two_threads():
 def test_dropout_resumes_bit_identical(tmp_path):
     """A run interrupted (Ctrl-C, step 9: a checkpoint) and resumed by a model built with
     another dropout seed (the checkpoint's is restored) ends as the uninterrupted run."""
+    from test_reliability import train_with_ctrl_c
     X, y = _problem(np.float32, 96, 5, 3, seed=1)
 
-    def train(interrupt_at=None, resume=False, ck=None, dropout_seed=11):
-        m = fastbp.MLP([5, 8, 3], seed=0, dropout=0.25, dropout_seed=dropout_seed)
-        opt = fastbp.SGD(m, 0.05, momentum=0.9)
-        if interrupt_at:
-            real, n = opt.step, [0]
-
-            def step():
-                n[0] += 1
-                if n[0] == interrupt_at:
-                    raise KeyboardInterrupt
-                real()
-            opt.step = step
-        h = fastbp.fit(m, X, y, optimizer=opt, batch_size=16, epochs=3, seed=3, verbose=0,
-                       checkpoint_dir=ck, resume=resume)
-        return m, h
+    def train(dropout_seed=11, **options):
+        model = fastbp.MLP([5, 8, 3], seed=0, dropout=0.25, dropout_seed=dropout_seed)
+        return train_with_ctrl_c(model, X, y, **options)
 
     full, _ = train()
     ck = tmp_path / "ck"

@@ -204,6 +204,20 @@ def _have(module):
         return False
 
 
+def in_own_process(module, *args, timeout=3600):
+    """Run ``python -m module WORKER *args`` (a benchmark's worker, each measurement in a
+    fresh process) and return the JSON its last line of output holds."""
+    import json
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", module, "WORKER", *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(map(str, args))}: "
+                           f"{out.stderr.strip()[-800:]}")
+    return json.loads(out.stdout.splitlines()[-1])
+
+
 def print_report(format_table, results, *details):
     """Print format_table(results, header): the header is the date, the machine (machine())
     and the details given."""

@@ -13,11 +13,12 @@ core count).
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from . import in_own_process
 
 NETWORKS = ([784, 512, 512, 10], [20, 64, 64, 64, 64, 2], [100, 256, 256, 1],
             [3072, 1024, 512, 10])
@@ -120,13 +121,10 @@ def run(quick=False, rounds=2):
             for fw in FRAMEWORKS:
                 if not _available(fw):
                     continue
-                cmd = [sys.executable, "-m", "fastbp.bench.infer", "WORKER", fw,
-                       ",".join(map(str, sizes))] + (["--quick"] if quick else [])
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-                if out.returncode != 0:
-                    raise RuntimeError(f"{fw} {sizes}: {out.stderr.strip()[-500:]}")
                 key = ("-".join(map(str, sizes)), fw)
-                results.setdefault(key, []).append(json.loads(out.stdout.splitlines()[-1]))
+                results.setdefault(key, []).append(in_own_process(
+                    "fastbp.bench.infer", fw, ",".join(map(str, sizes)),
+                    *(["--quick"] if quick else []), timeout=600))
     return results
 
 

@@ -11,11 +11,12 @@ rows (Numba's compilation is not timed); figures are rows per second of one epoc
 """
 import json
 import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from . import in_own_process
 
 ROWS, FEATURES, DENSITY, CLASSES, HIDDEN = 100_000, 50_000, 1e-3, 20, 256
 DENSE_ROWS = 10_000
@@ -73,11 +74,8 @@ def run(quick=False, rounds=2):
     results = {}
     for _ in range(1 if quick else rounds):
         for kind, rows in jobs:
-            cmd = [sys.executable, "-m", "fastbp.bench.sparse", "WORKER", kind, str(rows)]
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-            if out.returncode != 0:
-                raise RuntimeError(f"{kind}: {out.stderr.strip()[-800:]}")
-            results.setdefault((kind, rows), []).append(json.loads(out.stdout.splitlines()[-1]))
+            results.setdefault((kind, rows), []).append(
+                in_own_process("fastbp.bench.sparse", kind, rows))
     return results
 
 

@@ -11,11 +11,12 @@ times (new processes) and every round's figures are reported, as the range over 
 """
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from . import in_own_process
 
 SIZES, BATCH, P, CLIP = [784, 512, 512, 10], 128, 0.2, 1.0
 VARIANTS = ("plain", "dropout", "clip", "dropout+clip")
@@ -92,12 +93,7 @@ def run(quick=False, rounds=3):
     for _ in range(1 if quick else rounds):
         row = {}
         for kind in ("fastbp", "torch"):
-            cmd = [sys.executable, "-m", "fastbp.bench.toolkit", "WORKER", kind, str(n),
-                   str(epochs)]
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-            if out.returncode != 0:
-                raise RuntimeError(f"{kind}: {out.stderr.strip()[-800:]}")
-            row[kind] = json.loads(out.stdout.splitlines()[-1])
+            row[kind] = in_own_process("fastbp.bench.toolkit", kind, n, epochs)
         results.append(row)
     return results
 

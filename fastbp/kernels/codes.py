@@ -325,6 +325,16 @@ def dropout_kept(s, index, threshold):
     return (h >> 8) >= threshold
 
 
+def clip_scale(total, max_norm):
+    """Gradient clipping's factor for a gradient whose squares sum to total, as
+    torch.nn.utils.clip_grad_norm_: min(1, max_norm / (norm + 1e-6)) (NaN stays NaN).  One
+    formula for kernels/cpu/optim.clip_coefficient and kernels/cuda/optim.clip_scale."""
+    coef = max_norm / (math.sqrt(total) + 1e-6)
+    if coef > 1.0:
+        coef = 1.0
+    return coef
+
+
 # ----------------------------------------------------------------------------- optimizers
 OPT_SGD, OPT_ADAM = 0, 1
 OPTIMIZERS = ("sgd", "adam", "adamw")

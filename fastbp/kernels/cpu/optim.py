@@ -19,11 +19,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .. import codes
 from ..codes import OPT_ADAM, OPT_SGD  # noqa: F401 (the registry's codes)
 from .linking import num_threads
 from .losses import _square_sum
 
 BLOCK = 4096
+_clip_scale = njit(cache=True, inline="always")(codes.clip_scale)
 
 
 @njit(cache=True, fastmath={"contract"}, _nrt=False, inline="always")
@@ -186,11 +188,7 @@ def clip_coefficient(unit_sums, max_norm):
     total = 0.0
     for i in range(unit_sums.shape[0]):
         total += unit_sums[i]
-    norm = math.sqrt(total)
-    coef = max_norm / (norm + 1e-6)
-    if coef > 1.0:
-        coef = 1.0
-    return coef, norm
+    return _clip_scale(total, max_norm), math.sqrt(total)
 
 
 @njit(cache=True)

@@ -4,6 +4,7 @@ import math
 
 from numba import cuda, float32, float64
 
+from .. import codes
 from .launch import launch
 
 THREADS = 256
@@ -81,18 +82,17 @@ def unit_square_sums(dW, db, out, offset, stream=0, plan=None):
     launch(_unit_square_sums, *_grid(dW.shape[0]), (dW, db, out, offset), stream, plan)
 
 
+_scale_of = cuda.jit(device=True, inline=True)(codes.clip_scale)
+
+
 @cuda.jit(cache=True)
 def _clip_scale(unit_sq, max_norm, gscale):
     if cuda.grid(1) == 0:
         total = 0.0
         for i in range(unit_sq.shape[0]):
             total += unit_sq[i]
-        norm = math.sqrt(total)
-        coef = max_norm / (norm + 1e-6)
-        if coef > 1.0:
-            coef = 1.0
-        gscale[0] = coef
-        gscale[1] = norm
+        gscale[0] = _scale_of(total, max_norm)
+        gscale[1] = math.sqrt(total)
 
 
 def clip_scale(unit_sq, max_norm, gscale, stream=0, plan=None):
