@@ -553,23 +553,21 @@ def run_steps(data_t, pos, n_steps, bs, cfg_t, bufs_t, hyper, step0, parallel, s
         loss = mean_row_loss(bufs.row_loss[:m], loss_scale(loss_code, total, n_out))
         l2 = l2_factor(cfg, total)
         if n_split > 1:
-            if cfg.clip == 0.0:
+            # one parallel loop, run once (GRADS_AND_UPDATE) or, with clipping, twice
+            # (GRADS, then UPDATE with the coefficient of all of them).  One loop in the
+            # code: each parallel loop costs about 2 s of a cold compile; and two adjacent
+            # ones were fused by Numba (it cannot see that UPDATE reads what GRADS writes
+            # through the kernels' pointers; parallel={"fusion": False} held for the first
+            # specialisation only: Numba pops the options out of the decorator's dict).
+            stage = np.int64(GRADS_AND_UPDATE if cfg.clip == 0.0 else GRADS)
+            h = hyper
+            while True:
                 for t in prange(n_split):
-                    layers_fn(np.int64(t), split, m, cfg, bufs, hyper, step0 + s + 1, kern,
-                              np.int64(GRADS_AND_UPDATE))
-            else:
-                for t in prange(n_split):
-                    layers_fn(np.int64(t), split, m, cfg, bufs, hyper, step0 + s + 1, kern,
-                              np.int64(GRADS))
-                # Between the loops, a call: Numba fuses adjacent parallel loops over the
-                # same range (it cannot see that UPDATE reads what GRADS writes through the
-                # kernels' pointers), and each thread then updated before the other's rows
-                # of dW were in the norm.  (parallel={"fusion": False} held for the first
-                # specialisation only: Numba pops the options out of the decorator's dict.)
-                clipped = _clip_hyper(cfg, bufs, hyper)
-                for t in prange(n_split):
-                    layers_fn(np.int64(t), split, m, cfg, bufs, clipped, step0 + s + 1, kern,
-                              np.int64(UPDATE))
+                    layers_fn(np.int64(t), split, m, cfg, bufs, h, step0 + s + 1, kern, stage)
+                if stage != GRADS:
+                    break
+                stage = np.int64(UPDATE)
+                h = _clip_hyper(cfg, bufs, hyper)
             if l2 != 0.0:
                 for l in range(L):
                     loss += layer_loss[l]
