@@ -203,8 +203,8 @@ class MLP:
     def set_dropout_seed(self, seed):
         """Key dropout's masks by seed (a non-negative int) from now on."""
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
-                or seed < 0:
-            raise ValueError(f"dropout_seed must be a non-negative int, got {seed!r}")
+                or not 0 <= seed < 1 << 63:
+            raise ValueError(f"dropout_seed must be an int in [0, 2**63), got {seed!r}")
         self.dropout_seed = int(seed)
         for module in self.layers or ():
             if isinstance(module, Dropout):

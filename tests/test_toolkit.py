@@ -339,6 +339,9 @@ def test_dropout_module_view_and_options(tmp_path):
                        (-0.1, "dropout must be >= 0")):
         with pytest.raises(ValueError, match=match):
             fastbp.MLP([3, 4, 4, 2], dropout=bad)
+    for bad in (-1, 1 << 63, 2.5, True):
+        with pytest.raises(ValueError, match="dropout_seed must be an int"):
+            fastbp.MLP([3, 4, 2], dropout=0.1, dropout_seed=bad)
 
 
 def test_dropout_in_the_estimators_and_cli(tmp_path):

@@ -182,8 +182,8 @@ class CPUBackend:
             _act.activation_forward(Z, A, m.act_codes[0], m.slopes[0])
 
     def _dropping(self, dropout):
-        """The layers whose outputs drop out in a pass with dropout = (step, row0) or None
-        (dropout_streams: each one's mask stream, or None)."""
+        """Each layer's mask keys (kernels/cpu/dropout.stream) for a pass with dropout =
+        (step, row0), None for a layer without dropout (all None without dropout)."""
         m = self.model
         if dropout is None or not m.has_dropout:
             return [None] * m.n_layers

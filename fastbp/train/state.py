@@ -207,7 +207,8 @@ def load_checkpoint(checkpoint_dir, run, model, optimizer, rng, schedule, histor
     if isinstance(saved, dict):
         saved = dict(saved)
         dropout_seed = saved.pop("dropout_seed", None)
-        if dropout_seed is not None and (not _is_int(dropout_seed) or dropout_seed < 0):
+        if dropout_seed is not None and (not _is_int(dropout_seed)
+                                         or not 0 <= dropout_seed < 1 << 63):
             raise ValueError(f"the {where} is damaged: dropout_seed {dropout_seed!r}")
     ours.pop("dropout_seed", None)
     if saved != ours or meta["n"] != run.order.shape[0] \
