@@ -75,9 +75,17 @@ def test_compiled_steps_equal_the_python_path(options, dtype):
     huber = options.get("loss") == "huber"
     X = rng.standard_normal((150, 12)).astype(dtype)
     y = (2 * rng.standard_normal((150, 4))).astype(dtype) if huber else rng.integers(0, 4, 150)
+    assert_compiled_equals_python_with_validation(
+        lambda: fastbp.MLP([12, 32, 4], dtype=dtype, seed=0, **options), X, y)
+
+
+def assert_compiled_equals_python_with_validation(make_model, X, y):
+    """Two epochs of Adam at batch 32 with a validation split, on the compiled path and on
+    the Python path (the optimizer's step replaced): the same parameters, loss and
+    validation loss, bit for bit.  Returns the last model (the Python path's)."""
     runs = []
     for python in (False, True):
-        model = fastbp.MLP([12, 32, 4], dtype=dtype, seed=0, **options)
+        model = make_model()
         opt = fastbp.Adam(model, 1e-3)
         if python:
             opt.step = opt.step
@@ -86,6 +94,7 @@ def test_compiled_steps_equal_the_python_path(options, dtype):
         runs.append((model.params.copy(), h["loss"], h["val_loss"]))
     assert np.array_equal(runs[0][0], runs[1][0])
     assert runs[0][1] == runs[1][1] and runs[0][2] == runs[1][2]
+    return model
 
 
 def test_options_are_kept_and_checked(tmp_path):

@@ -42,19 +42,10 @@ def test_per_layer_activations_against_torch(dtype):
 
 @pytest.mark.parametrize("sizes", [[8, 24, 16, 3], [8, 300, 200, 3]])   # split / parallel
 def test_per_layer_compiled_equals_python_path(sizes):
+    from test_loss_options import assert_compiled_equals_python_with_validation
     X, y = _problem(np.float32, 200)
-    acts = ["sigmoid", "relu"]
-    runs = []
-    for python in (False, True):
-        model = fastbp.MLP(sizes, activation=acts, seed=0)
-        opt = fastbp.Adam(model, 1e-3)
-        if python:
-            opt.step = opt.step
-        h = fastbp.fit(model, X, y, optimizer=opt, batch_size=32, epochs=2, seed=0,
-                       verbose=0, validation_split=0.2)
-        runs.append((model.params.copy(), h["loss"], h["val_loss"]))
-    assert np.array_equal(runs[0][0], runs[1][0])
-    assert runs[0][1:] == runs[1][1:]
+    model = assert_compiled_equals_python_with_validation(
+        lambda: fastbp.MLP(sizes, activation=["sigmoid", "relu"], seed=0), X, y)
     # inference (its own compiled pass) gives the training forward's bits
     model.loss_and_grad(X[:50], y[:50])
     assert np.array_equal(model.forward(X[:50]), model.backend._last_output)
