@@ -383,10 +383,15 @@ except KeyboardInterrupt as exc:
     in_fit = any(f.name == "fit" and f.filename.endswith("loop.py") for f in frames)
     # In this loop between two fits (building the next model's optimizer, say), or as fit
     # installs, removes or reads its handler (a few bytecodes at its edges, on lines
-    # naming it): not fit's to handle.  Out of fit anywhere else: a failure.
-    edge = frames and ("nterrupts" in (frames[-1].line or "")
-                       or frames[-1].name in ("start", "stop"))
-    print("raised" if in_fit and not edge else "outside")
+    # naming it, or in Interrupts' own methods): not fit's to handle.  Out of fit anywhere
+    # else: a failure, which names where it was raised.
+    last = frames[-1] if frames else None
+    line = last.line or "" if last is not None else ""
+    edge = last is not None and ("nterrupts" in line or (
+        last.filename.endswith("state.py")
+        and (last.name in ("start", "stop") or (last.name == "__init__" and line.startswith(
+            ("self.requested", "self._previous"))))))     # Interrupts.__init__
+    print(f"raised at {last.name}: {last.line}" if in_fit and not edge else "outside")
 """
 
 

@@ -135,9 +135,11 @@ def fit(model, X, y, *, optimizer, batch_size=128, epochs=10, shuffle=True, seed
     of exactly that state; a second Ctrl-C raises KeyboardInterrupt at once.
     """
     # Ctrl-C from here on stops the run at the next step boundary (state.Interrupts)
-    # (with MPI, Ctrl-C aborts the job instead: ranks would stop at different steps)
-    history = None
+    # (with MPI, Ctrl-C aborts the job instead: ranks would stop at different steps).
+    # Nothing of fit's runs before this line: a Ctrl-C until the handler is in raises
+    # KeyboardInterrupt in the caller's code or on this line, as Python's default does.
     interrupts = Interrupts().start() if comm is None else Interrupts()
+    history = None
     try:
         # With MPI, every rank validates its inputs, then all agree (distributed.agree)
         # before the first collective: a rank that raised alone left the others waiting.
