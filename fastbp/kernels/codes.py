@@ -293,6 +293,33 @@ def loss_code(name, labels):
             "huber": LOSS_HUBER}[name]
 
 
+# The element-wise regression losses' terms, one formula for both devices (the row kernels
+# of kernels/cpu/losses.py and kernels/cuda/losses.py compile them): for a prediction z
+# and target t (float64), (the term's loss, its derivative in z); the kernels sum the
+# losses over a row and scale the derivatives.
+
+
+def mse_term(z, t):
+    """(z - t)^2 and its derivative."""
+    d = z - t
+    return d * d, 2.0 * d
+
+
+def poisson_term(z, t):
+    """exp(z) - t z (z a log-mean) and its derivative."""
+    e = math.exp(z)
+    return e - t * z, e - t
+
+
+def huber_term(z, t, delta):
+    """Huber's term of d = z - t (as torch.nn.HuberLoss: d^2 / 2 within delta, else
+    delta (|d| - delta / 2)) and its derivative."""
+    d = z - t
+    if abs(d) <= delta:
+        return 0.5 * d * d, d
+    return delta * (abs(d) - 0.5 * delta), (delta if d > 0 else -delta)
+
+
 # ----------------------------------------------------------------------------- dropout
 # Dropout's mask, one formula for both devices (kernels/cpu/dropout.py, kernels/cuda/
 # dropout.py compile it): an element is kept when the top 24 bits of its hash are at least

@@ -42,7 +42,13 @@ import math
 import numpy as np
 from numba import njit
 
+from .. import codes
 from .activations import exp_scalar
+
+# the element-wise losses' terms (codes.py: one formula for both devices)
+_mse_term = njit(cache=True, inline="always")(codes.mse_term)
+_poisson_term = njit(cache=True, inline="always")(codes.poisson_term)
+_huber_term = njit(cache=True, inline="always")(codes.huber_term)
 
 
 @njit(cache=True, inline="always")
@@ -192,9 +198,9 @@ def mse_rows(Z, T, G, row_loss, scale, w):
         acc = 0.0
         f = _row_factor(scale, w, i)
         for c in range(n):
-            d = np.float64(Z[i, c]) - np.float64(T[i, c])
-            acc += d * d
-            G[i, c] = 2.0 * d * f
+            loss, g = _mse_term(np.float64(Z[i, c]), np.float64(T[i, c]))
+            acc += loss
+            G[i, c] = g * f
         row_loss[i] = _row_weighted(acc, w, i)
 
 
@@ -226,11 +232,9 @@ def poisson_rows(Z, T, G, row_loss, scale, w):
         acc = 0.0
         f = _row_factor(scale, w, i)
         for c in range(n):
-            z = np.float64(Z[i, c])
-            t = np.float64(T[i, c])
-            e = math.exp(z)
-            acc += e - t * z
-            G[i, c] = (e - t) * f
+            loss, g = _poisson_term(np.float64(Z[i, c]), np.float64(T[i, c]))
+            acc += loss
+            G[i, c] = g * f
         row_loss[i] = _row_weighted(acc, w, i)
 
 
@@ -243,13 +247,8 @@ def huber_rows(Z, T, G, row_loss, scale, w, delta):
         acc = 0.0
         f = _row_factor(scale, w, i)
         for c in range(n):
-            d = np.float64(Z[i, c]) - np.float64(T[i, c])
-            if abs(d) <= delta:
-                acc += 0.5 * d * d
-                g = d
-            else:
-                acc += delta * (abs(d) - 0.5 * delta)
-                g = delta if d > 0 else -delta
+            loss, g = _huber_term(np.float64(Z[i, c]), np.float64(T[i, c]), delta)
+            acc += loss
             G[i, c] = g * f
         row_loss[i] = _row_weighted(acc, w, i)
 

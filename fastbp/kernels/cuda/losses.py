@@ -10,8 +10,14 @@ import math
 
 from numba import cuda, float64
 
+from .. import codes
 from .activations import sigmoid
 from .launch import launch
+
+# the element-wise losses' terms (codes.py: one formula for both devices)
+_mse_term = cuda.jit(device=True, inline=True)(codes.mse_term)
+_poisson_term = cuda.jit(device=True, inline=True)(codes.poisson_term)
+_huber_term = cuda.jit(device=True, inline=True)(codes.huber_term)
 
 ROWS = 128
 REDUCE_THREADS = 256
@@ -94,9 +100,9 @@ def _mse(Z, T, G, row_loss, w, scale, param):
         acc = 0.0
         f = _factor(w, i, scale)
         for c in range(n):
-            d = float64(Z[i, c]) - T[i, c]
-            acc += d * d
-            G[i, c] = 2.0 * d * f
+            loss, g = _mse_term(float64(Z[i, c]), float64(T[i, c]))
+            acc += loss
+            G[i, c] = g * f
         row_loss[i] = _weighted(acc, w, i)
 
 
@@ -123,11 +129,9 @@ def _poisson(Z, T, G, row_loss, w, scale, param):
         acc = 0.0
         f = _factor(w, i, scale)
         for c in range(n):
-            z = float64(Z[i, c])
-            t = float64(T[i, c])
-            e = math.exp(z)
-            acc += e - t * z
-            G[i, c] = (e - t) * f
+            loss, g = _poisson_term(float64(Z[i, c]), float64(T[i, c]))
+            acc += loss
+            G[i, c] = g * f
         row_loss[i] = _weighted(acc, w, i)
 
 
@@ -139,13 +143,8 @@ def _huber(Z, T, G, row_loss, w, scale, delta):
         acc = 0.0
         f = _factor(w, i, scale)
         for c in range(n):
-            d = float64(Z[i, c]) - T[i, c]
-            if abs(d) <= delta:
-                acc += 0.5 * d * d
-                g = d
-            else:
-                acc += delta * (abs(d) - 0.5 * delta)
-                g = delta if d > 0 else -delta
+            loss, g = _huber_term(float64(Z[i, c]), float64(T[i, c]), delta)
+            acc += loss
             G[i, c] = g * f
         row_loss[i] = _weighted(acc, w, i)
 
