@@ -1,19 +1,23 @@
-"""asv benchmarks of the kernels: GEMM per layout and size, activations, softmax-CE,
-optimizer updates, the GEMM micro-kernel.
-
-Run offline in the current environment:  asv run --python=same --quick
-"""
+"""asv benchmarks of the kernels: GEMM per layout and size (NumPy's matmul on the same
+operands alongside), activations, softmax-CE, optimizer updates, the GEMM micro-kernel."""
 import numpy as np
 
 from fastbp import kernels as K
 
+# asv's sampling, for every benchmark here that sets none: per round (process), 3 to 10
+# samples, no more after 4 s; 2 rounds (asv's default).  Enough samples for asv's test of
+# significance on a 2-core VM, and the whole suite in minutes (benchmarks/__init__.py).
+repeat = (3, 10, 4.0)
+
 
 class GEMM:
     """fastbp.kernels.matmul, and numpy.matmul on the same operands as the peer."""
-    params = (["NT", "TN", "NN"], ["128x784x512", "32x100x100", "32x100x10", "1024x1024x1024"])
-    param_names = ["layout", "MxKxN"]
+    params = ["NT 128x784x512", "TN 512x128x784", "NN 128x512x784", "NN 32x100x100",
+              "NN 1024x1024x1024"]
+    param_names = ["layout MxKxN"]
 
-    def setup(self, layout, shape):
+    def setup(self, case):
+        layout, shape = case.split()
         M, Kd, N = map(int, shape.split("x"))
         rng = np.random.default_rng(0)
         self.ta, self.tb = layout[0] == "T", layout[1] == "T"
@@ -24,22 +28,11 @@ class GEMM:
         self.out = np.empty((M, N), np.float32)
         K.matmul(self.a, self.b, out=self.out, trans_a=self.ta, trans_b=self.tb)
 
-    def time_fastbp_matmul(self, layout, shape):
+    def time_fastbp_matmul(self, case):
         K.matmul(self.a, self.b, out=self.out, trans_a=self.ta, trans_b=self.tb)
 
-    def time_numpy_matmul(self, layout, shape):
+    def time_numpy_matmul(self, case):
         np.matmul(self.opa, self.opb, out=self.out)
-
-    def track_gflops_fastbp(self, layout, shape):
-        import time
-        M, Kd, N = map(int, shape.split("x"))
-        reps = max(3, int(5e8 / (2 * M * N * Kd)))
-        t = time.perf_counter()
-        for _ in range(reps):
-            K.matmul(self.a, self.b, out=self.out, trans_a=self.ta, trans_b=self.tb)
-        return 2 * M * N * Kd * reps / (time.perf_counter() - t) / 1e9
-
-    track_gflops_fastbp.unit = "GFLOP/s"
 
 
 class Activations:
@@ -76,8 +69,8 @@ class SoftmaxCrossEntropy:
 
 class OptimizerUpdate:
     """One SGD (momentum) or Adam step over a flat float32 buffer of 669,706 parameters
-    (784-512-512-10's), on all threads (parallel=1) and on one (0); track_ns_per_param on
-    one thread shows whether the loop is vectorised (Adam's was not, kept scalar by a
+    (784-512-512-10's), on all threads (parallel=1) and on one (0); the time on one thread
+    over 669,706 shows whether the loop is vectorised (Adam's was not, kept scalar by a
     division's zero test: 3.2 against 0.4 ns a parameter)."""
     params = (["sgd", "adam"], [1, 0])
     param_names = ["optimizer", "parallel"]
@@ -100,22 +93,13 @@ class OptimizerUpdate:
     def time_update(self, opt, parallel):
         self.step(opt, parallel)
 
-    def track_ns_per_param(self, opt, parallel):
-        import time
-        reps = 20
-        t = time.perf_counter()
-        for _ in range(reps):
-            self.step(opt, parallel)
-        return (time.perf_counter() - t) / reps / self.N_PARAMS * 1e9
-
-    track_ns_per_param.unit = "ns"
-
 
 class MicroKernel:
     """The GEMM micro-kernel alone (kernels/cpu/microkernel.py), on one thread: full tiles
     of MR x NR (8 x 16 with AVX-512, else 6 x 16) from packed panels, a B panel of K rows
-    against 16 A panels, as the GEMM's inner loops run it.  track_gflops is the figure to
-    compare with the core's peak (~117 GFLOP/s float32 on the benchmark machine)."""
+    against 16 A panels, as the GEMM's inner loops run it (2 x 16 x MR x NR x K flops a call,
+    to compare with the core's peak).  Rates are not tracked: asv reads every number as
+    lower-is-better, and times carry the same information with samples for its test."""
     params = [32, 100, 384]
     param_names = ["K"]
 
@@ -136,21 +120,8 @@ class MicroKernel:
         self.ap = rng.standard_normal(self.n_panels * k * MR).astype(np.float32)
         self.bp = rng.standard_normal(k * NR).astype(np.float32)
         self.c = np.empty(self.n_panels * MR * NR, np.float32)
-        self.flops = 2 * self.n_panels * MR * NR * k
         self.tiles = tiles
         tiles(self.ap, self.bp, self.c, k, self.n_panels, 1)
 
     def time_tiles(self, k):
         self.tiles(self.ap, self.bp, self.c, k, self.n_panels, 1)
-
-    def track_gflops(self, k):
-        import time
-        reps = max(1, int(1e9 / self.flops))
-        best = float("inf")
-        for _ in range(5):
-            t = time.perf_counter()
-            self.tiles(self.ap, self.bp, self.c, k, self.n_panels, reps)
-            best = min(best, time.perf_counter() - t)
-        return self.flops * reps / best / 1e9
-
-    track_gflops.unit = "GFLOP/s"

@@ -6,12 +6,16 @@ import numpy as np
 import fastbp
 from fastbp.bench.toolkit import BATCH, CLIP, P, SIZES, VARIANTS
 
+# asv's sampling, for every benchmark here that sets none: per round (process), 3 to 10
+# samples, no more after 4 s; 2 rounds (asv's default).  Enough samples for asv's test of
+# significance on a 2-core VM, and the whole suite in minutes.
+repeat = (3, 10, 4.0)
+
 
 class ToolkitEpoch:
     params = list(VARIANTS)
     param_names = ["variant"]
     number = 1
-    repeat = 5
 
     def setup(self, variant):
         rng = np.random.default_rng(0)

@@ -1,8 +1,14 @@
 """asv benchmarks of training: one step and one epoch for the three reference shapes,
-predict, peak memory of training, and import / first-call compile time (fresh process)."""
+peak memory of training, and the import time (fresh process; the first run's
+compile time: bench_users.FirstRun)."""
 import numpy as np
 
 import fastbp
+
+# asv's sampling, for every benchmark here that sets none: per round (process), 3 to 10
+# samples, no more after 4 s; 2 rounds (asv's default).  Enough samples for asv's test of
+# significance on a 2-core VM, and the whole suite in minutes.
+repeat = (3, 10, 4.0)
 
 SHAPES = {"784-512-512-10 b128": ([784, 512, 512, 10], 128),
           "40-100-100-10 b32": ([40, 100, 100, 10], 32),
@@ -30,6 +36,7 @@ class TrainStep:
         for m, o in ((self.model, self.opt), (self.blas, self.opt_blas)):
             m.loss_and_grad(self.X[:self.batch], self.y[:self.batch])
             o.step()
+        self.time_epoch(shape)                  # compile the epoch's step outside the timing
 
     def time_step(self, shape):
         self.model.loss_and_grad(self.X[:self.batch], self.y[:self.batch])
@@ -42,9 +49,6 @@ class TrainStep:
     def time_epoch(self, shape):
         fastbp.fit(self.model, self.X, self.y, optimizer=self.opt, batch_size=self.batch,
                    epochs=1, verbose=0, seed=0)
-
-    def time_predict(self, shape):
-        self.model.predict(self.X)
 
 
 class TrainMemory:
@@ -65,11 +69,3 @@ class TrainMemory:
 def timeraw_import():
     return "import fastbp"
 
-
-def timeraw_first_loss_and_grad():
-    """Import plus the first loss_and_grad in a new process (Numba's cache as it is)."""
-    return """
-import numpy as np, fastbp
-m = fastbp.MLP([64, 128, 64, 10], seed=0)
-m.loss_and_grad(np.zeros((32, 64), np.float32), np.zeros(32, np.int64))
-"""

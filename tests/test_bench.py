@@ -95,3 +95,57 @@ def test_asv_summary_draws_a_png_per_group(tmp_path):
     pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
     assert pngs == ["bench_x.Memory.png", "bench_x.Predict.png"]
     assert (tmp_path / "png" / "bench_x.Predict.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _tool(name):
+    import runpy
+    return runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / name))
+
+
+def test_asv_offline_points_asvs_own_page_at_the_vendored_files(tmp_path):
+    """tools/asv_offline.py on the index.html of the installed asv: every CDN script and
+    stylesheet becomes a vendored file with the listed bytes, nothing remote is left, and a
+    second run changes nothing. Fails here first when a newer asv asks for other files."""
+    import re
+    import shutil
+
+    import asv
+    tool = _tool("asv_offline.py")
+    www = Path(asv.__file__).parent / "www"
+    shutil.copytree(www, tmp_path / "html")
+    counts = tool["make_offline"](tmp_path / "html")
+    assert counts["index.html"] == 10
+    page = (tmp_path / "html" / "index.html").read_text()
+    assert not re.search(r'<(script|link)\b[^>]*"https?://', page)
+    for src in re.findall(r'(?:src|href)="(vendor/[^"]+)"', page):
+        assert (tmp_path / "html" / src).is_file(), src
+    css = (tmp_path / "html" / "vendor" / "css" / "bootstrap-3.1.1.min.css").read_text()
+    for font in set(re.findall(r"url\(\.\./(fonts/[^)?#]+)", css)):
+        assert (tmp_path / "html" / "vendor" / font).is_file(), font
+    assert tool["make_offline"](tmp_path / "html")["index.html"] == 0
+    assert (tmp_path / "html" / "index.html").read_text() == page
+
+
+def test_asv_offline_refuses_an_address_it_has_no_copy_of(tmp_path):
+    """A page asking for a file with no vendored copy is an error naming it, and no page is
+    changed; a vendored file with other bytes is an error too."""
+    import pytest
+    tool = _tool("asv_offline.py")
+    page = ('<script src="https://code.jquery.com/jquery-3.3.1.min.js"></script>'
+            '<script src="https://cdn.example/new-plot-lib.min.js"></script>')
+    (tmp_path / "index.html").write_text(page)
+    with pytest.raises(ValueError, match="new-plot-lib.min.js"):
+        tool["make_offline"](tmp_path)
+    assert (tmp_path / "index.html").read_text() == page
+    assert not (tmp_path / "vendor").exists()
+    (tmp_path / "v").mkdir()
+    with pytest.raises(ValueError, match="missing"):
+        tool["check_vendor"](tmp_path / "v")
+
+
+def test_asv_premerge_names_a_missing_base():
+    import subprocess
+    script = Path(__file__).resolve().parents[1] / "tools" / "asv_premerge.sh"
+    r = subprocess.run(["bash", str(script), "no-such-branch-xyz"], capture_output=True,
+                       text=True, cwd=script.parents[1])
+    assert r.returncode == 2 and "no commit named 'no-such-branch-xyz'" in r.stderr
