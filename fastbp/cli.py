@@ -83,9 +83,19 @@ def _non_negative_float(text):
     return v
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: ...)' to an option's help unless its text already says the default
+    or the option is a flag (off unless given)."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     from . import __version__
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _DefaultsHelp
     p = _Parser(prog="fastbp", description="Train multi-layer perceptrons with fastbp.")
     p.add_argument("--version", action="version", version=f"fastbp {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -107,7 +117,7 @@ def build_parser():
                    help="learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
-                   help="weight decay (decoupled for adamw; default 0)")
+                   help="weight decay (decoupled for adamw; default: 0)")
     t.add_argument("--dropout", type=_dropout, default=0.0,
                    help="dropout rate after each hidden layer, or one per layer (e.g. 0.2,0.1)")
     t.add_argument("--clip-grad-norm", type=_positive(float), default=None,

@@ -251,6 +251,9 @@ def test_broken_pipe_is_quiet(numeric_model, tmp_path):
 def test_help_shows_defaults_and_version(capsys):
     rc, out, _ = run(["train", "--help"], capsys)
     assert rc == 0 and "default: 40" in out and "default: adam" in out
+    flat = " ".join(out.split())
+    assert flat.count("(default: None)") == flat.count("(default: False)") == 0   # said once
+    assert "(default: none)" in flat and "(default: the last)" in flat
     import fastbp
     rc, out, _ = run(["--version"], capsys)
     assert rc == 0 and out.strip() == f"fastbp {fastbp.__version__}"
