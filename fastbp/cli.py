@@ -61,6 +61,17 @@ def _dropout(text):
     return rates[0] if len(rates) == 1 else rates
 
 
+def _names(allowed):
+    def parse(text):
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in allowed]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(
+                f"expected names from {', '.join(allowed)}, got {text!r}")
+        return ",".join(dict.fromkeys(names))
+    return parse
+
+
 def _positive(kind):
     def parse(text):
         try:
@@ -161,6 +172,19 @@ def build_parser():
     ex.add_argument("output", help="the .onnx file to write")
     ex.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or later)")
     sub.add_parser("info", help="versions, threading layer, CUDA", prog="fastbp info")
+    w = sub.add_parser("warmup", help="compile ahead of use (a Docker image or CI cache)",
+                       prog="fastbp warmup", formatter_class=fmt,
+                       description="Fill Numba's on-disk cache with the training and "
+                                   "prediction code of each combination of the lists, so that "
+                                   "a new process's first run does not compile.")
+    w.add_argument("--activation", type=_names(codes.ACTIVATION_NAMES), default="relu",
+                   help="hidden activations, comma-separated")
+    w.add_argument("--dtype", type=_names(("float32", "float64")), default="float32",
+                   help="dtypes, comma-separated")
+    w.add_argument("--loss", type=_names(codes.LOSSES), default="cross_entropy",
+                   help="losses, comma-separated")
+    w.add_argument("--optimizer", type=_names(codes.OPTIMIZERS), default="adam",
+                   help="optimizers, comma-separated")
     b = sub.add_parser("bench", help="compare speed with NumPy, PyTorch, scikit-learn",
                        prog="fastbp bench", formatter_class=fmt)
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -451,6 +475,17 @@ def cmd_info(args):
     return 0
 
 
+def cmd_warmup(args):
+    from .warmup import combinations, warmup
+    combos = combinations(*(v.split(",") for v in (args.activation, args.dtype, args.loss,
+                                                    args.optimizer)))
+    t = time.perf_counter()
+    warmup(combos)
+    print(f"{len(combos)} combination(s) in {time.perf_counter() - t:.1f} s; Numba's cache: "
+          f"{os.environ.get('NUMBA_CACHE_DIR') or 'beside the installed fastbp package'}")
+    return 0
+
+
 def cmd_bench(args):
     if args.toolkit:
         if args.device != "cpu":
@@ -478,7 +513,7 @@ def main(argv=None):
         parser.print_help()
         return 2
     handlers = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export,
-                "info": cmd_info, "bench": cmd_bench}
+                "info": cmd_info, "bench": cmd_bench, "warmup": cmd_warmup}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
