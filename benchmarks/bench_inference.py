@@ -7,9 +7,9 @@ import fastbp
 from fastbp.bench.infer import BATCH, NETWORKS, _loss
 
 # asv's sampling, for every benchmark here that sets none: per round (process), 3 to 10
-# samples, no more after 4 s; 2 rounds (asv's default).  Enough samples for asv's test of
+# samples, no more after 2 s; 2 rounds (asv's default).  Enough samples for asv's test of
 # significance on a 2-core VM, and the whole suite in minutes.
-repeat = (3, 10, 4.0)
+repeat = (3, 10, 2.0)
 
 NAMES = {"-".join(map(str, s)): s for s in NETWORKS}
 

@@ -1,5 +1,5 @@
 """asv benchmarks of sparse input and sample weights: one epoch on a TF-IDF-like CSR matrix
-(fastbp.bench.sparse's, 20,000 rows; scikit-learn and the densified rows: `fastbp bench
+(fastbp.bench.sparse's, 6,000 rows; scikit-learn and the densified rows: `fastbp bench
 --sparse`), its peak memory, and one epoch with and without sample weights."""
 import numpy as np
 
@@ -7,18 +7,18 @@ import fastbp
 from fastbp.bench.sparse import HIDDEN, tfidf_like
 
 # asv's sampling, for every benchmark here that sets none: per round (process), 3 to 10
-# samples, no more after 4 s; 2 rounds (asv's default).  Enough samples for asv's test of
+# samples, no more after 2 s; 2 rounds (asv's default).  Enough samples for asv's test of
 # significance on a 2-core VM, and the whole suite in minutes.
-repeat = (3, 10, 4.0)
+repeat = (3, 10, 2.0)
 
 
 class SparseEpoch:
     timeout = 600
     number = 1
-    repeat = (2, 4, 4.0)
+    repeat = (2, 6, 2.0)
 
     def setup(self):
-        self.X, self.y = tfidf_like(20_000)
+        self.X, self.y = tfidf_like(6_000)
         self.sizes = [self.X.shape[1], HIDDEN, int(self.y.max()) + 1]
         self._epoch(400)                                  # compile outside the timing
 
