@@ -29,8 +29,11 @@ git update-ref refs/asv/premerge "$tip"
 asv machine --yes >/dev/null
 echo "asv_premerge: $base ($(git rev-parse --short "$base")) against the working tree" \
      "($(git rev-parse --short "$tip")), failing beyond a factor of $factor"
+# --no-interleave-rounds: each commit installed once. Interleaved rounds reinstall the package
+# at every switch, and a reinstalled fastbp finds Numba's cache stale and compiles again.
 set +e
-asv continuous --factor "$factor" --interleave-rounds --split --show-stderr "$@" "$base" "$tip"
+asv continuous --factor "$factor" --no-interleave-rounds --split --show-stderr "$@" \
+    "$base" "$tip"
 rc=$?
 set -e
 if [[ $rc -eq 0 ]]; then
