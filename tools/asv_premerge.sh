@@ -29,10 +29,11 @@ git update-ref refs/asv/premerge "$tip"
 asv machine --yes >/dev/null
 echo "asv_premerge: $base ($(git rev-parse --short "$base")) against the working tree" \
      "($(git rev-parse --short "$tip")), failing beyond a factor of $factor"
-# --no-interleave-rounds: each commit installed once. Interleaved rounds reinstall the package
-# at every switch, and a reinstalled fastbp finds Numba's cache stale and compiles again.
+# --interleave-rounds: base, tip, tip, base, so that the VM's drift over the minutes of a run
+# (tens of per cent here) falls on both. Each switch reinstalls; tools/asv_stamp.py keeps
+# Numba's cache valid across reinstalls of the same code, so the compile is paid once.
 set +e
-asv continuous --factor "$factor" --no-interleave-rounds --split --show-stderr "$@" \
+asv continuous --factor "$factor" --interleave-rounds --split --show-stderr "$@" \
     "$base" "$tip"
 rc=$?
 set -e
