@@ -124,7 +124,7 @@ os.environ["NUMBA_CACHE_DIR"] = {cache!r}
 from fastbp.cli import main
 out = os.path.join(tempfile.mkdtemp(), "model.fbp")
 with contextlib.redirect_stdout(io.StringIO()):   # asv reads the time from stdout
-    main(["train", "--epochs", "1", "--quiet", "--out", out{extra}])
+    main(["train", "--epochs", "1", "--quiet", "--out", out])
 """
 
 
@@ -145,7 +145,7 @@ class FirstRun:
         # asv runs setup_cache in a folder of its own and deletes it after the commit's run
         cache = os.path.abspath("numba-cache-first-run")
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", _TRAIN_CLI.format(cache=cache, extra="")],
+        subprocess.run([sys.executable, "-c", _TRAIN_CLI.format(cache=cache)],
                        check=True)
         return cache, time.perf_counter() - t
 
@@ -155,7 +155,7 @@ class FirstRun:
     track_cold_seconds.unit = "seconds"
 
     def timeraw_warm(self, state):
-        return _TRAIN_CLI.format(cache=state[0], extra="")
+        return _TRAIN_CLI.format(cache=state[0])
 
 
 def write_reference():
