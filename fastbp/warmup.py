@@ -36,16 +36,17 @@ def _targets(loss, rng, n, classes):
     return rng.standard_normal(n), 1
 
 
-def warm(activation="relu", dtype="float32", loss="cross_entropy", optimizer="adam"):
-    """Train (one epoch, with a validation split) and predict with one combination, on the
-    small and the wide network; returns the seconds it took."""
+def warm(activation="relu", dtype="float32", loss="cross_entropy", optimizer="adam",
+         shapes=SHAPES):
+    """Train (one epoch, with a validation split) and predict with one combination, on each
+    of shapes ((input, *hidden), batch); returns the seconds it took."""
     import fastbp
     make = {"sgd": lambda m: fastbp.SGD(m, 0.01, momentum=0.9),
             "adam": lambda m: fastbp.Adam(m, 1e-3),
             "adamw": lambda m: fastbp.AdamW(m, 1e-3, weight_decay=0.01)}[optimizer]
     t = time.perf_counter()
     rng = np.random.default_rng(0)
-    for (n_in, *hidden), batch in SHAPES:
+    for (n_in, *hidden), batch in shapes:
         n = 4 * batch
         X = rng.standard_normal((n, n_in)).astype(dtype)
         y, n_out = _targets(loss, rng, n, 10)
@@ -61,11 +62,11 @@ def warm(activation="relu", dtype="float32", loss="cross_entropy", optimizer="ad
     return time.perf_counter() - t
 
 
-def warmup(combos, report=print):
+def warmup(combos, report=print, shapes=SHAPES):
     """warm() each combination; report() a line each; returns [(combo, seconds)]."""
     done = []
     for combo in combos:
-        seconds = warm(*combo)
+        seconds = warm(*combo, shapes=shapes)
         report("warmed {} ({}, {}, {}) in {:.1f} s".format(*combo, seconds))
         done.append((combo, seconds))
     return done
