@@ -147,5 +147,5 @@ def test_asv_premerge_names_a_missing_base():
     import subprocess
     script = Path(__file__).resolve().parents[1] / "tools" / "asv_premerge.sh"
     r = subprocess.run(["bash", str(script), "no-such-branch-xyz"], capture_output=True,
-                       text=True, cwd=script.parents[1])
+                       text=True, cwd=script.parents[1], check=False)
     assert r.returncode == 2 and "no commit named 'no-such-branch-xyz'" in r.stderr
