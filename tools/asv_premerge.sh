@@ -29,9 +29,9 @@ git update-ref refs/asv/premerge "$tip"
 asv machine --yes >/dev/null
 echo "asv_premerge: $base ($(git rev-parse --short "$base")) against the working tree" \
      "($(git rev-parse --short "$tip")), failing beyond a factor of $factor"
-# --no-interleave-rounds: the base's rounds, then the tip's. Interleaved (base, tip, tip,
-# base) flagged more in a no-change run here, up to 150x on micro-benchmarks of the tip,
-# not understood yet (docs/performance.md, "The asv suite").
+# --no-interleave-rounds: the base's rounds, then the tip's. Pass --interleave-rounds (the
+# later flag wins) for base, tip, tip, base, which spreads the VM's drift over both; its one
+# no-change run so far shared the machine with another asv run (docs/performance.md).
 set +e
 asv continuous --factor "$factor" --no-interleave-rounds --split --show-stderr "$@" \
     "$base" "$tip"
