@@ -177,7 +177,7 @@ def build_parser():
                        description="Fill Numba's on-disk cache with the training and "
                                    "prediction code of each combination of the lists, so that "
                                    "a new process's first run does not compile.")
-    w.add_argument("--activation", type=_names(codes.ACTIVATION_NAMES), default="relu",
+    w.add_argument("--activation", type=_names(tuple(codes.ACTIVATION_BY_NAME)), default="relu",
                    help="hidden activations, comma-separated")
     w.add_argument("--dtype", type=_names(("float32", "float64")), default="float32",
                    help="dtypes, comma-separated")

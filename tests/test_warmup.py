@@ -31,3 +31,9 @@ def test_warmup_refuses_unknown_names(option, value, capsys):
         cli.main(["warmup", option, value])
     assert e.value.code == 2
     assert "expected names from" in capsys.readouterr().err
+
+
+def test_warmup_takes_the_activation_names_train_takes():
+    """Aliases included (swish is silu), as fastbp train's --activation."""
+    args = cli.build_parser().parse_args(["warmup", "--activation", "swish,relu"])
+    assert args.activation == "swish,relu"
